@@ -1,0 +1,131 @@
+"""Vision backbones by name, resolved through timm.
+
+Every backbone is a timm VisionTransformer whose forward returns one embedding per image:
+
+* CLIP backbones return the *projected* CLS embedding (timm's ``head`` holds CLIP's visual projection,
+  768-d for ViT-L/14), as in the official PerceptCLIP release (``proj(pooler_output)``).
+* DINOv2 and MAE have no projection: they return the final-norm CLS token (1024-d for ViT-L).
+
+The ``quickgelu`` CLIP variants are the faithful ones: OpenAI's CLIP was trained with QuickGELU and the
+official release uses transformers' CLIP (``hidden_act="quick_gelu"``). The paper's ablations use
+ViT-B/16 and ViT-B/32 CLIP (Table A.7), DINOv2 and MAE ViT-L (Table A.8). ``tiny_*`` specs are small,
+random-initialised versions of the same architecture for tests and the offline demo.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import timm
+import torch
+from torch import nn
+
+from .attention import split_qkv
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    name: str
+    timm_name: str                     # architecture[.pretrained_tag]
+    family: str                        # "clip" | "dinov2" | "mae"
+    reference: str                     # where in the paper it is used
+    timm_kwargs: dict = field(default_factory=dict)
+    has_pretrained: bool = True
+
+    @property
+    def hub_id(self) -> str:
+        return f"timm/{self.timm_name}"
+
+
+def _specs(*specs: BackboneSpec) -> dict[str, BackboneSpec]:
+    return {s.name: s for s in specs}
+
+
+BACKBONES: dict[str, BackboneSpec] = _specs(
+    BackboneSpec("clip_vit_l14", "vit_large_patch14_clip_quickgelu_224.openai", "clip",
+                 "main model, paper §3.1"),
+    BackboneSpec("clip_vit_b16", "vit_base_patch16_clip_quickgelu_224.openai", "clip",
+                 "ViT-size ablation, Table A.7"),
+    BackboneSpec("clip_vit_b32", "vit_base_patch32_clip_quickgelu_224.openai", "clip",
+                 "ViT-size ablation, Table A.7"),
+    BackboneSpec("dinov2_vit_l14", "vit_large_patch14_dinov2.lvd142m", "dinov2",
+                 "backbone ablation, Table A.8", {"img_size": 224, "num_classes": 0, "global_pool": "token"}),
+    BackboneSpec("mae_vit_l16", "vit_large_patch16_224.mae", "mae",
+                 "backbone ablation, Table A.8", {"num_classes": 0, "global_pool": "token"}),
+    # Small random-initialised CLIP-architecture encoders (QuickGELU, pre-norm, projection head).
+    BackboneSpec("tiny_clip", "vit_base_patch32_clip_quickgelu_224", "clip", "tests and offline demo",
+                 {"embed_dim": 128, "depth": 4, "num_heads": 2, "num_classes": 64}, has_pretrained=False),
+    BackboneSpec("tiny_clip_p16", "vit_base_patch16_clip_quickgelu_224", "clip", "tests (196 patches)",
+                 {"embed_dim": 64, "depth": 2, "num_heads": 2, "num_classes": 32}, has_pretrained=False),
+)
+
+
+class PretrainedWeightsUnavailable(RuntimeError):
+    """Raised when pretrained weights were asked for but cannot be obtained."""
+
+
+def get_spec(name: str) -> BackboneSpec:
+    try:
+        return BACKBONES[name]
+    except KeyError:
+        raise ValueError(f"unknown backbone {name!r}; choose one of {sorted(BACKBONES)}") from None
+
+
+def _weights_help(spec: BackboneSpec) -> str:
+    return (f"Pretrained weights for backbone {spec.name!r} come from the Hugging Face hub repo "
+            f"{spec.hub_id!r}. On a machine with internet run `huggingface-cli download {spec.hub_id}` "
+            f"(then use the same HF_HOME cache offline), or pass weights_path=<file> with the timm state "
+            f"dict (.safetensors, .bin or .pth). Use pretrained=False only for a random-initialised model.")
+
+
+def create_backbone(name: str, pretrained: bool = True, weights_path: str | os.PathLike | None = None,
+                    **timm_overrides) -> nn.Module:
+    """Build a timm encoder with split q/k/v attention.
+
+    ``pretrained=True`` loads weights from ``weights_path`` if given, else from the HF hub (timm's
+    loader, which honours ``HF_HOME`` / ``HF_HUB_OFFLINE``). Failure raises
+    :class:`PretrainedWeightsUnavailable` with instructions; weights are never silently random unless
+    ``pretrained=False``. ``timm_overrides`` change the architecture (e.g. an architecture inferred
+    from an official checkpoint).
+    """
+    spec = get_spec(name)
+    kwargs = {**spec.timm_kwargs, **timm_overrides}
+    if pretrained and not spec.has_pretrained and weights_path is None:
+        raise PretrainedWeightsUnavailable(
+            f"backbone {name!r} is a random-initialised test configuration with no pretrained weights; "
+            f"pass pretrained=False or weights_path=<file>")
+    if weights_path is not None:
+        path = Path(weights_path)
+        if not path.is_file():
+            raise FileNotFoundError(f"weights_path {str(path)!r} does not exist. " + _weights_help(spec))
+        model = timm.create_model(spec.timm_name, pretrained=False, **kwargs)
+        _load_local_weights(model, path, spec)
+    elif pretrained:
+        try:
+            model = timm.create_model(spec.timm_name, pretrained=True, **kwargs)
+        except Exception as err:  # network, missing cache, hub errors: all mean "no weights"
+            raise PretrainedWeightsUnavailable(
+                f"could not load pretrained weights ({type(err).__name__}: {err}). " + _weights_help(spec)) from err
+    else:
+        model = timm.create_model(spec.timm_name, pretrained=False, **kwargs)
+    return split_qkv(model)
+
+
+def _load_local_weights(model: nn.Module, path: Path, spec: BackboneSpec) -> None:
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+        state = load_file(str(path))
+    else:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    if "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    from .checkpoint import check_state_dict
+    check_state_dict(model, state, source=str(path), what=f"timm weights for {spec.name}")
+    model.load_state_dict(state)
+
+
+def embedding_dim(encoder: nn.Module) -> int:
+    """Width of the encoder's output embedding (projection width for CLIP, token width otherwise)."""
+    head = getattr(encoder, "head", None)
+    return head.out_features if isinstance(head, nn.Linear) else encoder.num_features

@@ -1,0 +1,1 @@
+"""Data utilities for ``percept``: datasets, manifests and the offline synthetic demo set."""

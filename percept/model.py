@@ -1,0 +1,250 @@
+"""The PerceptCLIP model: a timm vision encoder + peft LoRA on q, k, v + one head per dataset.
+
+Paper §3.1: CLIP ViT-L/14 vision encoder; LoRA (r=16, alpha=8) on the query, key and value projections
+of every attention layer ("fine-tuning only the attention layers"); an MLP head on the projected CLS
+embedding; < 3M trainable parameters. LoRA dropout 0.1 and the head's dropout 0.5 follow the official
+release (``modeling.py``: ``LoraConfig(r=16, lora_alpha=8, lora_dropout=0.1)``), the paper is silent.
+
+Ablations (paper §7): ``strategy`` = ``lora`` (default) | ``frozen`` (head only) | ``full`` (whole
+encoder, projection included); ``head`` = ``mlp`` | ``linear``; ``backbone`` (Tables A.7, A.8);
+``lora_r`` / ``lora_alpha`` (Tables A.10, A.11).
+
+Multi-dataset training (§3.2) shares the encoder (and its LoRA) and gives each dataset its own head:
+``ModelConfig(heads={"livec": 1, "koniq": 1})`` and ``model(images, head="livec")``.
+"""
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from typing import Iterator
+
+import torch
+from peft import LoraConfig, PeftModel, get_peft_model
+from torch import nn
+
+from . import backbones
+from .attention import attention_layers
+from .checkpoint import check_state_dict, load_tensors, save_tensors
+from .heads import HEAD_TYPES, create_head
+
+STRATEGIES = ("lora", "frozen", "full")
+LORA_TARGETS = r".*\.attn\.(q|k|v)$"   # the split q, k, v Linear layers of every block
+
+
+@dataclass
+class ModelConfig:
+    backbone: str = "clip_vit_l14"
+    strategy: str = "lora"
+    head: str = "mlp"
+    heads: dict[str, int] = field(default_factory=lambda: {"main": 1})   # head name -> number of outputs
+    lora_r: int = 16
+    lora_alpha: float = 8
+    lora_dropout: float = 0.1
+    head_hidden: tuple[int, int] = (512, 256)
+    head_dropout: float = 0.5
+    pretrained: bool = True
+    weights_path: str | None = None
+    backbone_kwargs: dict = field(default_factory=dict)   # timm overrides (used for inferred architectures)
+
+    def __post_init__(self):
+        backbones.get_spec(self.backbone)
+        if self.strategy not in STRATEGIES:
+            raise ValueError(f"unknown strategy {self.strategy!r}; choose one of {STRATEGIES}")
+        if self.head not in HEAD_TYPES:
+            raise ValueError(f"unknown head {self.head!r}; choose one of {HEAD_TYPES}")
+        if not self.heads or any(int(n) < 1 for n in self.heads.values()):
+            raise ValueError(f"heads must map each head name to >= 1 outputs; got {self.heads!r}")
+        self.head_hidden = tuple(self.head_hidden)
+        if self.strategy == "lora" and (self.lora_r < 1 or self.lora_alpha <= 0):
+            raise ValueError(f"LoRA needs r >= 1 and alpha > 0; got r={self.lora_r}, alpha={self.lora_alpha}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "ModelConfig":
+        known = set(cls.__dataclass_fields__)
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown ModelConfig fields {sorted(unknown)}")
+        return cls(**data)
+
+
+class PerceptCLIP(nn.Module):
+    """Encoder (optionally LoRA-wrapped) → embedding → ``heads[name]``."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+        vit = backbones.create_backbone(config.backbone, pretrained=config.pretrained,
+                                        weights_path=config.weights_path, **config.backbone_kwargs)
+        self.img_size = tuple(vit.patch_embed.img_size)
+        self.embed_dim = backbones.embedding_dim(vit)
+        if config.strategy == "lora":
+            lora = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
+                              target_modules=LORA_TARGETS, bias="none")
+            self.encoder = get_peft_model(vit, lora)   # freezes every non-LoRA encoder weight
+        else:
+            self.encoder = vit
+            vit.requires_grad_(config.strategy == "full")
+        self.heads = nn.ModuleDict({
+            name: create_head(config.head, self.embed_dim, int(n), config.head_hidden, config.head_dropout)
+            for name, n in config.heads.items()})
+
+    # -- structure -------------------------------------------------------------------------------
+    @property
+    def vit(self) -> nn.Module:
+        """The underlying timm VisionTransformer (inside the peft wrapper, if any)."""
+        return self.encoder.get_base_model() if isinstance(self.encoder, PeftModel) else self.encoder
+
+    @property
+    def has_lora(self) -> bool:
+        return isinstance(self.encoder, PeftModel)
+
+    # -- forward ---------------------------------------------------------------------------------
+    def check_images(self, images: torch.Tensor) -> None:
+        if not isinstance(images, torch.Tensor):
+            raise TypeError(f"images must be a torch.Tensor of shape (B, 3, H, W); got {type(images).__name__}")
+        if images.dim() != 4:
+            raise ValueError(f"images must have shape (B, 3, H, W); got {tuple(images.shape)}")
+        if images.shape[1] != 3:
+            raise ValueError(f"images must be RGB with 3 channels; got {images.shape[1]} channels "
+                             f"(convert grayscale/RGBA/CMYK images to RGB first, e.g. percept.transforms.load_rgb)")
+        if tuple(images.shape[-2:]) != self.img_size:
+            raise ValueError(f"images must be {self.img_size[0]}x{self.img_size[1]} for backbone "
+                             f"{self.config.backbone!r}; got {images.shape[-2]}x{images.shape[-1]} "
+                             f"(resize/crop with percept.transforms)")
+        if not images.is_floating_point():
+            raise ValueError(f"images must be normalised float tensors; got dtype {images.dtype}")
+
+    def embed(self, images: torch.Tensor) -> torch.Tensor:
+        """The (projected) CLS embedding, (B, embed_dim)."""
+        self.check_images(images)
+        return self.encoder(images)
+
+    def head_names(self) -> list[str]:
+        return list(self.heads)
+
+    def forward(self, images: torch.Tensor, head: str | None = None) -> torch.Tensor:
+        """Predictions (B, outputs) of head ``head`` (may be omitted when the model has one head)."""
+        return self._head(head)(self.embed(images))
+
+    def _head(self, head: str | None) -> nn.Module:
+        if head is None:
+            if len(self.heads) != 1:
+                raise ValueError(f"this model has several heads {self.head_names()}; pass head=<name>")
+            return next(iter(self.heads.values()))
+        if head not in self.heads:
+            raise KeyError(f"unknown head {head!r}; this model has {self.head_names()}")
+        return self.heads[head]
+
+    # -- parameters ------------------------------------------------------------------------------
+    def parameter_counts(self) -> dict[str, int]:
+        lora = sum(p.numel() for n, p in self.named_parameters() if "lora_" in n)
+        head = sum(p.numel() for p in self.heads.parameters())
+        trainable = sum(p.numel() for p in self.parameters() if p.requires_grad)
+        total = sum(p.numel() for p in self.parameters())
+        return {"lora": lora, "head": head, "trainable": trainable, "total": total}
+
+    def trainable_state_dict(self) -> dict[str, torch.Tensor]:
+        """What training changes: LoRA + heads (``lora``), heads (``frozen``), everything (``full``)."""
+        names = {n for n, p in self.named_parameters() if p.requires_grad}
+        return {k: v for k, v in self.state_dict().items() if k in names}
+
+    def freeze_encoder(self) -> None:
+        """Freeze the whole encoder, LoRA included (multi-dataset stage 2 trains heads only, §3.2)."""
+        self.encoder.requires_grad_(False)
+
+    @torch.no_grad()
+    def merge_lora(self) -> "PerceptCLIP":
+        """Fold LoRA into the q, k, v weights (same outputs, plain encoder, faster inference)."""
+        if self.has_lora:
+            self.encoder = self.encoder.merge_and_unload()
+            # The merged encoder is a plain set of weights: treat it as strategy "full" so that
+            # save_weights/load_weights keep the whole (merged) encoder.
+            self.config.strategy = "full"
+            self.encoder.requires_grad_(True)
+        return self
+
+    # -- interpretability hooks (paper §6) -------------------------------------------------------
+    def attention_layers(self):
+        return attention_layers(self.vit)
+
+    @contextmanager
+    def uniform_cls_attention(self, heads: dict[int, object]) -> Iterator[None]:
+        """Within the block, layer ``l``'s heads in ``heads[l]`` attend uniformly from the CLS token.
+
+        ``heads[l]`` is a list of head indices, or a boolean mask broadcastable to (batch, num_heads)
+        to ablate different heads in different samples of one batch.
+        """
+        layers = self.attention_layers()
+        try:
+            for index, which in heads.items():
+                layer = layers[index]
+                if isinstance(which, torch.Tensor) and which.dtype == torch.bool:
+                    layer.uniform_cls_heads = which
+                else:
+                    mask = torch.zeros(layer.num_heads, dtype=torch.bool)
+                    mask[list(which)] = True
+                    layer.uniform_cls_heads = mask
+            yield
+        finally:
+            for layer in layers:
+                layer.uniform_cls_heads = None
+
+    @contextmanager
+    def recorded_attention(self) -> Iterator[list]:
+        """Yield a list that, after a forward pass, holds each layer's attention maps (B, H, N, N)."""
+        layers = self.attention_layers()
+        maps: list = []
+        for layer in layers:
+            layer.record_attention = True
+        try:
+            yield maps
+        finally:
+            maps.extend(layer.attention_map for layer in layers)
+            for layer in layers:
+                layer.record_attention = False
+                layer.attention_map = None
+
+
+def build_model(config: ModelConfig | None = None, **overrides) -> PerceptCLIP:
+    """``build_model(backbone="tiny_clip", pretrained=False)`` or ``build_model(ModelConfig(...))``."""
+    if config is None:
+        config = ModelConfig(**overrides)
+    elif overrides:
+        config = ModelConfig.from_dict({**config.to_dict(), **overrides})
+    return PerceptCLIP(config)
+
+
+def save_weights(model: PerceptCLIP, path: str | os.PathLike) -> None:
+    """Save the trainable weights (LoRA + heads, per strategy) and the config, as safetensors."""
+    save_tensors(path, model.trainable_state_dict(), {"format": "percept", "config": model.config.to_dict()})
+
+
+def load_weights(model: PerceptCLIP, path: str | os.PathLike) -> PerceptCLIP:
+    """Load weights saved by :func:`save_weights` into ``model``; every trainable key must be present."""
+    tensors, _ = load_tensors(path)
+    expected = model.trainable_state_dict()
+    ignore = tuple(k for k in model.state_dict() if k not in expected)   # frozen weights stay as built
+    check_state_dict(model, tensors, source=str(path), what="percept weights", ignore_missing=ignore)
+    model.load_state_dict(tensors, strict=False)
+    return model
+
+
+def load_model(path: str | os.PathLike, pretrained: bool | None = None, weights_path: str | None = None) -> PerceptCLIP:
+    """Rebuild a model from a :func:`save_weights` file (config in its metadata), in eval mode.
+
+    The frozen base encoder is rebuilt from the backbone's pretrained weights (``pretrained`` and
+    ``weights_path`` override what the file recorded).
+    """
+    _, meta = load_tensors(path)
+    if meta.get("format") != "percept" or "config" not in meta:
+        raise ValueError(f"{path} is not a percept weights file (no percept config in its metadata)")
+    config = ModelConfig.from_dict(meta["config"])
+    if pretrained is not None:
+        config.pretrained = pretrained
+    if weights_path is not None:
+        config.weights_path = weights_path
+    return load_weights(PerceptCLIP(config), path).eval()

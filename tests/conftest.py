@@ -1,0 +1,50 @@
+"""Shared fixtures. Tests never touch the network: the HF hub is forced offline with an empty cache."""
+import os
+import tempfile
+from pathlib import Path
+
+# Must happen before huggingface_hub is imported anywhere.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["HF_HOME"] = tempfile.mkdtemp(prefix="percept-test-hf-")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def shared_data_root() -> Path | None:
+    """``$PERCEPT_DATA_ROOT`` or ``../shared/data`` beside the repository, if present."""
+    root = Path(os.environ.get("PERCEPT_DATA_ROOT", REPO_ROOT.parent / "shared" / "data"))
+    return root if root.is_dir() else None
+
+
+@pytest.fixture
+def data_root() -> Path:
+    root = shared_data_root()
+    if root is None:
+        pytest.skip("real dataset files not found: set PERCEPT_DATA_ROOT or place them in ../shared/data")
+    return root
+
+
+@pytest.fixture
+def tiny_timm_weights(tmp_path) -> Path:
+    """A timm-format (fused qkv) state dict of the tiny CLIP architecture, as a local weights file."""
+    import timm
+    from safetensors.torch import save_file
+    from percept.backbones import get_spec
+
+    spec = get_spec("tiny_clip")
+    torch.manual_seed(123)
+    vit = timm.create_model(spec.timm_name, pretrained=False, **spec.timm_kwargs)
+    path = tmp_path / "tiny_clip.safetensors"
+    save_file({k: v.contiguous() for k, v in vit.state_dict().items()}, str(path))
+    return path
+
+
+def randomize_lora(model) -> None:
+    """LoRA's B starts at zero (a no-op); give it values so that tests can see LoRA at all."""
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.5)

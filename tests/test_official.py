@@ -1,0 +1,125 @@
+"""Official PerceptCLIP checkpoints: the release's layout is rebuilt with transformers' CLIPVisionModel + peft
+(small random config), saved as a .pth state dict, loaded by percept, and outputs compared."""
+import pytest
+import torch
+from torch import nn
+
+from conftest import randomize_lora
+from percept.checkpoint import CheckpointMismatch
+from percept.official import OFFICIAL_CHECKPOINTS, infer_architecture, load_official
+
+transformers = pytest.importorskip("transformers")
+peft = pytest.importorskip("peft")
+
+
+class OfficialMLP(nn.Module):
+    """The release's head: 768→512→ReLU→Dropout→256→ReLU→Dropout→out (here with a smaller input)."""
+
+    def __init__(self, in_dim, out_dim):
+        super().__init__()
+        self.fc1, self.fc2, self.fc3 = nn.Linear(in_dim, 512), nn.Linear(512, 256), nn.Linear(256, out_dim)
+        self.relu, self.dropout1, self.dropout2 = nn.ReLU(), nn.Dropout(0.5), nn.Dropout(0.5)
+
+    def forward(self, x):
+        return self.fc3(self.dropout2(self.relu(self.fc2(self.dropout1(self.relu(self.fc1(x)))))))
+
+
+class OfficialStyleModel(nn.Module):
+    """Same structure and state-dict layout as the release's ``clip_lora_model``."""
+
+    def __init__(self, hidden=128, layers=3, patch=32, proj=64, outputs=1):
+        super().__init__()
+        config = transformers.CLIPVisionConfig(
+            hidden_size=hidden, intermediate_size=4 * hidden, num_hidden_layers=layers,
+            num_attention_heads=hidden // 64, image_size=224, patch_size=patch, hidden_act="quick_gelu")
+        vision = transformers.CLIPVisionModel(config)
+        vision = getattr(vision, "vision_model", vision)   # transformers 4.x nests it, 5.x does not
+        lora = peft.LoraConfig(r=16, lora_alpha=8, target_modules=["q_proj", "k_proj", "v_proj"],
+                               lora_dropout=0.1, bias="none")
+        self.model = peft.get_peft_model(vision, lora)
+        self.proj = nn.Linear(hidden, proj, bias=False)
+        self.mlp = OfficialMLP(proj, outputs)
+
+    def forward(self, x):
+        return self.mlp(self.proj(self.model(pixel_values=x).pooler_output))
+
+
+@pytest.fixture(params=[1, 8], ids=["regression", "emotions"])
+def official(request, tmp_path):
+    torch.manual_seed(request.param)
+    model = OfficialStyleModel(outputs=request.param).eval()
+    randomize_lora(model)
+    path = tmp_path / "perceptCLIP_test.pth"
+    torch.save(model.state_dict(), path)
+    return model, path
+
+
+def images(n=4):
+    return torch.randn(n, 3, 224, 224, generator=torch.Generator().manual_seed(7))
+
+
+def test_official_layout_is_the_documented_one(official):
+    state = official[0].state_dict()
+    assert "proj.weight" in state and "proj.bias" not in state
+    assert "mlp.fc3.weight" in state
+    assert "model.base_model.model.encoder.layers.0.self_attn.q_proj.lora_A.default.weight" in state
+    assert "model.base_model.model.pre_layrnorm.weight" in state
+
+
+def test_load_official_matches_official_outputs(official):
+    reference, path = official
+    model = load_official(path)
+    assert not model.training
+    x = images()
+    with torch.no_grad():
+        expected = reference(x)
+        torch.testing.assert_close(model(x), expected, atol=1e-4, rtol=0)
+        torch.testing.assert_close(load_official(reference.state_dict())(x), expected, atol=1e-4, rtol=0)
+        # the comparison is sensitive: the wrong LoRA scaling gives different outputs
+        assert (load_official(path, lora_alpha=32).embed(x) - model.embed(x)).abs().max() > 1e-3
+
+
+def test_architecture_inferred_from_shapes(official):
+    arch = infer_architecture(official[0].state_dict())
+    outputs = official[0].mlp.fc3.out_features
+    assert arch == {"width": 128, "patch_size": 32, "img_size": 224, "depth": 3, "num_heads": 2,
+                    "mlp_ratio": 4.0, "proj_dim": 64, "lora_r": 16, "head_hidden": (512, 256),
+                    "outputs": outputs}
+
+
+def test_position_ids_buffer_is_ignored(official):
+    state = dict(official[0].state_dict())
+    state["model.base_model.model.embeddings.position_ids"] = torch.arange(50)[None]
+    load_official(state)
+
+
+@pytest.mark.parametrize("edit,message", [
+    (lambda s: s.pop("mlp.fc3.bias"), r"missing keys: heads\.main\.fc3\.bias"),
+    (lambda s: s.__setitem__("extra.weight", torch.zeros(1)), r"unexpected keys .*extra\.weight"),
+    (lambda s: s.__setitem__("model.base_model.model.post_layernorm.weight", torch.ones(7)),
+     r"shape mismatches: .*norm\.weight: file \(7,\)"),
+    (lambda s: s.pop("proj.weight"), "lacks 'proj.weight'"),
+])
+def test_broken_official_checkpoints_are_named(official, edit, message):
+    state = dict(official[0].state_dict())
+    edit(state)
+    with pytest.raises(CheckpointMismatch, match=message):
+        load_official(state)
+
+
+def test_non_tensor_pickle_is_refused(tmp_path):
+    path = tmp_path / "evil.pth"
+    torch.save({"weights": torch.zeros(1), "code": print}, path)
+    with pytest.raises(ValueError, match="weights_only=True"):
+        load_official(path)
+
+
+def test_hub_names_and_offline_message():
+    assert {c.repo_id for c in OFFICIAL_CHECKPOINTS.values()} == {
+        "PerceptCLIP/PerceptCLIP_IQA", "PerceptCLIP/PerceptCLIP_Memorability", "PerceptCLIP/PerceptCLIP_Emotions"}
+    assert OFFICIAL_CHECKPOINTS["emotions"].labels == (
+        "amusement", "awe", "contentment", "excitement", "anger", "disgust", "fear", "sadness")
+    with pytest.raises(RuntimeError, match="huggingface-cli download PerceptCLIP/PerceptCLIP_IQA perceptCLIP_IQA.pth"):
+        load_official("PerceptCLIP/PerceptCLIP_IQA")   # tests run with HF_HUB_OFFLINE=1 and an empty cache
+    with pytest.raises(ValueError, match="neither an existing file nor an official checkpoint"):
+        load_official("official-aesthetics")
