@@ -100,4 +100,6 @@ def run_demo(out: str | Path, epochs: int = 8, patience: int = 3, lr: float = 1e
     atomic_write_text(out / "metrics.json", json.dumps(result, indent=2))
     log(f"test SRCC {test['srcc']:.3f}  PLCC (4-param logistic) {test['plcc_logistic']:.3f}  "
         f"in {result['seconds']} s -> {out / 'metrics.json'}")
+    log("A random-initialised encoder has no perceptual prior, so low correlations are expected here; "
+        "PerceptCLIP's premise is that CLIP's pretrained weights supply that prior.")
     return result

@@ -218,15 +218,27 @@ def build_model(config: ModelConfig | None = None, **overrides) -> PerceptCLIP:
     return PerceptCLIP(config)
 
 
+def _stored_state(model: PerceptCLIP) -> dict[str, torch.Tensor]:
+    """What a weights file must hold to rebuild ``model``.
+
+    With a pretrained (or file-given) base, the trainable weights suffice: the frozen base is rebuilt
+    from its source. A random-initialised base (``pretrained=False``) cannot be rebuilt, so everything
+    is stored.
+    """
+    if model.config.pretrained or model.config.weights_path:
+        return model.trainable_state_dict()
+    return model.state_dict()
+
+
 def save_weights(model: PerceptCLIP, path: str | os.PathLike) -> None:
-    """Save the trainable weights (LoRA + heads, per strategy) and the config, as safetensors."""
-    save_tensors(path, model.trainable_state_dict(), {"format": "percept", "config": model.config.to_dict()})
+    """Save the weights training changed (LoRA + heads, per strategy) and the config, as safetensors."""
+    save_tensors(path, _stored_state(model), {"format": "percept", "config": model.config.to_dict()})
 
 
 def load_weights(model: PerceptCLIP, path: str | os.PathLike) -> PerceptCLIP:
-    """Load weights saved by :func:`save_weights` into ``model``; every trainable key must be present."""
+    """Load weights saved by :func:`save_weights` into ``model``; every key it needs must be present."""
     tensors, _ = load_tensors(path)
-    expected = model.trainable_state_dict()
+    expected = _stored_state(model)
     ignore = tuple(k for k in model.state_dict() if k not in expected)   # frozen weights stay as built
     check_state_dict(model, tensors, source=str(path), what="percept weights", ignore_missing=ignore)
     model.load_state_dict(tensors, strict=False)

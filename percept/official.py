@@ -165,6 +165,7 @@ def load_official(source: str | os.PathLike | Mapping[str, torch.Tensor], lora_a
         state, name = dict(source), "<state dict>"
     elif Path(source).is_file():
         state, name = torch_load_weights(source), os.fspath(source)
+        card = next((c for c in OFFICIAL_CHECKPOINTS.values() if c.filename == Path(source).name), None)
     else:
         _, card = resolve_official(os.fspath(source))
         path = download_official(os.fspath(source))
