@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import warnings
 
 
 def _demo(args) -> None:
@@ -17,6 +18,23 @@ def _params(args) -> None:
                         lora_r=args.lora_r, lora_alpha=args.lora_alpha, heads={"main": args.outputs})
     print(json.dumps({"backbone": args.backbone, "strategy": args.strategy, "head": args.head,
                       **model.parameter_counts()}, indent=2))
+
+
+def _prepare(args) -> None:
+    from .data.prepare import prepare
+    options = {}
+    for item in args.option or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"--option {item!r} must be KEY=VALUE (e.g. image_dir=512x384)")
+        options[key.replace("-", "_")] = {"true": True, "false": False}.get(value.lower(), value)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        df, path = prepare(args.dataset, args.root, out=args.out, allow_partial=args.allow_partial,
+                           check_images=not args.labels_only, **options)
+    for warning in caught:
+        print(f"percept prepare: warning: {warning.message}", file=sys.stderr)
+    print(f"{args.dataset}: {len(df)} rows -> {path} (sidecar {path.with_suffix('.json').name})")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -43,6 +61,23 @@ def build_parser() -> argparse.ArgumentParser:
     params.add_argument("--lora-alpha", type=float, default=8)
     params.add_argument("--outputs", type=int, default=1, help="head outputs (1 for regression, 8 for EmoSet)")
     params.set_defaults(run=_params)
+
+    from .data.cards import CARDS
+    prepare = commands.add_parser(
+        "prepare", help="build a verified manifest from an official dataset download",
+        description="Read a dataset's official download at --root (layout: see data_manifests/cards/NAME.md), "
+                    "check every listed image exists, and write a manifest CSV (one row per image, labels, "
+                    "official split columns) plus a JSON sidecar with its checksum.")
+    prepare.add_argument("dataset", choices=sorted(CARDS), help="dataset name")
+    prepare.add_argument("--root", required=True, help="folder of the official download")
+    prepare.add_argument("--out", default=None, help="manifest path (default ROOT/percept_manifest.csv)")
+    prepare.add_argument("--allow-partial", action="store_true",
+                         help="keep the present images when some are missing (recorded as partial in the sidecar)")
+    prepare.add_argument("--labels-only", action="store_true",
+                         help="do not check that images exist (label files only; the sidecar records it)")
+    prepare.add_argument("--option", action="append", metavar="KEY=VALUE",
+                         help="preparer option, e.g. image_dir=512x384 for KonIQ-10k (repeatable)")
+    prepare.set_defaults(run=_prepare)
     return parser
 
 

@@ -195,7 +195,13 @@ class PerceptCLIP(nn.Module):
 
     @contextmanager
     def recorded_attention(self) -> Iterator[list]:
-        """Yield a list that, after a forward pass, holds each layer's attention maps (B, H, N, N)."""
+        """Record attention maps during the block; on leaving it, the yielded list holds each layer's
+        maps of the last forward pass, (B, heads, tokens, tokens), in depth order.
+
+        >>> with model.recorded_attention() as maps:
+        ...     model(images)
+        >>> maps[-1][:, :, 0, 1:]   # last layer, CLS -> patch attention
+        """
         layers = self.attention_layers()
         maps: list = []
         for layer in layers:

@@ -1,0 +1,217 @@
+"""Per-task training/test transforms (paper App. A.1; IQA follows LoDa, Xu et al. 2024a).
+
+Every transform is two stages:
+
+1. ``pre_resize`` — a deterministic, *idempotent* :class:`ResizeSpec` (bicubic).  This is the stage that
+   :mod:`percept.data.cache` stores, and because applying it to its own output is a no-op, the full
+   transform gives the same tensor on a cached (pre-resized) image as on the original file.
+2. the task's random or fixed cropping, ``ToTensor`` and CLIP mean/std normalisation (paper §3.1).
+
+Tasks (App. A.1):
+
+* **iqa** train — LoDa first pre-resizes each dataset (``resize``: KonIQ-10k is used at 512×384, i.e.
+  ``(384, 512)``; SPAQ, FLIVE, LIVE at shorter side 384; see ``percept.data.dataset.LODA_IQA_PRESETS``),
+  then random horizontal and vertical flips (p=0.5 each) and a random 224×224 crop.
+  iqa test — 15 random 224 crops whose positions are a pure function of ``(seed, crc32(relative path),
+  image size)``: never of a global RNG, worker count, batch order or sampler (:func:`iqa_test_crops`).
+  An image whose shorter side is below 224 (after ``resize``) is first scaled up, aspect kept, so that
+  its shorter side is 224 (no padding, never a crash).
+* **memorability** train and test — resize the shorter side to 224 (aspect kept), centre crop 224.
+* **emotion** train — RandomResizedCrop(224) (torchvision defaults: scale (0.08, 1), ratio (3/4, 4/3))
+  + horizontal flip p=0.5, after Yang et al. (2023); test — shorter side 224 + centre crop.
+
+Interpolation: bicubic everywhere (as OpenAI CLIP's preprocessor).  Note that the official PerceptCLIP
+inference code uses torchvision's default bilinear ``Resize(224)`` (see ``percept.transforms``); pass
+``interpolation="bilinear"`` to reproduce that exactly.  Resizing is done with PIL (antialiased).
+"""
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+from typing import Callable, Union
+
+import numpy as np
+import torch
+from PIL import Image
+from torchvision import transforms as T
+
+from ..transforms import CLIP_MEAN, CLIP_STD
+
+TASKS = ("iqa", "memorability", "emotion")
+CROP_SIZE = 224
+N_TEST_CROPS = 15
+_PIL_FILTERS = {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.BILINEAR}
+_TV_MODES = {"bicubic": T.InterpolationMode.BICUBIC, "bilinear": T.InterpolationMode.BILINEAR}
+
+Resize = Union[None, int, tuple[int, int]]
+
+
+def _check_task(task: str) -> None:
+    if task not in TASKS:
+        raise ValueError(f"unknown task {task!r}; valid tasks: {', '.join(TASKS)}")
+
+
+def _check_resize(resize) -> Resize:
+    if resize is None:
+        return None
+    if isinstance(resize, (int, np.integer)) and not isinstance(resize, bool) and resize > 0:
+        return int(resize)
+    if (isinstance(resize, (tuple, list)) and len(resize) == 2
+            and all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v > 0 for v in resize)):
+        return (int(resize[0]), int(resize[1]))
+    raise ValueError(f"resize must be None, a shorter-side length (int) or (height, width); got {resize!r}")
+
+
+@dataclass(frozen=True)
+class ResizeSpec:
+    """Deterministic resize: ``size`` None (keep), int (shorter side, aspect kept) or (height, width);
+    then, if the shorter side is below ``min_side``, scale up (aspect kept) to make it ``min_side``.
+
+    The target size is computed in one step from the input size, and an image already at its target size
+    is returned unchanged, so ``spec(spec(img)) == spec(img)`` (what makes the cache transparent).
+    """
+
+    size: Resize = None
+    min_side: int = 0
+    interpolation: str = "bicubic"
+
+    def __post_init__(self):
+        object.__setattr__(self, "size", _check_resize(self.size))
+        if self.interpolation not in _PIL_FILTERS:
+            raise ValueError(f"interpolation must be one of {sorted(_PIL_FILTERS)}, got {self.interpolation!r}")
+
+    def target_hw(self, height: int, width: int) -> tuple[int, int]:
+        """Output (height, width) for an input of ``height`` × ``width``."""
+        if isinstance(self.size, tuple):
+            h, w = self.size
+        elif isinstance(self.size, int):
+            h, w = _shorter_side(height, width, self.size)
+        else:
+            h, w = height, width
+        if min(h, w) < self.min_side:
+            h, w = _shorter_side(h, w, self.min_side)
+        return h, w
+
+    def __call__(self, image: Image.Image) -> Image.Image:
+        h, w = self.target_hw(image.height, image.width)
+        if (h, w) == (image.height, image.width):
+            return image
+        return image.resize((w, h), _PIL_FILTERS[self.interpolation])   # PIL takes (width, height)
+
+    def to_json(self) -> dict:
+        """JSON-able description (used in cache fingerprints)."""
+        size = list(self.size) if isinstance(self.size, tuple) else self.size
+        return {"size": size, "min_side": self.min_side, "interpolation": self.interpolation}
+
+    @classmethod
+    def from_json(cls, data: dict) -> "ResizeSpec":
+        size = tuple(data["size"]) if isinstance(data["size"], list) else data["size"]
+        return cls(size, int(data["min_side"]), data["interpolation"])
+
+
+def _shorter_side(height: int, width: int, side: int) -> tuple[int, int]:
+    """Scale so that the shorter side is ``side``; the longer side is truncated as torchvision's Resize."""
+    if height <= width:
+        return side, int(side * width / height)
+    return int(side * height / width), side
+
+
+def iqa_crop_positions(height: int, width: int, key: str, n_crops: int = N_TEST_CROPS, size: int = CROP_SIZE,
+                       seed: int = 0) -> list[tuple[int, int]]:
+    """(top, left) of the ``n_crops`` test crops of an image of ``height`` × ``width`` (both ≥ ``size``).
+
+    Drawn from ``numpy.random.default_rng([seed, crc32(key)])``: a pure function of its arguments.
+    """
+    if height < size or width < size:
+        raise ValueError(f"image {key!r} is {height}x{width}, smaller than the {size}x{size} crop")
+    rng = np.random.default_rng([seed, zlib.crc32(key.encode("utf-8"))])
+    tops = rng.integers(0, height - size + 1, n_crops)
+    lefts = rng.integers(0, width - size + 1, n_crops)
+    return [(int(t), int(l)) for t, l in zip(tops, lefts)]
+
+
+_to_normalized_tensor = T.Compose([T.ToTensor(), T.Normalize(CLIP_MEAN, CLIP_STD)])
+
+
+def iqa_test_crops(image: Image.Image, key: str, n_crops: int = N_TEST_CROPS, size: int = CROP_SIZE, seed: int = 0,
+                   interpolation: str = "bicubic") -> torch.Tensor:
+    """IQA inference input (App. A.1, LoDa): ``(n_crops, 3, size, size)`` normalised random crops.
+
+    Positions depend only on ``seed``, ``key`` (use the image's relative path) and the image size.
+    An image with a side below ``size`` is first scaled up so that its shorter side is ``size``.
+    """
+    image = ResizeSpec(None, size, interpolation)(image)
+    full = _to_normalized_tensor(image)                       # (3, H, W); normalise once, then slice
+    positions = iqa_crop_positions(image.height, image.width, key, n_crops, size, seed)
+    return torch.stack([full[:, t:t + size, l:l + size] for t, l in positions])
+
+
+class TaskTransform:
+    """``post(pre_resize(image))``; ``needs_key`` transforms (IQA test) are called as ``t(image, key)``."""
+
+    def __init__(self, task: str, train: bool, pre_resize: ResizeSpec, post: Callable, needs_key: bool = False):
+        self.task, self.train, self.pre_resize, self.post, self.needs_key = task, train, pre_resize, post, needs_key
+
+    def __call__(self, image: Image.Image, key: str | None = None) -> torch.Tensor:
+        image = self.pre_resize(image)
+        if self.needs_key:
+            if key is None:
+                raise ValueError("the IQA test transform needs the image's key (its relative path)")
+            return self.post(image, key)
+        return self.post(image)
+
+    def __repr__(self) -> str:
+        return (f"TaskTransform(task={self.task!r}, train={self.train}, pre_resize={self.pre_resize}, "
+                f"post={self.post})")
+
+
+class _IQATestCrops:
+    def __init__(self, n_crops: int, size: int, seed: int, interpolation: str):
+        self.n_crops, self.size, self.seed, self.interpolation = n_crops, size, seed, interpolation
+
+    def __call__(self, image: Image.Image, key: str) -> torch.Tensor:
+        return iqa_test_crops(image, key, self.n_crops, self.size, self.seed, self.interpolation)
+
+    def __repr__(self) -> str:
+        return f"IQATestCrops(n_crops={self.n_crops}, size={self.size}, seed={self.seed})"
+
+
+def deterministic_resize(task: str, train: bool, resize: Resize = None, interpolation: str = "bicubic",
+                         size: int = CROP_SIZE) -> ResizeSpec:
+    """The cacheable first stage of :func:`build_transform` for these arguments.
+
+    ``resize`` is allowed for IQA (LoDa's per-dataset pre-resize) and for emotion training (an optional
+    pre-resize before RandomResizedCrop; default None = the original image, as in the paper).  Memorability
+    and emotion test resize the shorter side to 224 by definition (App. A.1), so ``resize`` must be None.
+    """
+    _check_task(task)
+    resize = _check_resize(resize)
+    if task == "iqa":
+        return ResizeSpec(resize, size, interpolation)
+    if task == "emotion" and train:
+        return ResizeSpec(resize, 0, interpolation)
+    if resize is not None:
+        raise ValueError(f"resize={resize!r} is not used for task {task!r} (train={train}): App. A.1 fixes it "
+                         f"to 'shorter side {size}'; pass resize=None")
+    return ResizeSpec(size, 0, interpolation)
+
+
+def build_transform(task: str, train: bool, resize: Resize = None, *, interpolation: str = "bicubic",
+                    n_crops: int = N_TEST_CROPS, crop_seed: int = 0, size: int = CROP_SIZE) -> TaskTransform:
+    """The App. A.1 transform for ``task`` ("iqa", "memorability", "emotion") and phase.
+
+    Returns a :class:`TaskTransform` mapping an RGB PIL image to a ``(3, 224, 224)`` tensor, or for IQA test
+    to ``(n_crops, 3, 224, 224)`` (called as ``t(image, key)`` with ``key`` = the relative image path).
+    """
+    pre = deterministic_resize(task, train, resize, interpolation, size)
+    normalize = [T.ToTensor(), T.Normalize(CLIP_MEAN, CLIP_STD)]
+    if task == "iqa" and not train:
+        return TaskTransform(task, train, pre, _IQATestCrops(n_crops, size, crop_seed, interpolation), needs_key=True)
+    if task == "iqa":
+        post = T.Compose([T.RandomHorizontalFlip(0.5), T.RandomVerticalFlip(0.5), T.RandomCrop(size), *normalize])
+    elif task == "emotion" and train:
+        post = T.Compose([T.RandomResizedCrop(size, interpolation=_TV_MODES[interpolation], antialias=True),
+                          T.RandomHorizontalFlip(0.5), *normalize])
+    else:   # memorability (train and test), emotion test: the shorter side is already `size`
+        post = T.Compose([T.CenterCrop(size), *normalize])
+    return TaskTransform(task, train, pre, post)
