@@ -9,7 +9,8 @@ from PIL import Image
 from torch.utils.data import DataLoader
 
 from percept.data.cache import ImageCache, StaleCacheError
-from percept.data.dataset import ManifestDataset
+from percept.data.cards import CARDS
+from percept.data.dataset import LODA_IQA_PRESETS, ManifestDataset
 from percept.data.task_transforms import build_transform, deterministic_resize
 from percept.transforms import load_rgb
 
@@ -197,3 +198,11 @@ def test_stale_cache_detected_and_rebuilt(tiny, tmp_path):
     assert rebuilt.stale() == [] and not np.array_equal(rebuilt.get_array("sub1/img3.jpg"), old_pixels)
     assert np.array_equal(rebuilt.get_array("sub1/img3.jpg"), np.asarray(spec(load_rgb(changed))))
     assert len(list((tmp_path / "cache").glob("*.bin"))) == 1             # the superseded data file is gone
+
+
+def test_loda_presets_take_replicas_from_the_cards():
+    iqa = {name: card for name, card in CARDS.items() if card.task == "iqa"}
+    assert set(LODA_IQA_PRESETS) == set(iqa)
+    for name, preset in LODA_IQA_PRESETS.items():
+        assert preset["replicas"] == iqa[name].train_replicas and set(preset) == {"resize", "replicas"}
+    assert LODA_IQA_PRESETS["tid2013"]["replicas"] == 10 and LODA_IQA_PRESETS["koniq10k"]["resize"] == (384, 512)

@@ -168,6 +168,9 @@ def test_validate_errors():
         validate_split_columns(no_val)
     with pytest.raises(SplitError, match="no 'splitK' columns"):
         validate_split_columns(good[["image"]])
+    late = good.copy(); late.loc[0, "split7"] = "training"  # an invalid value in a later column is named as such
+    with pytest.raises(SplitError, match=r"split7: invalid value\(s\) \['training'\]"):
+        validate_split_columns(late)
 
 
 def test_write_read_roundtrip(tmp_path):

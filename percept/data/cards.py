@@ -76,7 +76,11 @@ _LODA = "LoDa (github.com/NeosXu/LoDa, scripts/process_{}.py and src/dataset/{}_
 _IQA_SPLITS = ("Paper §4.1/§5.1: the 10 splits of Xu et al. (2024a, LoDa): 80% train / 20% test, "
                "drawn with Python `random.seed(3407)` then 10 successive `random.shuffle`s of the image "
                "indices{}; the paper further reserves 10% of each training set for validation. Splits are "
-               "pinned by percept's own seeded code, not stored in the manifest.")
+               "computed by percept's own seeded code over the manifest rows in order (`percept.data.pinned`), "
+               "not stored in the manifest.")
+_PINNED = (" Pinned: the committed split file `data_manifests/splits/{0}.csv` (with a checksummed sidecar, "
+           "written by `python -m percept.data.pin_splits`) is used instead of recomputing, so a partial "
+           "download keeps each image in the part the full dataset gives it.")
 _IQA_AUG = (" Training (paper App. A.1, as LoDa): independent random horizontal and vertical flips (p = 0.5) "
             "and a random 224x224 crop per replica; test: mean over 15 random 224x224 crops.")
 _MEM_PRE = ("Paper App. A.1: resize the shorter side to 224 (aspect ratio kept), centre crop 224x224, "
@@ -95,7 +99,7 @@ CARDS: dict[str, DatasetCard] = {c.name: c for c in [
                 "copyright notice is kept and the database is cited.",
         citation="D. Ghadiyaram and A. C. Bovik, Massive online crowdsourced study of subjective and objective "
                  "picture quality, IEEE TIP 25(1):372-387, 2016.",
-        split_protocol=_IQA_SPLITS.format(" (1,162 images: 930 train / 232 test)"),
+        split_protocol=_IQA_SPLITS.format(" (1,162 images: 930 train / 232 test)") + _PINNED.format("livec"),
         preprocessing="LoDa reads the original 500x500 images in `Images/` (its script also writes a 384-px "
                       "copy, which its dataset class does not read); 5 replicas per epoch." + _IQA_AUG,
         official_layout="`ChallengeDB_release/Data/AllImages_release.mat` (key `AllImages_release`: 1,169x1 "
@@ -118,7 +122,7 @@ CARDS: dict[str, DatasetCard] = {c.name: c for c in [
                  "learning of blind image quality assessment, IEEE TIP 29:4041-4056, 2020.",
         split_protocol=_IQA_SPLITS.format(" (8,058 train / 2,015 test)") + " The official `set` column "
                        "(training 7,058 / validation 1,000 / test 2,015) is kept in the manifest but the paper "
-                       "does not use it.",
+                       "does not use it." + _PINNED.format("koniq10k"),
         preprocessing="LoDa trains on 512x384 PNGs made by resizing the 1024x768 images to a shorter side of "
                       "384 (torchvision `Resize(384)`, bilinear); 3 replicas per epoch." + _IQA_AUG,
         official_layout="`koniq10k_distributions_sets.csv` (columns `image_name,c1,c2,c3,c4,c5,c_total,MOS,SD,"
@@ -269,7 +273,7 @@ CARDS: dict[str, DatasetCard] = {c.name: c for c in [
                  "pp. 145-152.",
         split_protocol="Paper Table A.2: mean SRCC and MSE over the 25 official random splits (train/test "
                        "halves of the images with at least 20 subjects). Manifest columns `split1`..`split25` "
-                       "in {train, test, none}.",
+                       "in {train, test, none}; `none` (in neither half) is used as unassigned.",
         preprocessing=_MEM_PRE,
         official_layout="ASSUMED from the release's MATLAB scripts and third-party readers, to be confirmed: "
                         "`Data/Experiment data/sorted_target_data.mat` (cell array `sorted_target_data` of "
@@ -330,8 +334,9 @@ CARDS: dict[str, DatasetCard] = {c.name: c for c in [
         citation="K.-C. Peng, A. Sadovnik, A. Gallagher and T. Chen, Where do emotions come from? Predicting "
                  "the emotion stimuli map, ICIP 2016; images and classes from Emotion6 (Peng et al., A mixed "
                  "bag of emotions, CVPR 2015).",
-        split_protocol="Paper §4.3: 5 random splits, 75% train / 5% val / 20% test (pinned by percept's "
-                       "seeded code). 6-class accuracy; binary = joy, surprise positive.",
+        split_protocol="Paper §4.3: 5 random splits, 75% train / 5% val / 20% test, drawn by percept's seeded "
+                       "code (LoDa's recipe, seed 3407, not stratified)." + _PINNED.format("emotionroi")
+                       + " 6-class accuracy; binary = joy, surprise positive.",
         preprocessing=_EMO_PRE,
         official_layout="`images/{anger,disgust,fear,joy,sadness,surprise}/N.jpg` (330 per class) and "
                         "`ground_truth.txt` (tab-separated, header row: file name relative to `images/`, "

@@ -19,22 +19,19 @@ import torch
 from torch.utils.data import Dataset
 
 from ..transforms import load_rgb
+from .cards import CARDS
 from .task_transforms import TASKS, build_transform
 
 DEFAULT_LABEL_COLUMN = {"iqa": "quality", "memorability": "memorability", "emotion": "label"}
 
-# LoDa (Xu et al. 2024a, github.com/NeosXu/LoDa) config/job/train_loda_*.yaml ``train.patch_num`` and the
-# image sizes its loaders read (scripts/process_*.py): KonIQ-10k's 512x384 release; SPAQ, FLIVE, LIVE
-# downsampled to shorter side 384; LIVE Challenge, KADID-10k (512x384), TID2013 (512x384) as distributed.
-LODA_IQA_PRESETS = {
-    "koniq10k": {"resize": (384, 512), "replicas": 3},
-    "spaq": {"resize": 384, "replicas": 3},
-    "flive": {"resize": 384, "replicas": 1},
-    "kadid10k": {"resize": 384, "replicas": 3},
-    "live": {"resize": 384, "replicas": 5},
-    "livec": {"resize": None, "replicas": 5},
-    "tid2013": {"resize": None, "replicas": 10},
-}
+# LoDa (Xu et al. 2024a, github.com/NeosXu/LoDa): the image sizes its loaders read (scripts/process_*.py):
+# KonIQ-10k's 512x384 release; SPAQ, FLIVE, LIVE downsampled to shorter side 384; LIVE Challenge, KADID-10k
+# (512x384), TID2013 (512x384) as distributed. The replicas (its config/job/train_loda_*.yaml
+# ``train.patch_num``) are the cards' ``train_replicas`` (percept.data.cards is the one source).
+_LODA_RESIZE = {"koniq10k": (384, 512), "spaq": 384, "flive": 384, "kadid10k": 384, "live": 384, "livec": None,
+                "tid2013": None}
+LODA_IQA_PRESETS = {name: {"resize": resize, "replicas": CARDS[name].train_replicas}
+                    for name, resize in _LODA_RESIZE.items()}
 
 
 class ManifestDataset(Dataset):

@@ -27,6 +27,8 @@ position, shuffle them with a separate ``random.Random(3407 + k)`` and move the 
 
 Pinning: :func:`write_splits` writes the CSV atomically with a JSON sidecar holding counts and the
 SHA-256 of the CSV bytes; :func:`read_splits` refuses a file that no longer matches its sidecar.
+Which protocol a dataset uses (:data:`DATASET_PROTOCOLS`, keyed by card name), the committed split
+files in ``data_manifests/splits`` and the splits of a given manifest are in :mod:`percept.data.pinned`.
 """
 from __future__ import annotations
 
@@ -72,16 +74,18 @@ PROTOCOLS: dict[str, str] = {
         "EmoSet (§4.3): the authors' official 80% train / 15% test / 5% val split (Yang et al., 2023), read "
         "from its files by the preparation code; only checked here (validate_split_columns)."),
     "sun_memorability": (
-        "SUN memorability (Table A.2): 25 random half/half train/test splits of the 2,222 images, as in Isola "
-        "et al. (2011). The original split files are not used: we draw 25 splits with LoDa's recipe, seed "
-        "3407, fractions (0.5, 0, 0.5) — an assumption, not the original splits."),
+        "SUN memorability (Table A.2): 25 half/half train/test splits of the 2,222 images, as in Isola et al. "
+        "(2011): the official ones (Data/Random splits/image_{train,test}_indices.mat), which the preparation "
+        "code reads into split1..split25 ('none' = in neither part, used as ''). Only for a manifest without "
+        "split columns are 25 splits drawn instead with LoDa's recipe, seed 3407, fractions (0.5, 0, 0.5) — "
+        "an assumption, not the original splits."),
     "things": "THINGS memorability (§4.2, Table A.1): the whole set is used for generalisation: one split, all test.",
 }
 
 DATASET_PROTOCOLS: dict[str, str] = {
     "livec": "iqa_authentic", "koniq10k": "iqa_authentic", "spaq": "iqa_authentic", "flive": "iqa_authentic",
     "live": "iqa_synthetic", "tid2013": "iqa_synthetic", "kadid10k": "iqa_synthetic",
-    "lamem": "lamem", "emotionroi": "emotionroi", "emoset": "emoset", "sun": "sun_memorability",
+    "lamem": "lamem", "emotionroi": "emotionroi", "emoset": "emoset", "sun_memorability": "sun_memorability",
     "things": "things",
 }
 
@@ -239,9 +243,10 @@ def emotionroi_splits(images: Sequence[Hashable], labels: Sequence[Hashable] | N
 
 
 def sun_memorability_splits(images: Sequence[Hashable], n_splits: int = 25, seed: int = SEED) -> pd.DataFrame:
-    """SUN memorability (Table A.2): 25 random half/half train/test splits (Isola et al., 2011).
+    """SUN memorability (Table A.2): 25 random half/half train/test splits drawn with LoDa's recipe.
 
-    Assumption: the original 25 split files are not used; these are drawn with LoDa's recipe.
+    A fallback (an assumption, not Isola et al.'s 2011 splits): the official 25 splits, which the
+    preparation code reads into the manifest, are used whenever the manifest has them.
     """
     return random_splits(images, n_splits, (0.5, 0.0, 0.5), seed)
 
@@ -287,11 +292,12 @@ def validate_split_columns(df: pd.DataFrame, groups: Sequence[Hashable] | str | 
             raise SplitError(f"{len(groups)} group ids for {len(df)} rows")
         groups = pd.Series(groups, index=df.index)
     values = {c: df[c].fillna("").astype(str) for c in cols}
-    used = set().union(*(set(v) for v in values.values())) - {""}
-    for col, v in values.items():
+    for col, v in values.items():  # all values first, so an invalid one is reported as such
         bad = sorted(set(v) - set(PARTS) - {""})
         if bad:
             raise SplitError(f"{col}: invalid value(s) {bad}; allowed: train, val, test or empty")
+    used = set().union(*(set(v) for v in values.values())) - {""}
+    for col, v in values.items():
         for part in sorted(used | {"test"}):
             if not (v == part).any():
                 raise SplitError(f"{col}: the {part!r} part is empty")
