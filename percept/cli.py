@@ -37,6 +37,124 @@ def _prepare(args) -> None:
     print(f"{args.dataset}: {len(df)} rows -> {path} (sidecar {path.with_suffix('.json').name})")
 
 
+def _data_configs(args) -> list:
+    from .data.sources import DataConfig
+    roots = args.root or []
+    if len(roots) != len(args.dataset):
+        raise ValueError(f"give one --root per --dataset ({len(args.dataset)} datasets, {len(roots)} roots)")
+    manifests = args.manifest or [None] * len(roots)
+    if len(manifests) != len(roots):
+        raise ValueError("give one --manifest per --dataset, or none")
+    return [DataConfig(d, r, m) for d, r, m in zip(args.dataset, roots, manifests)]
+
+
+def _train_config(args):
+    from .model import ModelConfig
+    from .train import TrainConfig
+    model = ModelConfig(backbone=args.backbone, strategy=args.strategy, head=args.head, lora_r=args.lora_r,
+                        lora_alpha=args.lora_alpha, pretrained=not args.random_init, weights_path=args.weights)
+    return TrainConfig(data=_data_configs(args), model=model, split=args.split, lr=args.lr,
+                       batch_size=args.batch_size, max_epochs=args.max_epochs, patience=args.patience,
+                       select_metric=args.select_metric, test_crops=args.test_crops, head_finetune=args.two_phase,
+                       seed=args.seed, precision=args.precision, device=args.device, num_workers=args.workers,
+                       eval_batch_size=args.eval_batch_size, quiet=args.quiet)
+
+
+def _train(args) -> None:
+    from .runs import CONFIG, read_json
+    from .train import TrainConfig, train
+    from pathlib import Path
+    if args.dataset:
+        config = _train_config(args)
+    elif (Path(args.run_dir) / CONFIG).is_file():   # resume a run (or one prepared by a sweep)
+        config = TrainConfig.from_dict(read_json(Path(args.run_dir) / CONFIG))
+        config.quiet = args.quiet
+    else:
+        raise ValueError(f"give --dataset and --root, or --run-dir of an existing run to resume "
+                         f"({args.run_dir} has no config.json)")
+    result = train(config, args.run_dir)
+    print(json.dumps({"run_dir": args.run_dir, "val_score": result["val_score"], "test": result["test"]}, indent=2))
+
+
+def _evaluate(args) -> None:
+    from .data.sources import DataConfig
+    from .evaluate import evaluate_run
+    record = evaluate_run(args.run_dir, DataConfig(args.dataset, args.root, args.manifest),
+                          split=None if args.split == 0 else args.split, part=args.part, head=args.head,
+                          out=args.out, device=args.device, num_workers=args.workers)
+    print(json.dumps(record, indent=2))
+
+
+def _sweep(args) -> None:
+    from .sweep import expand_grid, run_sweep
+    base = _train_config(args)
+    variants = [json.loads(v) for v in args.variant] if args.variant else [{}]
+    grid = expand_grid(base, lrs=args.lrs, splits=args.splits, model_variants=variants)
+    status = run_sweep(grid, args.out, gpus=args.gpus)
+    failed = {k: v for k, v in status.items() if v.startswith("failed")}
+    print(json.dumps({"runs": len(status), "failed": failed}, indent=2))
+    if failed:
+        raise RuntimeError(f"{len(failed)} of {len(status)} runs failed (see above)")
+
+
+def _results(args) -> None:
+    import pandas as pd
+    from .results import results_tables, wide_table
+    tables = results_tables(args.root)
+    table = tables[args.level] if args.level != "wide" else wide_table(
+        tables["aggregated"], metrics=args.metrics, statistic=args.statistic)
+    if args.csv:
+        from .runs import write_csv
+        write_csv(args.csv, table.reset_index() if args.level == "wide" else table)
+    with pd.option_context("display.max_columns", 50, "display.width", 200):
+        print(table.to_string())
+
+
+def _predict(args) -> None:
+    from .predict import predict_images
+    table = predict_images(args.images, args.model, device=args.device, batch_size=args.batch_size)
+    print(table.to_csv(index=False) if args.csv else table.to_string(index=False))
+
+
+def _add_data_args(p, many: bool = True) -> None:
+    action = "append" if many else "store"
+    p.add_argument("--dataset", action=action, required=not many, help="dataset name (a card in data_manifests/"
+                   "cards, or synthetic_iqa / synthetic_strength / synthetic_distortion)" +
+                   ("; repeat for multi-dataset training" if many else ""))
+    p.add_argument("--root", action=action, help="dataset folder (the official download, where `percept prepare` "
+                   "wrote percept_manifest.csv; synthetic sets are generated there)")
+    p.add_argument("--manifest", action=action, default=None, help="manifest CSV (default ROOT/percept_manifest.csv)")
+
+
+def _add_train_args(p) -> None:
+    _add_data_args(p)
+    g = p.add_argument_group("model (ablations: Tables 6, 7, A.7, A.8, A.10, A.11)")
+    g.add_argument("--backbone", default="clip_vit_l14", help="clip_vit_l14 (paper), clip_vit_b16, clip_vit_b32, "
+                   "dinov2_vit_l14, mae_vit_l16, tiny_clip (tests/demo)")
+    g.add_argument("--strategy", default="lora", choices=["lora", "frozen", "full"])
+    g.add_argument("--head", default="mlp", choices=["mlp", "linear"])
+    g.add_argument("--lora-r", type=int, default=16)
+    g.add_argument("--lora-alpha", type=float, default=8)
+    g.add_argument("--random-init", action="store_true", help="random encoder weights (offline tests only)")
+    g.add_argument("--weights", default=None, help="local backbone weights file instead of the HF hub")
+    g = p.add_argument_group("protocol (paper §3.1)")
+    g.add_argument("--split", type=int, default=1, help="which split (1-based)")
+    g.add_argument("--lr", type=float, default=1e-4)
+    g.add_argument("--batch-size", type=int, default=32)
+    g.add_argument("--max-epochs", type=int, default=40)
+    g.add_argument("--patience", type=int, default=12)
+    g.add_argument("--select-metric", default=None, help="validation metric (default srcc / accuracy)")
+    g.add_argument("--test-crops", type=int, default=15, help="IQA test-time crops")
+    g.add_argument("--two-phase", action="store_true", help="stage 2: fine-tune each head on a frozen encoder")
+    g.add_argument("--seed", type=int, default=0)
+    g = p.add_argument_group("execution (does not change results)")
+    g.add_argument("--device", default="auto")
+    g.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
+    g.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
+    g.add_argument("--eval-batch-size", type=int, default=120, help="forward passes per evaluation batch")
+    g.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch log (papermill, CI)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="percept", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -78,6 +196,62 @@ def build_parser() -> argparse.ArgumentParser:
     prepare.add_argument("--option", action="append", metavar="KEY=VALUE",
                          help="preparer option, e.g. image_dir=512x384 for KonIQ-10k (repeatable)")
     prepare.set_defaults(run=_prepare)
+
+    train = commands.add_parser("train", help="train one run (one dataset, or several: multi-dataset)",
+                                description="Train PerceptCLIP with the paper's protocol (AdamW, early stopping "
+                                "on validation, best epoch kept, test with the task's test transform) into "
+                                "--run-dir. Re-running the same command resumes an interrupted run; "
+                                "`percept train --run-dir RUN` alone resumes RUN from its config.json.")
+    train.add_argument("--run-dir", required=True, help="output folder of the run")
+    _add_train_args(train)
+    train.set_defaults(run=_train)
+
+    evaluate = commands.add_parser("evaluate", help="evaluate a finished run on another dataset (no retraining)",
+                                   description="Cross-dataset generalisation (Table 2, Table A.1): the run's best "
+                                   "weights on a dataset's test part (or the whole dataset with --split 0).")
+    evaluate.add_argument("--run-dir", required=True)
+    _add_data_args(evaluate, many=False)
+    evaluate.add_argument("--split", type=int, default=0, help="split to use; 0 = every image (default)")
+    evaluate.add_argument("--part", default="test", choices=["train", "val", "test"])
+    evaluate.add_argument("--head", default=None, help="which head of a multi-dataset run")
+    evaluate.add_argument("--out", default=None, help="output folder (default RUN/eval/...)")
+    evaluate.add_argument("--device", default="auto")
+    evaluate.add_argument("--workers", type=int, default=0)
+    evaluate.set_defaults(run=_evaluate)
+
+    sweep = commands.add_parser("sweep", help="many runs: splits x learning rates x model variants",
+                                description="Run the grid under --out/<datasets>/<variant>/split<k>/lr<lr>, on "
+                                "every local GPU (one run per GPU at a time) or in-process on CPU; finished runs "
+                                "are skipped. Then `percept results --root OUT` selects the LR by validation.")
+    sweep.add_argument("--out", required=True, help="root folder of the sweep")
+    sweep.add_argument("--lrs", type=float, nargs="+", default=[5e-5, 1e-4, 5e-4, 1e-3])
+    sweep.add_argument("--splits", type=int, nargs="+", default=[1])
+    sweep.add_argument("--variant", action="append", help='model overrides as JSON, e.g. \'{"strategy": "frozen"}\' '
+                       "(repeatable)")
+    sweep.add_argument("--gpus", type=int, nargs="*", default=None, help="GPU indices (default: all visible)")
+    _add_train_args(sweep)
+    sweep.set_defaults(run=_sweep)
+
+    results = commands.add_parser("results", help="tables from a tree of runs",
+                                  description="Collect finished runs below --root; select the learning rate by "
+                                  "validation score; aggregate over splits (median and mean).")
+    results.add_argument("--root", required=True)
+    results.add_argument("--level", default="aggregated", choices=["runs", "selected", "aggregated", "wide"])
+    results.add_argument("--metrics", nargs="+", default=["srcc", "plcc_logistic"], help="for --level wide")
+    results.add_argument("--statistic", default="median", choices=["median", "mean"], help="for --level wide")
+    results.add_argument("--csv", default=None, help="also write the table to this CSV file")
+    results.set_defaults(run=_results)
+
+    predict = commands.add_parser("predict", help="score image files with a run or an official checkpoint",
+                                  description="Print one row per image: a score (IQA, memorability) or a class "
+                                  "with probabilities (emotion).")
+    predict.add_argument("images", nargs="+", help="image files")
+    predict.add_argument("--model", default="official-iqa", help="a run directory, official-iqa, "
+                         "official-memorability, official-emotions, or a path to an official .pth")
+    predict.add_argument("--device", default="auto")
+    predict.add_argument("--batch-size", type=int, default=8)
+    predict.add_argument("--csv", action="store_true", help="print CSV instead of a table")
+    predict.set_defaults(run=_predict)
     return parser
 
 

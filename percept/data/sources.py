@@ -1,0 +1,163 @@
+"""Datasets as the training engine sees them: a prepared manifest + its splits + the task's recipe.
+
+A :class:`DataConfig` names a dataset and where it lives; :func:`open_source` turns it into a
+:class:`DatasetSource`: the manifest rows with split columns ``split1..splitK`` attached, the task
+(``iqa`` / ``memorability`` / ``emotion``: transforms and loss), the label column, the class names,
+and the IQA training replicas and LoDa pre-resize from the dataset card. ``source.dataset(k, part)``
+returns the :class:`~percept.data.dataset.ManifestDataset` of split ``k``'s ``part`` with the task's
+transform (App. A.1).
+
+Real datasets come from ``percept prepare NAME --root ROOT`` (manifest at ``ROOT/percept_manifest.csv``
+by default); their splits are the pinned files in ``data_manifests/splits`` where they exist, else the
+protocol of :mod:`percept.data.splits` computed from the manifest (LaMem and EmoSet: the official
+split columns the preparer copied).
+
+The embedded demo sets (generated on first use, offline, deterministic; see
+:mod:`percept.data.synthetic`) are *not* human judgements and are named for what they are:
+
+* ``synthetic_iqa`` — IQA pipeline (PLCC loss, 15-crop test) on ``synthetic_quality``, a fixed
+  function of the distortion level;
+* ``synthetic_strength`` — memorability pipeline (MSE) on ``distortion_strength`` = (level − 1) / 4
+  in [0, 1] (a regression target in the memorability score range);
+* ``synthetic_distortion`` — emotion pipeline (cross-entropy) on the distortion *type* (4 classes).
+
+All three split by reference image (as synthetic IQA datasets, paper §4.1): no reference in two parts.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .cards import CARDS, get_card
+from .dataset import LODA_IQA_PRESETS, ManifestDataset
+from .manifest import read_manifest
+from .pinned import splits_for_manifest
+from .synthetic import DISTORTIONS, generate_synthetic_iqa
+from .task_transforms import N_TEST_CROPS, build_transform
+
+TASK_KIND = {"iqa": "regression", "memorability": "regression", "emotion": "classification"}
+TASK_LOSS = {"iqa": "plcc", "memorability": "mse", "emotion": "cross_entropy"}   # §4.1, §4.2, §4.3
+TASK_SELECT_METRIC = {"regression": "srcc", "classification": "accuracy"}         # §3.1 "validation score"
+
+SYNTHETIC = {
+    # name: (task, label column, class names)
+    "synthetic_iqa": ("iqa", "synthetic_quality", None),
+    "synthetic_strength": ("memorability", "distortion_strength", None),
+    "synthetic_distortion": ("emotion", "distortion_id", tuple(DISTORTIONS)),
+}
+SYNTHETIC_REFERENCES = 12   # 12 references x 4 distortions x 5 levels = 240 images (the demo default)
+SYNTHETIC_SPLITS = 5
+
+
+@dataclass
+class DataConfig:
+    """One dataset of a run. ``root``: the folder the manifest's image paths are relative to."""
+
+    dataset: str
+    root: str
+    manifest: str | None = None      # default ROOT/percept_manifest.csv (synthetic: ROOT/manifest.csv)
+    label_column: str | None = None  # default: the card's training column
+
+    def __post_init__(self):
+        if self.dataset not in CARDS and self.dataset not in SYNTHETIC:
+            raise ValueError(f"unknown dataset {self.dataset!r}; known: {', '.join([*CARDS, *SYNTHETIC])}")
+        self.root = str(self.root)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class DatasetSource:
+    name: str
+    task: str
+    label_column: str
+    class_names: tuple[str, ...] | None
+    root: Path
+    frame: pd.DataFrame          # manifest rows + split1..splitK
+    replicas: int = 1            # IQA: LoDa's per-dataset repeats of each training image per epoch
+    resize: object = None        # IQA: LoDa's per-dataset pre-resize (see LODA_IQA_PRESETS)
+
+    @property
+    def kind(self) -> str:
+        return TASK_KIND[self.task]
+
+    @property
+    def num_outputs(self) -> int:
+        return len(self.class_names) if self.class_names else 1
+
+    @property
+    def n_splits(self) -> int:
+        return sum(1 for c in self.frame.columns if str(c).startswith("split") and str(c)[5:].isdigit())
+
+    def dataset(self, split: int | None, part: str, *, train_transform: bool | None = None,
+                test_crops: int = N_TEST_CROPS, cache=None) -> ManifestDataset:
+        """Split ``split``'s ``part`` (``split=None``: every row, e.g. THINGS or cross-dataset use).
+
+        Training items use the task's training transform and ``replicas``; val/test items the test
+        transform (15 deterministic crops for IQA)."""
+        train = part == "train" if train_transform is None else train_transform
+        if split is not None and f"split{split}" not in self.frame.columns:
+            raise ValueError(f"{self.name} has no split {split} (it has {self.n_splits}); choose 1..{self.n_splits}")
+        transform = build_transform(self.task, train, self.resize if self.task == "iqa" else None,
+                                    n_crops=test_crops)
+        return ManifestDataset(self.frame, self.root, None if split is None else f"split{split}", part,
+                               task=self.task, label_column=self.label_column, transform=transform,
+                               replicas=self.replicas if train else 1, cache=cache)
+
+
+def _synthetic_frame(name: str, root: Path) -> pd.DataFrame:
+    from .splits import iqa_synthetic_splits
+    if not (root / "manifest.csv").is_file():
+        generate_synthetic_iqa(root, n_references=SYNTHETIC_REFERENCES, seed=0)
+    frame = pd.read_csv(root / "manifest.csv", dtype={"image": str, "reference": str})
+    frame["distortion_strength"] = (frame["level"] - 1) / 4.0
+    splits = iqa_synthetic_splits(frame["image"].tolist(), frame["reference"].tolist(), n_splits=SYNTHETIC_SPLITS)
+    return frame.merge(splits, on="image", how="left", validate="one_to_one")
+
+
+def _real_frame(config: DataConfig) -> pd.DataFrame:
+    manifest = Path(config.manifest) if config.manifest else Path(config.root) / "percept_manifest.csv"
+    if not manifest.is_file():
+        raise FileNotFoundError(f"{config.dataset}: no manifest at {manifest}; create it with "
+                                f"`percept prepare {config.dataset} --root {config.root}` (or pass --manifest)")
+    frame = read_manifest(manifest, get_card(config.dataset))
+    return splits_for_manifest(config.dataset, frame)   # pinned file, official columns, or the protocol
+
+
+def open_source(config: DataConfig) -> DatasetSource:
+    """Load ``config``'s manifest with its splits (generating a synthetic set on first use)."""
+    root = Path(config.root)
+    if config.dataset in SYNTHETIC:
+        task, label, classes = SYNTHETIC[config.dataset]
+        frame = _synthetic_frame(config.dataset, root)
+        return DatasetSource(config.dataset, task, config.label_column or label, classes, root, frame)
+    card = get_card(config.dataset)
+    if not root.is_dir():
+        raise FileNotFoundError(f"{card.name}: dataset root {root} is not a folder")
+    frame = _real_frame(config)
+    preset = LODA_IQA_PRESETS.get(card.name, {})
+    return DatasetSource(card.name, card.task, config.label_column or card.label_column, card.classes, root, frame,
+                         replicas=int(card.train_replicas or 1), resize=preset.get("resize"))
+
+
+def check_trainable(source: DatasetSource, split: int, batch_size: int) -> None:
+    """Refuse splits a run cannot learn from: too few training items for one batch, one class only."""
+    train = source.dataset(split, "train")
+    if len(train) < batch_size:
+        raise ValueError(f"{source.name} split {split}: the train part has {train.n_rows} images "
+                         f"(x{train.replicas} replicas = {len(train)} items per epoch), fewer than batch_size="
+                         f"{batch_size}; lower the batch size")
+    if source.kind == "classification" and len(np.unique(train.labels)) < 2:
+        raise ValueError(f"{source.name} split {split}: every training image has class "
+                         f"{source.class_names[int(train.labels[0])]!r}; a classifier cannot be trained on one "
+                         f"class - check the manifest's labels and split column")
+    if source.kind == "regression" and np.ptp(train.labels) == 0:
+        raise ValueError(f"{source.name} split {split}: all training labels equal {train.labels[0]:g}; "
+                         f"nothing to learn - check the manifest's `{source.label_column}` column")
+    for part in ("val", "test"):
+        source.dataset(split, part)   # raises naming the split column when the part is empty
+

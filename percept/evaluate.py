@@ -1,0 +1,170 @@
+"""Inference over a dataset, per-image predictions and task metrics: shared by validation, test,
+cross-dataset evaluation (Table 2, Table A.1) and ``percept predict``.
+
+Test-time augmentation (App. A.1): an IQA test item is ``(15, 3, 224, 224)`` crops; the image's
+prediction is the mean over its crops (for classification: the mean of the crops' softmax
+probabilities). Crops of one image are always reduced together, so batching, worker count and
+order never mix images.
+"""
+from __future__ import annotations
+
+import os
+from contextlib import nullcontext
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import DataLoader
+
+from .metrics import NEGATIVE_EMOTIONS, POSITIVE_EMOTIONS, classification_metrics, regression_metrics
+
+
+def autocast(device: torch.device, precision: str):
+    """bf16 autocast on GPU when ``precision`` is ``bf16``; plain fp32 otherwise."""
+    if precision == "bf16":
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return nullcontext()
+
+
+def collate(items: list[dict]) -> dict:
+    """Stack tensors, turn ints into a tensor, keep anything else (image ids) as a list."""
+    out = {}
+    for key, value in items[0].items():
+        values = [it[key] for it in items]
+        out[key] = (torch.stack(values) if torch.is_tensor(value) else
+                    torch.tensor(values) if isinstance(value, int) else values)
+    return out
+
+
+def loader(dataset, batch_size: int, *, shuffle: bool = False, num_workers: int = 0, device=None,
+           generator: torch.Generator | None = None, batch_sampler=None) -> DataLoader:
+    pin = torch.device(device).type == "cuda" if device is not None else False
+    kwargs = dict(num_workers=num_workers, collate_fn=collate, pin_memory=pin,
+                  persistent_workers=False, generator=generator)
+    if num_workers > 0:
+        kwargs["prefetch_factor"] = 4
+    if batch_sampler is not None:
+        return DataLoader(dataset, batch_sampler=batch_sampler, **kwargs)
+    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, **kwargs)
+
+
+@torch.no_grad()
+def predict_outputs(model, dataset, *, head: str | None = None, kind: str = "regression", batch_size: int = 64,
+                    device: torch.device | str = "cpu", precision: str = "fp32", num_workers: int = 0,
+                    progress=None) -> dict:
+    """Run ``model`` over every item of ``dataset`` (one item = one image, possibly several crops).
+
+    Returns ``{"id", "index", "label", "prediction", "crop_std" | "probs"}`` as numpy arrays in dataset
+    order: regression ``prediction`` = mean over crops, ``crop_std`` = their standard deviation (0 for
+    one crop); classification ``probs`` = crop-averaged softmax ``(N, C)``, ``prediction`` = argmax.
+    ``batch_size`` counts forward passes (crops), so an IQA batch holds ``batch_size // 15`` images.
+    """
+    device = torch.device(device)
+    was_training = model.training
+    model.eval()
+    first = dataset[0]["image"]
+    crops = first.shape[0] if first.ndim == 4 else 1
+    images_per_batch = max(1, batch_size // crops)
+    outputs, ids, index, labels = [], [], [], []
+    try:
+        batches = loader(dataset, images_per_batch, num_workers=num_workers, device=device)
+        for batch in (progress(batches) if progress else batches):
+            x = batch["image"].to(device, non_blocking=True)
+            n = x.shape[0]
+            x = x.reshape(n * crops, *x.shape[-3:])
+            with autocast(device, precision):
+                out = model(x, head).float()
+            out = out.reshape(n, crops, -1)
+            if kind == "classification":
+                out = out.softmax(-1)
+            outputs.append(out.cpu())
+            ids += batch["id"]
+            index.append(batch["index"])
+            labels.append(batch["label"])
+    finally:
+        model.train(was_training)
+    per_crop = torch.cat(outputs).numpy().astype(np.float64)    # (N, crops, outputs)
+    result = {"id": np.array(ids, dtype=object), "index": torch.cat(index).numpy(),
+              "label": torch.cat(labels).numpy()}
+    if kind == "classification":
+        result["probs"] = per_crop.mean(1)
+        result["prediction"] = result["probs"].argmax(1)
+    else:
+        result["prediction"] = per_crop[:, :, 0].mean(1)
+        result["crop_std"] = per_crop[:, :, 0].std(1)
+    return result
+
+
+def predictions_frame(result: dict, class_names=None) -> pd.DataFrame:
+    """The saved-predictions table: ``id, label, prediction`` + ``crop_std`` or ``prob_<class>``."""
+    frame = pd.DataFrame({"id": result["id"], "label": result["label"], "prediction": result["prediction"]})
+    if "probs" in result:
+        names = class_names or [str(i) for i in range(result["probs"].shape[1])]
+        for i, name in enumerate(names):
+            frame[f"prob_{name}"] = result["probs"][:, i]
+    else:
+        frame["crop_std"] = result["crop_std"]
+    return frame
+
+
+def task_metrics(result: dict, kind: str, class_names=None) -> dict:
+    """Regression: SRCC, KRCC, PLCC (raw and 4-parameter logistic, App. A.1), MSE, RMSE. Classification:
+    accuracy, mAP, macro/weighted F1, and binary valence accuracy for emotion classes."""
+    if kind == "classification":
+        emotions = class_names is not None and all(
+            str(c).lower() in POSITIVE_EMOTIONS | NEGATIVE_EMOTIONS for c in class_names)
+        return classification_metrics(result["probs"], result["label"].astype(int),
+                                      class_names if emotions else None)   # acc_2 only for emotion classes
+    return regression_metrics(result["prediction"], result["label"])
+
+
+def evaluate_source(model, source, split: int | None, part: str, *, head: str | None = None, batch_size: int = 64,
+                    device="cpu", precision: str = "fp32", num_workers: int = 0, test_crops: int = 15) -> tuple[dict, pd.DataFrame]:
+    """Metrics and per-image predictions of ``model`` on ``source``'s split ``split`` part ``part``
+    (``split=None``: the whole dataset) with the task's test transform."""
+    dataset = source.dataset(split, part, train_transform=False, test_crops=test_crops)
+    result = predict_outputs(model, dataset, head=head, kind=source.kind, batch_size=batch_size, device=device,
+                             precision=precision, num_workers=num_workers)
+    metrics = task_metrics(result, source.kind, source.class_names) if len(dataset) > 1 else {}
+    metrics["n_images"] = int(len(dataset))
+    return metrics, predictions_frame(result, source.class_names)
+
+
+def evaluate_run(run_dir: str | os.PathLike, data, *, split: int | None = None, part: str = "test",
+                 head: str | None = None, out: str | os.PathLike | None = None, batch_size: int = 64,
+                 device: str = "auto", num_workers: int = 0) -> dict:
+    """Cross-dataset generalisation (Table 2, Table A.1): evaluate a finished run's best weights on another
+    dataset without retraining. ``data`` is a :class:`~percept.data.sources.DataConfig`; ``split=None``
+    uses every image of it (e.g. THINGS), else split ``split``'s ``part``. Writes ``metrics.json`` and
+    ``predictions.csv`` to ``out`` (default ``RUN_DIR/eval/<dataset>_<split or all>_<part>``)."""
+    from .data.sources import open_source
+    from .model import load_model
+    from .runs import BEST, read_json, write_csv, write_json
+    from .train import resolve_device
+
+    run_dir = Path(run_dir)
+    if not (run_dir / BEST).is_file():
+        raise FileNotFoundError(f"{run_dir} has no {BEST}; train the run first (percept train)")
+    config = read_json(run_dir / "config.json")
+    device, precision = resolve_device(device, config.get("precision", "auto"))
+    model = load_model(run_dir / BEST).to(device)
+    source = open_source(data)
+    heads = model.head_names()
+    if head is None:
+        head = source.name if source.name in heads else heads[0]
+    elif head not in heads:
+        raise ValueError(f"head {head!r} not in this run; its heads: {', '.join(heads)}")
+    if model.config.heads[head] != source.num_outputs:
+        raise ValueError(f"head {head!r} has {model.config.heads[head]} output(s) but {source.name} needs "
+                         f"{source.num_outputs} ({source.kind}); evaluate a run of the same task")
+    metrics, frame = evaluate_source(model, source, split, part, head=head, batch_size=batch_size, device=device,
+                                     precision=precision, num_workers=num_workers,
+                                     test_crops=int(config.get("test_crops", 15)))
+    out = Path(out) if out else run_dir / "eval" / f"{source.name}_{'all' if split is None else f'split{split}'}_{part}"
+    out.mkdir(parents=True, exist_ok=True)
+    write_csv(out / "predictions.csv", frame)
+    record = {"run": str(run_dir), "trained_on": [d["dataset"] for d in config["data"]], "head": head,
+              "dataset": source.name, "split": split, "part": part, "metrics": metrics, "status": "complete"}
+    write_json(out / "metrics.json", record)
+    return record

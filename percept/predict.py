@@ -1,0 +1,87 @@
+"""Score your own images with a trained run or an official PerceptCLIP checkpoint (``percept predict``).
+
+* a run directory (``best.safetensors`` + ``config.json``): the run's test transform — for IQA the mean
+  over 15 deterministic random crops (App. A.1), for memorability/emotion resize + centre crop;
+* ``official-iqa`` / ``official-memorability`` / ``official-emotions`` (or a path to an official
+  ``.pth``): the release's preprocessing (resize 224, centre crop, CLIP normalisation).
+
+Output: one row per image: ``image``, ``score`` (regression) or ``prediction`` + ``prob_<class>``.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from .transforms import center_crop_transform, load_rgb
+
+
+def _run_predictor(run_dir: Path):
+    from .data.cards import CARDS
+    from .data.sources import SYNTHETIC, TASK_KIND
+    from .data.task_transforms import build_transform
+    from .model import load_model
+    from .runs import BEST, CONFIG, read_json
+
+    config = read_json(run_dir / CONFIG)
+    first = config["data"][0]["dataset"]
+    task, classes = (SYNTHETIC[first][0], SYNTHETIC[first][2]) if first in SYNTHETIC else \
+        (CARDS[first].task, CARDS[first].classes)
+    model = load_model(run_dir / BEST)
+    transform = build_transform(task, train=False, n_crops=int(config.get("test_crops", 15)))
+    return model, first, TASK_KIND[task], classes, transform
+
+
+def _official_predictor(source: str):
+    from .official import load_official
+    model = load_official(source)
+    card = model.official
+    kind = "classification" if card is not None and card.labels else "regression"
+    return model, "main", kind, (card.labels if card is not None else None), center_crop_transform()
+
+
+def load_predictor(model: str | os.PathLike):
+    """(model, head, kind, class names, transform) for a run directory or an official checkpoint name/file."""
+    path = Path(model)
+    if path.is_dir():
+        if not (path / "best.safetensors").is_file():
+            raise FileNotFoundError(f"{path} is not a finished run directory (no best.safetensors)")
+        return _run_predictor(path)
+    return _official_predictor(os.fspath(model))
+
+
+@torch.no_grad()
+def predict_images(images: list[str | os.PathLike], model: str | os.PathLike = "official-iqa",
+                   device: str = "auto", batch_size: int = 8) -> pd.DataFrame:
+    """Scores for ``images`` (files) with ``model`` (a run directory or an official checkpoint)."""
+    from .train import resolve_device
+    paths = [Path(p) for p in images]
+    missing = [str(p) for p in paths if not p.is_file()]
+    if missing:
+        raise FileNotFoundError(f"image file(s) not found: {', '.join(missing[:5])}")
+    net, head, kind, classes, transform = load_predictor(model)
+    device, precision = resolve_device(device)
+    net = net.to(device).eval()
+    rows = []
+    for start in range(0, len(paths), batch_size):
+        chunk = paths[start:start + batch_size]
+        views = []
+        for p in chunk:
+            image = load_rgb(p)
+            x = transform(image, key=p.name) if getattr(transform, "needs_key", False) else transform(image)
+            views.append(x if x.ndim == 4 else x.unsqueeze(0))
+        n_views = views[0].shape[0]
+        x = torch.cat(views).to(device)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+            out = net(x, head).float().reshape(len(chunk), n_views, -1)
+        for p, o in zip(chunk, out.cpu()):
+            if kind == "classification":
+                probs = o.softmax(-1).mean(0)
+                names = classes or [str(i) for i in range(len(probs))]
+                rows.append({"image": str(p), "prediction": names[int(probs.argmax())],
+                             **{f"prob_{c}": float(v) for c, v in zip(names, probs)}})
+            else:
+                rows.append({"image": str(p), "score": float(o[:, 0].mean())})
+    return pd.DataFrame(rows)

@@ -1,0 +1,94 @@
+"""From a tree of run directories to the paper's tables (pandas).
+
+1. :func:`collect_runs` — one row per (run, dataset): configuration, validation score, test metrics.
+2. :func:`select_by_validation` — for each configuration and split, the learning rate with the best
+   *validation* score (paper §3.1: "the final model is selected based on the highest validation
+   score"); test metrics play no part in the choice.
+3. :func:`aggregate` — over splits, both the median (IQA, Table 1: "median SRCC and PLCC across 10
+   splits") and the mean (LaMem and EmotionROI, Tables 3 and 4), with the number of splits.
+4. :func:`wide_table` — one row per model variant, columns (dataset, metric), as the paper prints them.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from . import runs
+from .train import LOWER_IS_BETTER
+
+CONFIG_COLUMNS = ["datasets", "backbone", "strategy", "head", "lora_r", "lora_alpha", "head_finetune", "seed"]
+PAPER_STATISTIC = {"iqa": "median", "memorability": "mean", "emotion": "mean"}
+
+
+def collect_runs(root: str | os.PathLike) -> pd.DataFrame:
+    """Every finished run below ``root`` (any depth), one row per dataset it was tested on."""
+    rows = []
+    for metrics_path in sorted(Path(root).rglob(runs.METRICS)):
+        run_dir = metrics_path.parent
+        if not (run_dir / runs.CONFIG).is_file():
+            continue   # e.g. a cross-dataset evaluation folder
+        metrics = runs.read_json(metrics_path)
+        if metrics.get("status") != "complete":
+            continue
+        config = runs.read_json(run_dir / runs.CONFIG)
+        m = config["model"]
+        base = {"run_dir": str(run_dir), "datasets": "+".join(d["dataset"] for d in config["data"]),
+                "multi": len(config["data"]) > 1, "split": config["split"], "lr": config["lr"],
+                "backbone": m["backbone"], "strategy": m["strategy"], "head": m["head"], "lora_r": m["lora_r"],
+                "lora_alpha": m["lora_alpha"], "head_finetune": config["head_finetune"], "seed": config["seed"],
+                "select_metric": metrics["select_metric"], "val_score": metrics["val_score"],
+                "best_epoch": metrics["best_epoch"], "epochs_run": metrics["epochs_run"]}
+        for dataset, test in metrics["test"].items():
+            rows.append({**base, "dataset": dataset, **{f"test_{k}": v for k, v in test.items()}})
+    if not rows:
+        raise FileNotFoundError(f"no finished runs (metrics.json with status complete) below {root}")
+    return pd.DataFrame(rows)
+
+
+def select_by_validation(table: pd.DataFrame) -> pd.DataFrame:
+    """Keep, for every (configuration, split, dataset), the run whose validation score is best."""
+    score = table["val_score"].astype(float)
+    lower = table["select_metric"].isin(LOWER_IS_BETTER)
+    table = table.assign(_score=np.where(lower, -score, score)).fillna({"_score": -np.inf})
+    keys = [*CONFIG_COLUMNS, "split", "dataset"]
+    best = table.sort_values(["_score", "lr"], ascending=[False, True]).groupby(keys, sort=True, dropna=False).head(1)
+    return best.drop(columns="_score").sort_values(keys).reset_index(drop=True)
+
+
+def aggregate(selected: pd.DataFrame) -> pd.DataFrame:
+    """Median and mean of every test metric over splits, per (configuration, dataset)."""
+    metrics = [c for c in selected.columns if c.startswith("test_") and c != "test_n_images"]
+    keys = [*CONFIG_COLUMNS, "dataset"]
+    grouped = selected.groupby(keys, sort=True, dropna=False)
+    out = grouped.size().rename("n_splits").to_frame()
+    for column in metrics:
+        name = column[len("test_"):]
+        out[f"median_{name}"] = grouped[column].median()
+        out[f"mean_{name}"] = grouped[column].mean()
+        out[f"std_{name}"] = grouped[column].std(ddof=0)
+    out["lrs_chosen"] = grouped["lr"].agg(lambda s: ",".join(f"{v:g}" for v in sorted(set(s))))
+    return out.reset_index()
+
+
+def wide_table(aggregated: pd.DataFrame, metrics=("srcc", "plcc_logistic"), statistic: str = "median") -> pd.DataFrame:
+    """Rows = model variants, columns = (dataset, metric) with the chosen statistic over splits."""
+    if statistic not in ("median", "mean"):
+        raise ValueError("statistic must be 'median' or 'mean'")
+    columns = [f"{statistic}_{m}" for m in metrics if f"{statistic}_{m}" in aggregated.columns]
+    if not columns:
+        raise ValueError(f"none of the metrics {metrics} are in the table")
+    variant = aggregated[CONFIG_COLUMNS[1:]].astype(str).agg(" ".join, axis=1)
+    long = aggregated.assign(variant=variant)[["variant", "dataset", *columns]]
+    wide = long.set_index(["variant", "dataset"]).unstack("dataset")
+    wide.columns = pd.MultiIndex.from_tuples([(d, c.split("_", 1)[1]) for c, d in wide.columns])
+    return wide.sort_index(axis=1)
+
+
+def results_tables(root: str | os.PathLike) -> dict[str, pd.DataFrame]:
+    """All four stages for a run tree: ``runs``, ``selected``, ``aggregated``."""
+    table = collect_runs(root)
+    selected = select_by_validation(table)
+    return {"runs": table, "selected": selected, "aggregated": aggregate(selected)}

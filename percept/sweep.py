@@ -1,0 +1,138 @@
+"""Sweeps: many runs (datasets x splits x learning rates x variants), spread over the local GPUs.
+
+``expand_grid`` turns a template :class:`~percept.train.TrainConfig` into named runs; ``run_sweep`` runs
+them under ``OUT/<name>`` — in this process, one after another, on a CPU-only machine; on a GPU machine
+as ``percept train --run-dir RUN`` subprocesses, one per GPU at a time (``CUDA_VISIBLE_DEVICES``),
+output in ``RUN/train.log``. Finished runs (``metrics.json`` with ``status: complete``) are skipped and
+interrupted ones resume, so re-running a sweep only does what is left. Model selection over the
+learning rates happens afterwards, on validation scores only (:func:`percept.results.select_by_validation`).
+
+Outgrowing one machine: every run is an independent, idempotent, resumable call, so the same grid can be
+submitted to a SLURM cluster as a job array, e.g. with submitit::
+
+    import submitit
+    from percept.sweep import expand_grid
+    from percept.train import train
+    grid = expand_grid(base, lrs=LR_GRID, splits=range(1, 11))
+    executor = submitit.AutoExecutor(folder="slurm_logs")
+    executor.update_parameters(gpus_per_node=1, cpus_per_task=8, timeout_min=24 * 60, slurm_array_parallelism=32)
+    jobs = executor.map_array(lambda name, cfg: train(cfg, OUT / name), list(grid), list(grid.values()))
+
+A job that hits the time limit can simply be resubmitted: it resumes from its last epoch.
+"""
+from __future__ import annotations
+
+import copy
+import os
+import queue
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import Iterable
+
+import torch
+
+from . import runs
+from .train import EXECUTION_FIELDS, TrainConfig, train
+
+LR_GRID = (5e-5, 1e-4, 5e-4, 1e-3)   # paper §3.1
+
+
+def run_name(config: TrainConfig) -> str:
+    """``<datasets>/split<k>/lr<lr>`` (+ the model variant when it is not the paper's default)."""
+    m = config.model
+    variant = []
+    if m.backbone != "clip_vit_l14":
+        variant.append(m.backbone)
+    if m.strategy != "lora":
+        variant.append(m.strategy)
+    if m.head != "mlp":
+        variant.append(f"{m.head}-head")
+    if m.strategy == "lora" and (m.lora_r, m.lora_alpha) != (16, 8):
+        variant.append(f"r{m.lora_r}-a{m.lora_alpha:g}")
+    if config.head_finetune:
+        variant.append("2phase")
+    datasets = "+".join(d.dataset for d in config.data)
+    return "/".join([datasets, *(["_".join(variant)] if variant else []), f"split{config.split}", f"lr{config.lr:g}"])
+
+
+def expand_grid(base: TrainConfig, lrs: Iterable[float] = LR_GRID, splits: Iterable[int] = (1,),
+                model_variants: Iterable[dict] = ({},)) -> dict[str, TrainConfig]:
+    """Named configs for every (model variant, split, lr). ``model_variants`` are ModelConfig overrides,
+    e.g. ``[{"strategy": "frozen"}, {"head": "linear"}, {"lora_r": 8, "lora_alpha": 4}]``."""
+    grid = {}
+    for variant in model_variants:
+        for split in splits:
+            for lr in lrs:
+                config = copy.deepcopy(base)
+                config.split, config.lr = int(split), float(lr)
+                for key, value in variant.items():
+                    if not hasattr(config.model, key):
+                        raise ValueError(f"unknown model setting {key!r} in variant {variant}")
+                    setattr(config.model, key, value)
+                config.model.__post_init__()
+                grid[run_name(config)] = config
+    return grid
+
+
+def _launch(run_dir: Path, gpu: int | None) -> int:
+    env = dict(os.environ)
+    if gpu is not None:
+        env["CUDA_VISIBLE_DEVICES"] = str(gpu)
+    with open(run_dir / "train.log", "ab") as logfile:
+        return subprocess.run([sys.executable, "-m", "percept", "train", "--run-dir", str(run_dir), "--quiet"],
+                              env=env, stdout=logfile, stderr=subprocess.STDOUT).returncode
+
+
+def run_sweep(grid: dict[str, TrainConfig], out: str | os.PathLike, gpus: list[int] | None = None,
+              log=print) -> dict[str, str]:
+    """Run every config of ``grid`` under ``out/<name>``; returns ``{name: "done" | "skipped" | "failed: ..."}``.
+
+    ``gpus``: GPU indices to use (default: every visible GPU; none → in-process on CPU)."""
+    out = Path(out)
+    gpus = list(range(torch.cuda.device_count())) if gpus is None else list(gpus)
+    status: dict[str, str] = {}
+    todo = []
+    for name, config in grid.items():
+        run_dir = out / name
+        if runs.is_complete(run_dir):
+            status[name] = "skipped"
+            continue
+        runs.open_run_dir(run_dir, config.to_dict(), ignore=EXECUTION_FIELDS)   # refuses a different config
+        todo.append(name)
+    log(f"sweep: {len(grid)} runs, {len(grid) - len(todo)} already finished, {len(todo)} to run"
+        f"{f' on GPUs {gpus}' if gpus and todo else ''}")
+    if not gpus:
+        for i, name in enumerate(todo, 1):
+            log(f"[{i}/{len(todo)}] {name}")
+            try:
+                train(grid[name], out / name, log=lambda *a, **k: None)
+                status[name] = "done"
+            except (ValueError, RuntimeError, FileNotFoundError) as err:
+                status[name] = f"failed: {err}"
+                log(f"  failed: {err}")
+        return status
+
+    jobs: queue.Queue = queue.Queue()
+    for name in todo:
+        jobs.put(name)
+    lock = threading.Lock()
+
+    def worker(gpu: int) -> None:
+        while True:
+            try:
+                name = jobs.get_nowait()
+            except queue.Empty:
+                return
+            code = _launch(out / name, gpu)
+            with lock:
+                status[name] = "done" if code == 0 else f"failed: exit {code}, see {out / name / 'train.log'}"
+                log(f"GPU {gpu}: {name} -> {status[name]}")
+
+    threads = [threading.Thread(target=worker, args=(g,)) for g in gpus]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return status

@@ -1,0 +1,297 @@
+"""The training loop: PerceptCLIP's protocol (paper §3.1, §3.2, §4), readable in one sitting.
+
+One run = one learning rate, one split, one or several datasets (several = the multi-dataset model of
+§3.2: one shared LoRA encoder, one head per dataset). Per epoch:
+
+1. batches from :class:`ProportionalBatchSampler` (each dataset contributes to every batch in proportion
+   to its size; with one dataset this is a plain shuffled epoch); loss = mean of the per-dataset task
+   losses present in the batch (PLCC for IQA, MSE for memorability, cross-entropy for emotion);
+   AdamW (weight decay 1e-4) on the trainable weights (LoRA + heads by default);
+2. validation with the test transform (15-crop average for IQA); the score is ``select_metric``
+   (SRCC for regression, accuracy for classification) averaged over the datasets;
+3. the best epoch's weights are kept (``best.safetensors``); early stopping after ``patience`` (12)
+   epochs without improvement, at most ``max_epochs`` (40);
+4. a checkpoint of the finished epoch, so an interrupted run resumes where it stopped.
+
+Then, optionally, stage 2 (``head_finetune``: §3.2, Table A.9): the encoder is frozen and each head is
+trained alone on its dataset from cached encoder features (:mod:`percept.head_finetune`). Finally the
+best weights are evaluated on each dataset's test part; predictions and metrics are written.
+
+Determinism: every epoch reseeds torch (dropout, augmentation) and the sampler from ``(seed, epoch)``,
+so a resumed run reproduces an uninterrupted one exactly (on the same device and settings).
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import Dataset
+from tqdm.auto import tqdm
+
+from . import runs
+from .data.sources import TASK_LOSS, TASK_SELECT_METRIC, DataConfig, check_trainable, open_source
+from .evaluate import autocast, evaluate_source, loader
+from .losses import get_loss
+from .model import ModelConfig, build_model, load_weights, save_weights
+
+LOWER_IS_BETTER = ("mse", "rmse")
+# Settings that change speed, not results: they may differ when a run resumes.
+EXECUTION_FIELDS = ("device", "num_workers", "eval_batch_size", "quiet")
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (NaN loss, out of memory); the message says what to do."""
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a run (saved as ``config.json``). Defaults = the paper's protocol."""
+
+    data: list[DataConfig]                         # one dataset, or several (multi-dataset, §3.2)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    split: int = 1                                 # which of the dataset's splits (1-based)
+    lr: float = 1e-4                               # the grid is {5e-5, 1e-4, 5e-4, 1e-3} (§3.1), see sweep
+    weight_decay: float = 1e-4
+    batch_size: int = 32                           # the official IQA checkpoint's batch size
+    max_epochs: int = 40
+    patience: int = 12
+    select_metric: str | None = None               # default: srcc (regression) / accuracy (classification)
+    test_crops: int = 15                           # IQA test-time crops (App. A.1)
+    head_finetune: bool = False                    # stage 2: heads alone on a frozen encoder (§3.2, Table A.9)
+    seed: int = 0
+    precision: str = "auto"                        # auto = bf16 autocast on GPU, fp32 on CPU
+    device: str = "auto"
+    num_workers: int = 0
+    eval_batch_size: int = 120                     # forward passes per evaluation batch (= 8 images x 15 crops)
+    quiet: bool = False
+
+    def __post_init__(self):
+        self.data = [d if isinstance(d, DataConfig) else DataConfig(**d) for d in self.data]
+        if isinstance(self.model, dict):
+            self.model = ModelConfig.from_dict(self.model)
+        if not self.data:
+            raise ValueError("a run needs at least one dataset")
+        names = [d.dataset for d in self.data]
+        if len(set(names)) != len(names):
+            raise ValueError(f"a dataset appears twice in {names}")
+        for name, low, value in (("lr", 0, self.lr), ("batch_size", 1, self.batch_size),
+                                 ("max_epochs", 1, self.max_epochs), ("patience", 1, self.patience),
+                                 ("test_crops", 1, self.test_crops), ("split", 1, self.split)):
+            if value < low or (name == "lr" and value <= 0):
+                raise ValueError(f"{name} must be {'> 0' if name == 'lr' else f'>= {low}'}, got {value!r}")
+        if self.precision not in ("auto", "fp32", "bf16"):
+            raise ValueError(f"precision must be auto, fp32 or bf16, got {self.precision!r}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "TrainConfig":
+        unknown = set(data) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ValueError(f"unknown TrainConfig fields {sorted(unknown)}")
+        return cls(**data)
+
+
+def resolve_device(device: str = "auto", precision: str = "auto") -> tuple[torch.device, str]:
+    """``auto``: the GPU when there is one. Precision ``auto``: bf16 autocast on GPU, fp32 on CPU."""
+    device = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
+                          "cpu" if device == "auto" else device)
+    if precision == "auto":
+        precision = "bf16" if device.type == "cuda" else "fp32"
+    return device, precision
+
+
+# ------------------------------------------------------------------------------------------ sampling
+class ProportionalBatchSampler:
+    """Batches of global indices into the concatenation of datasets of ``sizes`` (§3.2).
+
+    Each epoch visits every item once. Items of dataset ``d`` (in a fresh random order) get the evenly
+    spaced keys ``(j + u_d) / n_d``, ``u_d ~ U[0, 1)``; sorting all keys interleaves the datasets so that
+    every batch holds ``batch_size * n_d / N`` items of dataset ``d``, give or take one. A trailing batch
+    of a single item is dropped (a correlation loss needs two).
+    """
+
+    def __init__(self, sizes: list[int], batch_size: int, seed: int):
+        self.sizes, self.batch_size, self.seed = [int(s) for s in sizes], int(batch_size), seed
+        self.offsets = np.concatenate([[0], np.cumsum(self.sizes)[:-1]]).astype(int)
+
+    def batches(self) -> list[np.ndarray]:
+        rng = np.random.default_rng(self.seed)
+        keys, items = [], []
+        for n, offset in zip(self.sizes, self.offsets):
+            keys.append((np.arange(n) + rng.random()) / n)
+            items.append(offset + rng.permutation(n))
+        order = np.lexsort((rng.random(sum(self.sizes)), np.concatenate(keys)))
+        flat = np.concatenate(items)[order]
+        out = [flat[i:i + self.batch_size] for i in range(0, len(flat), self.batch_size)]
+        return out if len(out[-1]) > 1 else out[:-1]
+
+    def __iter__(self):
+        return iter([b.tolist() for b in self.batches()])
+
+    def __len__(self) -> int:
+        total = sum(self.sizes)
+        return total // self.batch_size + (total % self.batch_size > 1)
+
+
+class _Union(Dataset):
+    """Concatenated datasets; each item says which dataset it came from (``"dataset"``)."""
+
+    def __init__(self, datasets):
+        self.datasets = list(datasets)
+        self.offsets = np.cumsum([0] + [len(d) for d in self.datasets])
+
+    def __len__(self) -> int:
+        return int(self.offsets[-1])
+
+    def __getitem__(self, i: int) -> dict:
+        d = int(np.searchsorted(self.offsets, i, side="right") - 1)
+        return {**self.datasets[d][i - int(self.offsets[d])], "dataset": d}
+
+
+# ------------------------------------------------------------------------------------------ one epoch
+def train_one_epoch(model, batches, sources, optimizer, device, precision, epoch: int, progress) -> float:
+    """One pass over ``batches``; returns the mean training loss. Never syncs with the GPU per batch:
+    NaN/inf losses are detected at the end of the epoch (the previous checkpoint is still on disk)."""
+    model.train()
+    losses = [get_loss(TASK_LOSS[s.task]) for s in sources]
+    smallest = [2 if TASK_LOSS[s.task] == "plcc" else 1 for s in sources]   # PLCC of one sample is undefined
+    batch_losses = []
+    for batch in progress(batches, desc=f"epoch {epoch}", leave=False):
+        x = batch["image"].to(device, non_blocking=True)
+        y = batch["label"].to(device, non_blocking=True)
+        which = batch["dataset"]
+        with autocast(device, precision):
+            embedding = model.embed(x)
+        terms = []
+        for d, source in enumerate(sources):
+            rows = torch.nonzero(which == d).flatten()
+            if len(rows) < smallest[d]:
+                continue   # that dataset sits this batch out
+            rows = rows.to(device, non_blocking=True)
+            with autocast(device, precision):
+                out = model.heads[source.name](embedding[rows]).float()
+            terms.append(losses[d](out, y[rows]) if source.kind == "regression" else losses[d](out, y[rows].long()))
+        if not terms:
+            continue
+        loss = torch.stack(terms).mean()
+        optimizer.zero_grad(set_to_none=True)
+        try:
+            loss.backward()
+        except torch.OutOfMemoryError as err:
+            raise TrainingError(f"out of GPU memory at batch size {x.shape[0]}; try --batch-size "
+                                f"{max(2, x.shape[0] // 2)}") from err
+        optimizer.step()
+        batch_losses.append(loss.detach())
+    values = torch.stack(batch_losses).float().cpu().numpy()
+    bad = np.flatnonzero(~np.isfinite(values))
+    if len(bad):
+        raise TrainingError(f"the loss became {values[bad[0]]} at epoch {epoch}, batch {bad[0] + 1} of "
+                            f"{len(values)}; the checkpoint of epoch {epoch - 1} is kept. Try a lower learning "
+                            f"rate")
+    return float(values.mean())
+
+
+def selection_score(value: float, metric: str) -> float:
+    """Higher is better; NaN (e.g. SRCC of constant predictions) never wins."""
+    if not np.isfinite(value):
+        return -math.inf
+    return -value if metric in LOWER_IS_BETTER else value
+
+
+# ------------------------------------------------------------------------------------------ the run
+def train(config: TrainConfig, run_dir: str | Path, log=print) -> dict:
+    """Train (or resume, or return the result of a finished) run in ``run_dir``; returns its metrics."""
+    run_dir = Path(run_dir)
+    runs.open_run_dir(run_dir, config.to_dict(), ignore=EXECUTION_FIELDS)
+    if runs.is_complete(run_dir):
+        return runs.read_json(run_dir / runs.METRICS)
+    log = (lambda *a, **k: None) if config.quiet else log
+    progress = (lambda it, **k: it) if config.quiet else (lambda it, **k: tqdm(it, **k))
+    device, precision = resolve_device(config.device, config.precision)
+    runs.write_json(run_dir / runs.ENVIRONMENT, {**runs.environment_info(device), "precision": precision})
+
+    sources = [open_source(d) for d in config.data]
+    if len({s.kind for s in sources}) > 1:
+        raise ValueError(f"datasets {[s.name for s in sources]} mix regression and classification; "
+                         f"multi-dataset training is within one task (§5.4)")
+    for s in sources:
+        check_trainable(s, config.split, config.batch_size)
+    metric = config.select_metric or TASK_SELECT_METRIC[sources[0].kind]
+
+    torch.manual_seed(config.seed)
+    model = build_model(config.model, heads={s.name: s.num_outputs for s in sources}).to(device)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=config.lr, weight_decay=config.weight_decay,
+                                  fused=device.type == "cuda")
+    state = {"epoch": 0, "best_score": -math.inf, "best_value": None, "best_epoch": 0, "waited": 0,
+             "stopped": False, "history": []}
+    if (run_dir / runs.CHECKPOINT).is_file():
+        state = runs.load_checkpoint(run_dir / runs.CHECKPOINT, model, optimizer)
+        log(f"resuming {run_dir} after epoch {state['epoch']}")
+    counts = model.parameter_counts()
+    log(f"{', '.join(s.name for s in sources)} split {config.split}: {config.model.backbone} "
+        f"({config.model.strategy}), {counts['trainable']:,} trainable parameters, lr {config.lr:g}, {device}")
+
+    train_sets = [s.dataset(config.split, "train", test_crops=config.test_crops) for s in sources]
+    union = _Union(train_sets)
+    epochs = progress(range(state["epoch"] + 1, config.max_epochs + 1), desc="epochs", initial=state["epoch"],
+                      total=config.max_epochs)
+    for epoch in epochs if not state["stopped"] else []:
+        start = time.time()
+        torch.manual_seed(config.seed * 1_000_003 + epoch)          # dropout + augmentation of this epoch
+        sampler = ProportionalBatchSampler([len(t) for t in train_sets], config.batch_size,
+                                           seed=config.seed * 1_000_003 + epoch)
+        batches = loader(union, config.batch_size, num_workers=config.num_workers, device=device,
+                         batch_sampler=sampler, generator=torch.Generator().manual_seed(config.seed + epoch))
+        train_loss = train_one_epoch(model, batches, sources, optimizer, device, precision, epoch, progress)
+        val = {s.name: evaluate_source(model, s, config.split, "val", head=s.name, batch_size=config.eval_batch_size,
+                                       device=device, precision=precision, num_workers=config.num_workers,
+                                       test_crops=config.test_crops)[0] for s in sources}
+        value = float(np.mean([v[metric] for v in val.values()]))
+        score = selection_score(value, metric)
+        row = {"epoch": epoch, "stage": 1, "lr": config.lr, "train_loss": train_loss, f"val_{metric}": value,
+               **{f"val_{k}_{n}": v[k] for n, v in val.items() for k in v if k != "n_images"},
+               "seconds": round(time.time() - start, 2)}
+        state["history"].append(row)
+        if score > state["best_score"] or state["best_epoch"] == 0:
+            state.update(best_score=score, best_value=value, best_epoch=epoch, waited=0)
+            save_weights(model, run_dir / runs.BEST)
+        else:
+            state["waited"] += 1
+        state["epoch"] = epoch
+        state["stopped"] = state["waited"] >= config.patience
+        runs.write_csv(run_dir / runs.LOG, pd.DataFrame(state["history"]))
+        runs.save_checkpoint(run_dir / runs.CHECKPOINT, model.trainable_state_dict(), optimizer, state)
+        log(f"epoch {epoch:3d}  train loss {train_loss:.4f}  val {metric} {value:.4f}"
+            f"{'  *' if state['best_epoch'] == epoch else ''}")
+        if state["stopped"]:
+            log(f"early stopping: no better validation {metric} for {config.patience} epochs")
+            break
+
+    load_weights(model, run_dir / runs.BEST)
+    result = {"status": "complete", "select_metric": metric, "best_epoch": state["best_epoch"],
+              "epochs_run": state["epoch"], "val_score": state["best_value"], "parameters": counts}
+    if config.head_finetune:
+        from .head_finetune import finetune_heads
+        result["stage2"] = finetune_heads(model, sources, config, device, precision, metric, log)
+        save_weights(model, run_dir / runs.BEST)
+        result["val_score"] = float(np.mean([r["val_score"] for r in result["stage2"].values()]))
+    result["val"], result["test"] = {}, {}
+    for s in sources:
+        kwargs = dict(head=s.name, batch_size=config.eval_batch_size, device=device, precision=precision,
+                      num_workers=config.num_workers, test_crops=config.test_crops)
+        result["val"][s.name] = evaluate_source(model, s, config.split, "val", **kwargs)[0]
+        result["test"][s.name], frame = evaluate_source(model, s, config.split, "test", **kwargs)
+        runs.write_csv(runs.predictions_path(run_dir, s.name, multi=len(sources) > 1), frame)
+    runs.write_json(run_dir / runs.METRICS, result)
+    for name, m in result["test"].items():
+        shown = {k: round(v, 4) for k, v in m.items() if k in ("srcc", "plcc_logistic", "mse", "accuracy")}
+        log(f"test {name}: {shown} (best epoch {state['best_epoch']})")
+    return result
