@@ -5,11 +5,13 @@ import argparse
 import json
 import sys
 import warnings
+from pathlib import Path
 
 
 def _demo(args) -> None:
     from .demo import run_demo
-    run_demo(args.out, epochs=args.epochs, seed=args.seed, log=(lambda *a: None) if args.quiet else print)
+    result = run_demo(args.out, epochs=args.epochs, seed=args.seed, log=None if args.quiet else print)
+    print(json.dumps({"run_dir": str(Path(args.out) / "run"), "test": result["test"]}, indent=2))
 
 
 def _params(args) -> None:
@@ -163,7 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
                                description="Generate the synthetic KADID-style IQA set, train a tiny "
                                            "random-initialised PerceptCLIP (LoRA + MLP head, PLCC loss) and "
                                            "report test SRCC/PLCC. A pipeline check, not a paper result.")
-    demo.add_argument("--out", required=True, help="output directory (data, weights.safetensors, metrics.json)")
+    demo.add_argument("--out", required=True, help="output directory (synthetic/ data and run/ directory)")
     demo.add_argument("--epochs", type=int, default=8, help="maximum epochs (early stopping patience 3)")
     demo.add_argument("--seed", type=int, default=0, help="seed for data, split and training")
     demo.add_argument("--quiet", action="store_true", help="no per-epoch log")

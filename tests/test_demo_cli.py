@@ -1,41 +1,31 @@
 """The offline demo (README's first command) and the CLI."""
 import json
 
-import numpy as np
+import pandas as pd
 import pytest
 import torch
 
 from percept.cli import main
-from percept.demo import run_demo, split_by_reference
+from percept.demo import run_demo
+from percept.runs import read_json
 from percept.model import load_model
 
 
-def test_split_by_reference_never_leaks():
-    refs = np.repeat([f"ref{i:02d}" for i in range(10)], 20)
-    part = split_by_reference(refs, seed=3)
-    for ref in set(refs):
-        assert len(set(part[refs == ref])) == 1
-    assert {p: int((part == p).sum()) for p in ("train", "val", "test")} == {"train": 120, "val": 40, "test": 40}
-    assert not np.array_equal(part, split_by_reference(refs, seed=4))
-
-
-def test_demo_runs_writes_loadable_results_and_is_reproducible(tmp_path):
-    first = run_demo(tmp_path / "a", epochs=2, n_references=5, log=lambda *a: None)
-    second = run_demo(tmp_path / "b", epochs=2, n_references=5, log=lambda *a: None)
-    assert first["test"] == second["test"] and first["history"] == second["history"]
-    saved = json.loads((tmp_path / "a" / "metrics.json").read_text())
-    assert saved["test"]["srcc"] == pytest.approx(first["test"]["srcc"])
-    assert "not a reproduction" in saved["note"]
-    # the saved weights reproduce the reported test metrics
-    import pandas as pd
-    from percept.demo import predict
-    from percept.metrics import srcc
-    from percept.transforms import load_rgb
-    table = pd.read_csv(tmp_path / "a" / "synthetic_iqa" / "manifest.csv")
-    test = table[split_by_reference(table["reference"].to_numpy(), seed=0) == "test"]
-    model = load_model(tmp_path / "a" / "weights.safetensors")
-    pred = predict(model, [load_rgb(tmp_path / "a" / "synthetic_iqa" / p) for p in test["image"]])
-    assert srcc(pred, test["synthetic_quality"].to_numpy()) == pytest.approx(saved["test"]["srcc"], abs=1e-6)
+def test_demo_is_one_engine_run_reproducible_and_loadable(tmp_path, capsys):
+    assert main(["demo", "--out", str(tmp_path / "a"), "--epochs", "1", "--quiet"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    first = read_json(tmp_path / "a" / "run" / "metrics.json")
+    assert printed["test"] == first["test"]
+    second = run_demo(tmp_path / "b", epochs=1, log=None)
+    assert second["test"] == first["test"]                  # deterministic
+    config = read_json(tmp_path / "a" / "run" / "config.json")
+    assert config["data"][0]["dataset"] == "synthetic_iqa" and config["model"]["lora_r"] == 16
+    # split by reference: no reference image in two parts
+    table = pd.read_csv(tmp_path / "a" / "synthetic" / "manifest.csv")
+    preds = pd.read_csv(tmp_path / "a" / "run" / "predictions.csv")
+    test_refs = set(table.set_index("image").loc[preds["id"], "reference"])
+    assert test_refs and len(preds) == 20 * len(test_refs)
+    assert load_model(tmp_path / "a" / "run" / "best.safetensors").config.backbone == "tiny_clip"
 
 
 def test_cli_params_counts(capsys):
