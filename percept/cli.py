@@ -59,7 +59,7 @@ def _train_config(args):
                        batch_size=args.batch_size, max_epochs=args.max_epochs, patience=args.patience,
                        select_metric=args.select_metric, test_crops=args.test_crops, head_finetune=args.two_phase,
                        seed=args.seed, precision=args.precision, device=args.device, num_workers=args.workers,
-                       eval_batch_size=args.eval_batch_size, quiet=args.quiet)
+                       eval_batch_size=args.eval_batch_size, quiet=args.quiet, cache_dir=args.cache_dir)
 
 
 def _train(args) -> None:
@@ -155,6 +155,7 @@ def _add_train_args(p) -> None:
     g.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
     g.add_argument("--eval-batch-size", type=int, default=120, help="forward passes per evaluation batch")
     g.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch log (papermill, CI)")
+    g.add_argument("--cache-dir", default=None, help="pre-resized uint8 image cache folder (decode images once)")
 
 
 def build_parser() -> argparse.ArgumentParser:

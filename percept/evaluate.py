@@ -120,10 +120,11 @@ def task_metrics(result: dict, kind: str, class_names=None) -> dict:
 
 
 def evaluate_source(model, source, split: int | None, part: str, *, head: str | None = None, batch_size: int = 64,
-                    device="cpu", precision: str = "fp32", num_workers: int = 0, test_crops: int = 15) -> tuple[dict, pd.DataFrame]:
+                    device="cpu", precision: str = "fp32", num_workers: int = 0, test_crops: int = 15,
+                    cache_dir: str | None = None) -> tuple[dict, pd.DataFrame]:
     """Metrics and per-image predictions of ``model`` on ``source``'s split ``split`` part ``part``
     (``split=None``: the whole dataset) with the task's test transform."""
-    dataset = source.dataset(split, part, train_transform=False, test_crops=test_crops)
+    dataset = source.dataset(split, part, train_transform=False, test_crops=test_crops, cache_dir=cache_dir)
     result = predict_outputs(model, dataset, head=head, kind=source.kind, batch_size=batch_size, device=device,
                              precision=precision, num_workers=num_workers)
     metrics = task_metrics(result, source.kind, source.class_names) if len(dataset) > 1 else {}

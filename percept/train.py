@@ -41,7 +41,7 @@ from .model import ModelConfig, build_model, load_weights, save_weights
 
 LOWER_IS_BETTER = ("mse", "rmse")
 # Settings that change speed, not results: they may differ when a run resumes.
-EXECUTION_FIELDS = ("device", "num_workers", "eval_batch_size", "quiet")
+EXECUTION_FIELDS = ("device", "num_workers", "eval_batch_size", "quiet", "cache_dir")
 
 
 class TrainingError(RuntimeError):
@@ -69,6 +69,7 @@ class TrainConfig:
     num_workers: int = 0
     eval_batch_size: int = 120                     # forward passes per evaluation batch (= 8 images x 15 crops)
     quiet: bool = False
+    cache_dir: str | None = None                   # pre-resized uint8 image cache (same pixels, faster epochs)
 
     def __post_init__(self):
         self.data = [d if isinstance(d, DataConfig) else DataConfig(**d) for d in self.data]
@@ -239,7 +240,8 @@ def train(config: TrainConfig, run_dir: str | Path, log=print) -> dict:
     log(f"{', '.join(s.name for s in sources)} split {config.split}: {config.model.backbone} "
         f"({config.model.strategy}), {counts['trainable']:,} trainable parameters, lr {config.lr:g}, {device}")
 
-    train_sets = [s.dataset(config.split, "train", test_crops=config.test_crops) for s in sources]
+    train_sets = [s.dataset(config.split, "train", test_crops=config.test_crops, cache_dir=config.cache_dir)
+                  for s in sources]
     union = _Union(train_sets)
     epochs = progress(range(state["epoch"] + 1, config.max_epochs + 1), desc="epochs", initial=state["epoch"],
                       total=config.max_epochs)
@@ -253,7 +255,7 @@ def train(config: TrainConfig, run_dir: str | Path, log=print) -> dict:
         train_loss = train_one_epoch(model, batches, sources, optimizer, device, precision, epoch, progress)
         val = {s.name: evaluate_source(model, s, config.split, "val", head=s.name, batch_size=config.eval_batch_size,
                                        device=device, precision=precision, num_workers=config.num_workers,
-                                       test_crops=config.test_crops)[0] for s in sources}
+                                       test_crops=config.test_crops, cache_dir=config.cache_dir)[0] for s in sources}
         value = float(np.mean([v[metric] for v in val.values()]))
         score = selection_score(value, metric)
         row = {"epoch": epoch, "stage": 1, "lr": config.lr, "train_loss": train_loss, f"val_{metric}": value,
@@ -286,7 +288,7 @@ def train(config: TrainConfig, run_dir: str | Path, log=print) -> dict:
     result["val"], result["test"] = {}, {}
     for s in sources:
         kwargs = dict(head=s.name, batch_size=config.eval_batch_size, device=device, precision=precision,
-                      num_workers=config.num_workers, test_crops=config.test_crops)
+                      num_workers=config.num_workers, test_crops=config.test_crops, cache_dir=config.cache_dir)
         result["val"][s.name] = evaluate_source(model, s, config.split, "val", **kwargs)[0]
         result["test"][s.name], frame = evaluate_source(model, s, config.split, "test", **kwargs)
         runs.write_csv(runs.predictions_path(run_dir, s.name, multi=len(sources) > 1), frame)

@@ -246,3 +246,10 @@ def test_sweep_runs_grid_skips_finished_and_selects_by_validation(synth, tmp_pat
     for split, row in selected.set_index("split").iterrows():
         candidates = table[table["split"] == split]
         assert row["val_score"] == candidates["val_score"].max()
+
+
+def test_image_cache_gives_the_same_run(synth, tmp_path):
+    plain = train(config(synth, max_epochs=1), tmp_path / "plain")
+    cached = train(config(synth, max_epochs=1, cache_dir=str(tmp_path / "cache")), tmp_path / "cached")
+    assert list((tmp_path / "cache").glob("images-*.json"))             # the cache was built and used
+    assert cached["test"] == plain["test"] and cached["val_score"] == plain["val_score"]

@@ -94,19 +94,29 @@ class DatasetSource:
         return sum(1 for c in self.frame.columns if str(c).startswith("split") and str(c)[5:].isdigit())
 
     def dataset(self, split: int | None, part: str, *, train_transform: bool | None = None,
-                test_crops: int = N_TEST_CROPS, cache=None) -> ManifestDataset:
+                test_crops: int = N_TEST_CROPS, cache_dir: str | None = None) -> ManifestDataset:
         """Split ``split``'s ``part`` (``split=None``: every row, e.g. THINGS or cross-dataset use).
 
         Training items use the task's training transform and ``replicas``; val/test items the test
-        transform (15 deterministic crops for IQA)."""
+        transform (15 deterministic crops for IQA). With ``cache_dir``, images come from the pre-resized
+        uint8 cache (:mod:`percept.data.cache`; built on first use, same pixels as decoding the files)."""
         train = part == "train" if train_transform is None else train_transform
         if split is not None and f"split{split}" not in self.frame.columns:
             raise ValueError(f"{self.name} has no split {split} (it has {self.n_splits}); choose 1..{self.n_splits}")
         transform = build_transform(self.task, train, self.resize if self.task == "iqa" else None,
                                     n_crops=test_crops)
+        cache = self._cache(transform.pre_resize, cache_dir) if cache_dir else None
         return ManifestDataset(self.frame, self.root, None if split is None else f"split{split}", part,
                                task=self.task, label_column=self.label_column, transform=transform,
                                replicas=self.replicas if train else 1, cache=cache)
+
+    def _cache(self, spec, cache_dir: str):
+        """One cache per resize spec holding every image of the dataset (built once, then reused)."""
+        from .cache import ImageCache
+        caches = self.__dict__.setdefault("_caches", {})
+        if spec not in caches:
+            caches[spec] = ImageCache.build(self.root, self.frame["image"].tolist(), spec, cache_dir)
+        return caches[spec]
 
 
 def _synthetic_frame(name: str, root: Path) -> pd.DataFrame:
