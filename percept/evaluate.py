@@ -52,14 +52,22 @@ def loader(dataset, batch_size: int, *, shuffle: bool = False, num_workers: int 
 @torch.no_grad()
 def predict_outputs(model, dataset, *, head: str | None = None, kind: str = "regression", batch_size: int = 64,
                     device: torch.device | str = "cpu", precision: str = "fp32", num_workers: int = 0,
-                    progress=None) -> dict:
+                    progress=None, dist=None) -> dict:
     """Run ``model`` over every item of ``dataset`` (one item = one image, possibly several crops).
 
     Returns ``{"id", "index", "label", "prediction", "crop_std" | "probs"}`` as numpy arrays in dataset
     order: regression ``prediction`` = mean over crops, ``crop_std`` = their standard deviation (0 for
     one crop); classification ``probs`` = crop-averaged softmax ``(N, C)``, ``prediction`` = argmax.
     ``batch_size`` counts forward passes (crops), so an IQA batch holds ``batch_size // 15`` images.
+    Under ``torchrun`` (``dist``), each process predicts every ``world``-th image and all processes get
+    every image exactly once (:mod:`percept.distributed`).
     """
+    from torch.utils.data import Subset
+    from .distributed import DistContext, gather_objects
+    dist = dist or DistContext()
+    full_length = len(dataset)
+    if dist.enabled:
+        dataset = Subset(dataset, range(dist.rank, full_length, dist.world))
     device = torch.device(device)
     was_training = model.training
     model.eval()
@@ -84,9 +92,13 @@ def predict_outputs(model, dataset, *, head: str | None = None, kind: str = "reg
             labels.append(batch["label"])
     finally:
         model.train(was_training)
-    per_crop = torch.cat(outputs).numpy().astype(np.float64)    # (N, crops, outputs)
-    result = {"id": np.array(ids, dtype=object), "index": torch.cat(index).numpy(),
-              "label": torch.cat(labels).numpy()}
+    shards = gather_objects((list(range(dist.rank, full_length, dist.world)), torch.cat(outputs), ids,
+                             torch.cat(index), torch.cat(labels)), dist)
+    order = np.argsort(np.concatenate([s[0] for s in shards]), kind="stable")   # back to dataset order
+    per_crop = torch.cat([s[1] for s in shards]).numpy().astype(np.float64)[order]   # (N, crops, outputs)
+    result = {"id": np.array(sum((s[2] for s in shards), []), dtype=object)[order],
+              "index": torch.cat([s[3] for s in shards]).numpy()[order],
+              "label": torch.cat([s[4] for s in shards]).numpy()[order]}
     if kind == "classification":
         result["probs"] = per_crop.mean(1)
         result["prediction"] = result["probs"].argmax(1)
@@ -121,12 +133,12 @@ def task_metrics(result: dict, kind: str, class_names=None) -> dict:
 
 def evaluate_source(model, source, split: int | None, part: str, *, head: str | None = None, batch_size: int = 64,
                     device="cpu", precision: str = "fp32", num_workers: int = 0, test_crops: int = 15,
-                    cache_dir: str | None = None) -> tuple[dict, pd.DataFrame]:
+                    cache_dir: str | None = None, dist=None) -> tuple[dict, pd.DataFrame]:
     """Metrics and per-image predictions of ``model`` on ``source``'s split ``split`` part ``part``
     (``split=None``: the whole dataset) with the task's test transform."""
     dataset = source.dataset(split, part, train_transform=False, test_crops=test_crops, cache_dir=cache_dir)
     result = predict_outputs(model, dataset, head=head, kind=source.kind, batch_size=batch_size, device=device,
-                             precision=precision, num_workers=num_workers)
+                             precision=precision, num_workers=num_workers, dist=dist)
     metrics = task_metrics(result, source.kind, source.class_names) if len(dataset) > 1 else {}
     metrics["n_images"] = int(len(dataset))
     return metrics, predictions_frame(result, source.class_names)

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import math
 import time
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -35,6 +36,7 @@ from tqdm.auto import tqdm
 
 from . import runs
 from .data.sources import TASK_LOSS, TASK_SELECT_METRIC, DataConfig, check_trainable, open_source
+from .distributed import DistContext, barrier, gather_rows, init_distributed, shard
 from .evaluate import autocast, evaluate_source, loader
 from .losses import get_loss
 from .model import ModelConfig, build_model, load_weights, save_weights
@@ -118,8 +120,8 @@ class ProportionalBatchSampler:
     of a single item is dropped (a correlation loss needs two).
     """
 
-    def __init__(self, sizes: list[int], batch_size: int, seed: int):
-        self.sizes, self.batch_size, self.seed = [int(s) for s in sizes], int(batch_size), seed
+    def __init__(self, sizes: list[int], batch_size: int, seed: int, dist: DistContext = DistContext()):
+        self.sizes, self.batch_size, self.seed, self.dist = [int(s) for s in sizes], int(batch_size), seed, dist
         self.offsets = np.concatenate([[0], np.cumsum(self.sizes)[:-1]]).astype(int)
 
     def batches(self) -> list[np.ndarray]:
@@ -131,14 +133,15 @@ class ProportionalBatchSampler:
         order = np.lexsort((rng.random(sum(self.sizes)), np.concatenate(keys)))
         flat = np.concatenate(items)[order]
         out = [flat[i:i + self.batch_size] for i in range(0, len(flat), self.batch_size)]
-        return out if len(out[-1]) > 1 else out[:-1]
+        return out if len(out[-1]) > max(1, self.dist.world - 1) else out[:-1]
 
     def __iter__(self):
-        return iter([b.tolist() for b in self.batches()])
+        """This process's share of each batch (all of it without torchrun)."""
+        return iter([shard(b.tolist(), self.dist) for b in self.batches()])
 
     def __len__(self) -> int:
         total = sum(self.sizes)
-        return total // self.batch_size + (total % self.batch_size > 1)
+        return total // self.batch_size + (total % self.batch_size > max(1, self.dist.world - 1))
 
 
 class _Union(Dataset):
@@ -157,28 +160,44 @@ class _Union(Dataset):
 
 
 # ------------------------------------------------------------------------------------------ one epoch
-def train_one_epoch(model, batches, sources, optimizer, device, precision, epoch: int, progress) -> float:
-    """One pass over ``batches``; returns the mean training loss. Never syncs with the GPU per batch:
-    NaN/inf losses are detected at the end of the epoch (the previous checkpoint is still on disk)."""
+def train_one_epoch(model, batches, sources, optimizer, device, precision, epoch: int, progress,
+                    encoder=None, dist: DistContext = DistContext()) -> float:
+    """One pass over ``batches``; returns the mean training loss. Never syncs with the GPU per batch
+    (single process): NaN/inf losses are detected at the end of the epoch (the previous checkpoint is
+    still on disk). Under torchrun, ``encoder`` is the DDP-wrapped encoder and the loss is computed on
+    the gathered global batch (:mod:`percept.distributed`)."""
+    encoder = encoder or model.encoder
     model.train()
     losses = [get_loss(TASK_LOSS[s.task]) for s in sources]
     smallest = [2 if TASK_LOSS[s.task] == "plcc" else 1 for s in sources]   # PLCC of one sample is undefined
     batch_losses = []
-    for batch in progress(batches, desc=f"epoch {epoch}", leave=False):
+    for step, batch in enumerate(progress(batches, desc=f"epoch {epoch}", leave=False)):
         x = batch["image"].to(device, non_blocking=True)
         y = batch["label"].to(device, non_blocking=True)
         which = batch["dataset"]
+        model.check_images(x)
         with autocast(device, precision):
-            embedding = model.embed(x)
+            embedding = encoder(x)
+        if dist.enabled:   # the whole global batch on every process
+            embedding, y = gather_rows(embedding, dist), gather_rows(y, dist, differentiable=False)
+            which = gather_rows(which.to(device), dist, differentiable=False).cpu()
         terms = []
-        for d, source in enumerate(sources):
-            rows = torch.nonzero(which == d).flatten()
-            if len(rows) < smallest[d]:
-                continue   # that dataset sits this batch out
-            rows = rows.to(device, non_blocking=True)
-            with autocast(device, precision):
-                out = model.heads[source.name](embedding[rows]).float()
-            terms.append(losses[d](out, y[rows]) if source.kind == "regression" else losses[d](out, y[rows].long()))
+        # Under torchrun every process runs the heads on the same global batch: their dropout must draw
+        # the same masks everywhere (the heads are not DDP-synchronised), hence one seed per step.
+        same_rng = torch.random.fork_rng(devices=[device] if device.type == "cuda" else []) if dist.enabled \
+            else nullcontext()
+        with same_rng:
+            if dist.enabled:
+                torch.manual_seed(epoch * 1_000_003 + step)
+            for d, source in enumerate(sources):
+                rows = torch.nonzero(which == d).flatten()
+                if len(rows) < smallest[d]:
+                    continue   # that dataset sits this batch out
+                rows = rows.to(device, non_blocking=True)
+                with autocast(device, precision):
+                    out = model.heads[source.name](embedding[rows]).float()
+                target = y[rows] if source.kind == "regression" else y[rows].long()
+                terms.append(losses[d](out, target))
         if not terms:
             continue
         loss = torch.stack(terms).mean()
@@ -210,13 +229,23 @@ def selection_score(value: float, metric: str) -> float:
 def train(config: TrainConfig, run_dir: str | Path, log=print) -> dict:
     """Train (or resume, or return the result of a finished) run in ``run_dir``; returns its metrics."""
     run_dir = Path(run_dir)
-    runs.open_run_dir(run_dir, config.to_dict(), ignore=EXECUTION_FIELDS)
+    dist = init_distributed()                      # torchrun: one process per GPU; else a single process
+    main = dist.is_main
+    if main:
+        runs.open_run_dir(run_dir, config.to_dict(), ignore=EXECUTION_FIELDS)
+    barrier(dist)
     if runs.is_complete(run_dir):
         return runs.read_json(run_dir / runs.METRICS)
-    log = (lambda *a, **k: None) if config.quiet else log
-    progress = (lambda it, **k: it) if config.quiet else (lambda it, **k: tqdm(it, **k))
-    device, precision = resolve_device(config.device, config.precision)
-    runs.write_json(run_dir / runs.ENVIRONMENT, {**runs.environment_info(device), "precision": precision})
+    log = (lambda *a, **k: None) if config.quiet or not main else log
+    progress = (lambda it, **k: it) if config.quiet or not main else (lambda it, **k: tqdm(it, **k))
+    device_name = config.device
+    if dist.enabled and torch.cuda.is_available() and config.device in ("auto", "cuda"):
+        device_name = f"cuda:{dist.local_rank}"
+        torch.cuda.set_device(dist.local_rank)
+    device, precision = resolve_device(device_name, config.precision)
+    if main:
+        runs.write_json(run_dir / runs.ENVIRONMENT, {**runs.environment_info(device), "precision": precision,
+                                                    "world_size": dist.world})
 
     sources = [open_source(d) for d in config.data]
     if len({s.kind for s in sources}) > 1:
@@ -236,6 +265,10 @@ def train(config: TrainConfig, run_dir: str | Path, log=print) -> dict:
     if (run_dir / runs.CHECKPOINT).is_file():
         state = runs.load_checkpoint(run_dir / runs.CHECKPOINT, model, optimizer)
         log(f"resuming {run_dir} after epoch {state['epoch']}")
+    encoder = model.encoder
+    if dist.enabled and any(p.requires_grad for p in model.encoder.parameters()):
+        encoder = torch.nn.parallel.DistributedDataParallel(
+            model.encoder, device_ids=[device.index] if device.type == "cuda" else None)
     counts = model.parameter_counts()
     log(f"{', '.join(s.name for s in sources)} split {config.split}: {config.model.backbone} "
         f"({config.model.strategy}), {counts['trainable']:,} trainable parameters, lr {config.lr:g}, {device}")
@@ -249,13 +282,15 @@ def train(config: TrainConfig, run_dir: str | Path, log=print) -> dict:
         start = time.time()
         torch.manual_seed(config.seed * 1_000_003 + epoch)          # dropout + augmentation of this epoch
         sampler = ProportionalBatchSampler([len(t) for t in train_sets], config.batch_size,
-                                           seed=config.seed * 1_000_003 + epoch)
+                                           seed=config.seed * 1_000_003 + epoch, dist=dist)
         batches = loader(union, config.batch_size, num_workers=config.num_workers, device=device,
                          batch_sampler=sampler, generator=torch.Generator().manual_seed(config.seed + epoch))
-        train_loss = train_one_epoch(model, batches, sources, optimizer, device, precision, epoch, progress)
+        train_loss = train_one_epoch(model, batches, sources, optimizer, device, precision, epoch, progress,
+                                     encoder=encoder, dist=dist)
         val = {s.name: evaluate_source(model, s, config.split, "val", head=s.name, batch_size=config.eval_batch_size,
                                        device=device, precision=precision, num_workers=config.num_workers,
-                                       test_crops=config.test_crops, cache_dir=config.cache_dir)[0] for s in sources}
+                                       test_crops=config.test_crops, cache_dir=config.cache_dir, dist=dist)[0]
+               for s in sources}
         value = float(np.mean([v[metric] for v in val.values()]))
         score = selection_score(value, metric)
         row = {"epoch": epoch, "stage": 1, "lr": config.lr, "train_loss": train_loss, f"val_{metric}": value,
@@ -264,13 +299,16 @@ def train(config: TrainConfig, run_dir: str | Path, log=print) -> dict:
         state["history"].append(row)
         if score > state["best_score"] or state["best_epoch"] == 0:
             state.update(best_score=score, best_value=value, best_epoch=epoch, waited=0)
-            save_weights(model, run_dir / runs.BEST)
+            if main:
+                save_weights(model, run_dir / runs.BEST)
         else:
             state["waited"] += 1
         state["epoch"] = epoch
         state["stopped"] = state["waited"] >= config.patience
-        runs.write_csv(run_dir / runs.LOG, pd.DataFrame(state["history"]))
-        runs.save_checkpoint(run_dir / runs.CHECKPOINT, model.trainable_state_dict(), optimizer, state)
+        if main:
+            runs.write_csv(run_dir / runs.LOG, pd.DataFrame(state["history"]))
+            runs.save_checkpoint(run_dir / runs.CHECKPOINT, model.trainable_state_dict(), optimizer, state)
+        barrier(dist)
         log(f"epoch {epoch:3d}  train loss {train_loss:.4f}  val {metric} {value:.4f}"
             f"{'  *' if state['best_epoch'] == epoch else ''}")
         if state["stopped"]:
@@ -283,16 +321,21 @@ def train(config: TrainConfig, run_dir: str | Path, log=print) -> dict:
     if config.head_finetune:
         from .head_finetune import finetune_heads
         result["stage2"] = finetune_heads(model, sources, config, device, precision, metric, log)
-        save_weights(model, run_dir / runs.BEST)
+        if main:   # every process ran the same stage 2 on all images (it is cheap: cached features)
+            save_weights(model, run_dir / runs.BEST)
         result["val_score"] = float(np.mean([r["val_score"] for r in result["stage2"].values()]))
     result["val"], result["test"] = {}, {}
     for s in sources:
         kwargs = dict(head=s.name, batch_size=config.eval_batch_size, device=device, precision=precision,
-                      num_workers=config.num_workers, test_crops=config.test_crops, cache_dir=config.cache_dir)
+                      num_workers=config.num_workers, test_crops=config.test_crops, cache_dir=config.cache_dir,
+                      dist=dist)
         result["val"][s.name] = evaluate_source(model, s, config.split, "val", **kwargs)[0]
         result["test"][s.name], frame = evaluate_source(model, s, config.split, "test", **kwargs)
-        runs.write_csv(runs.predictions_path(run_dir, s.name, multi=len(sources) > 1), frame)
-    runs.write_json(run_dir / runs.METRICS, result)
+        if main:
+            runs.write_csv(runs.predictions_path(run_dir, s.name, multi=len(sources) > 1), frame)
+    if main:
+        runs.write_json(run_dir / runs.METRICS, result)
+    barrier(dist)
     for name, m in result["test"].items():
         shown = {k: round(v, 4) for k, v in m.items() if k in ("srcc", "plcc_logistic", "mse", "accuracy")}
         log(f"test {name}: {shown} (best epoch {state['best_epoch']})")

@@ -253,3 +253,31 @@ def test_image_cache_gives_the_same_run(synth, tmp_path):
     cached = train(config(synth, max_epochs=1, cache_dir=str(tmp_path / "cache")), tmp_path / "cached")
     assert list((tmp_path / "cache").glob("images-*.json"))             # the cache was built and used
     assert cached["test"] == plain["test"] and cached["val_score"] == plain["val_score"]
+
+
+def test_torchrun_two_processes_on_cpu(synth, tmp_path):
+    """DDP (gloo on CPU): the run finishes, every test image is predicted exactly once, and the reported
+    metrics are those of the saved best weights evaluated in one process."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+    from percept.data.sources import open_source
+    from percept.evaluate import evaluate_source
+    run = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "percept",
+           "train", "--run-dir", str(run), "--dataset", "synthetic_iqa", "--root", str(synth), "--backbone",
+           "tiny_clip", "--random-init", "--lr", "1e-3", "--batch-size", "16", "--max-epochs", "1",
+           "--test-crops", "2", "--device", "cpu", "--quiet"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert read_json(run / "environment.json")["world_size"] == 2
+    preds = pd.read_csv(run / "predictions.csv")
+    assert len(preds) == 40 and preds["id"].is_unique
+    model = load_model(run / "best.safetensors")
+    metrics, frame = evaluate_source(model, open_source(DataConfig("synthetic_iqa", str(synth))), 1, "test",
+                                     head="synthetic_iqa", test_crops=2)
+    assert frame["id"].tolist() == preds["id"].tolist()
+    np.testing.assert_allclose(frame["prediction"], preds["prediction"], atol=1e-5)
+    assert read_json(run / "metrics.json")["test"]["synthetic_iqa"]["srcc"] == pytest.approx(metrics["srcc"], abs=1e-6)
