@@ -3,8 +3,19 @@
 Zalcher, Wasserman et al., "Don't Judge Before You CLIP: A Unified Approach for Perceptual Tasks",
 TMLR 2025. CLIP ViT-L/14 vision encoder + LoRA (r=16, alpha=8) on q, k, v + an MLP head.
 """
-from .model import ModelConfig, PerceptCLIP, build_model, load_model, load_weights, save_weights
-from .official import OFFICIAL_CHECKPOINTS, load_official
+import importlib
+
+_LAZY = {"ModelConfig": "model", "PerceptCLIP": "model", "build_model": "model", "load_model": "model",
+         "load_weights": "model", "save_weights": "model", "OFFICIAL_CHECKPOINTS": "official",
+         "load_official": "official"}
+
+
+def __getattr__(name: str):
+    """Import the heavy modules (torch, timm, peft) only when one of their names is used."""
+    if name in _LAZY:
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module 'percept' has no attribute {name!r}")
+
 
 __all__ = ["ModelConfig", "PerceptCLIP", "build_model", "load_model", "load_weights", "save_weights",
            "OFFICIAL_CHECKPOINTS", "load_official"]

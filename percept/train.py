@@ -25,6 +25,7 @@ from __future__ import annotations
 import math
 import time
 from contextlib import nullcontext
+from functools import partial
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -36,6 +37,8 @@ from tqdm.auto import tqdm
 
 from . import runs
 from .data.sources import TASK_LOSS, TASK_SELECT_METRIC, DataConfig, check_trainable, open_source
+from .fastpath import cast_frozen_weights, compile_or_eager
+from .gpu_augment import DeviceAugmentDataset, normalize_on_device
 from .distributed import DistContext, barrier, gather_rows, init_distributed, shard
 from .evaluate import autocast, evaluate_source, loader
 from .losses import get_loss
@@ -43,7 +46,7 @@ from .model import ModelConfig, build_model, load_weights, save_weights
 
 LOWER_IS_BETTER = ("mse", "rmse")
 # Settings that change speed, not results: they may differ when a run resumes.
-EXECUTION_FIELDS = ("device", "num_workers", "eval_batch_size", "quiet", "cache_dir")
+EXECUTION_FIELDS = ("device", "num_workers", "eval_batch_size", "quiet", "cache_dir", "device_augment", "compile")
 
 
 class TrainingError(RuntimeError):
@@ -72,6 +75,8 @@ class TrainConfig:
     eval_batch_size: int = 120                     # forward passes per evaluation batch (= 8 images x 15 crops)
     quiet: bool = False
     cache_dir: str | None = None                   # pre-resized uint8 image cache (same pixels, faster epochs)
+    device_augment: str = "auto"                   # flips + normalisation on the GPU (auto = on for GPU); exact
+    compile: bool = False                          # torch.compile the encoder (falls back to eager)
 
     def __post_init__(self):
         self.data = [d if isinstance(d, DataConfig) else DataConfig(**d) for d in self.data]
@@ -87,6 +92,8 @@ class TrainConfig:
                                  ("test_crops", 1, self.test_crops), ("split", 1, self.split)):
             if value < low or (name == "lr" and value <= 0):
                 raise ValueError(f"{name} must be {'> 0' if name == 'lr' else f'>= {low}'}, got {value!r}")
+        if self.device_augment not in ("auto", "on", "off"):
+            raise ValueError(f"device_augment must be auto, on or off, got {self.device_augment!r}")
         if self.precision not in ("auto", "fp32", "bf16"):
             raise ValueError(f"precision must be auto, fp32 or bf16, got {self.precision!r}")
 
@@ -161,7 +168,7 @@ class _Union(Dataset):
 
 # ------------------------------------------------------------------------------------------ one epoch
 def train_one_epoch(model, batches, sources, optimizer, device, precision, epoch: int, progress,
-                    encoder=None, dist: DistContext = DistContext()) -> float:
+                    encoder=None, dist: DistContext = DistContext(), to_device=None) -> float:
     """One pass over ``batches``; returns the mean training loss. Never syncs with the GPU per batch
     (single process): NaN/inf losses are detected at the end of the epoch (the previous checkpoint is
     still on disk). Under torchrun, ``encoder`` is the DDP-wrapped encoder and the loss is computed on
@@ -172,7 +179,7 @@ def train_one_epoch(model, batches, sources, optimizer, device, precision, epoch
     smallest = [2 if TASK_LOSS[s.task] == "plcc" else 1 for s in sources]   # PLCC of one sample is undefined
     batch_losses = []
     for step, batch in enumerate(progress(batches, desc=f"epoch {epoch}", leave=False)):
-        x = batch["image"].to(device, non_blocking=True)
+        x = to_device(batch) if to_device is not None else batch["image"].to(device, non_blocking=True)
         y = batch["label"].to(device, non_blocking=True)
         which = batch["dataset"]
         model.check_images(x)
@@ -216,6 +223,11 @@ def train_one_epoch(model, batches, sources, optimizer, device, precision, epoch
                             f"{len(values)}; the checkpoint of epoch {epoch - 1} is kept. Try a lower learning "
                             f"rate")
     return float(values.mean())
+
+
+def _normalize_batch(batch, *, device, mean, std, channels_last):
+    return normalize_on_device(batch["image"], batch["hflip"], batch["vflip"], device=device, mean=mean, std=std,
+                               channels_last=channels_last)
 
 
 def selection_score(value: float, metric: str) -> float:
@@ -265,16 +277,29 @@ def train(config: TrainConfig, run_dir: str | Path, log=print) -> dict:
     if (run_dir / runs.CHECKPOINT).is_file():
         state = runs.load_checkpoint(run_dir / runs.CHECKPOINT, model, optimizer)
         log(f"resuming {run_dir} after epoch {state['epoch']}")
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    if precision == "bf16" and (config.model.pretrained or config.model.weights_path):
+        cast_frozen_weights(model.encoder)     # not for a random base: its full state is saved
     encoder = model.encoder
     if dist.enabled and any(p.requires_grad for p in model.encoder.parameters()):
         encoder = torch.nn.parallel.DistributedDataParallel(
             model.encoder, device_ids=[device.index] if device.type == "cuda" else None)
+    if config.compile:
+        example = torch.zeros(config.batch_size, 3, *model.img_size, device=device)
+        encoder, _ = compile_or_eager(encoder, example, precision=precision, log=log)
     counts = model.parameter_counts()
     log(f"{', '.join(s.name for s in sources)} split {config.split}: {config.model.backbone} "
         f"({config.model.strategy}), {counts['trainable']:,} trainable parameters, lr {config.lr:g}, {device}")
 
     train_sets = [s.dataset(config.split, "train", test_crops=config.test_crops, cache_dir=config.cache_dir)
                   for s in sources]
+    to_device = None
+    if config.device_augment == "on" or (config.device_augment == "auto" and device.type == "cuda"):
+        train_sets = [DeviceAugmentDataset(t) for t in train_sets]   # uint8 crops in workers, rest on the GPU
+        plan = train_sets[0].plan
+        to_device = partial(_normalize_batch, device=device, mean=plan.mean, std=plan.std,
+                            channels_last=device.type == "cuda")
     union = _Union(train_sets)
     epochs = progress(range(state["epoch"] + 1, config.max_epochs + 1), desc="epochs", initial=state["epoch"],
                       total=config.max_epochs)
@@ -286,7 +311,7 @@ def train(config: TrainConfig, run_dir: str | Path, log=print) -> dict:
         batches = loader(union, config.batch_size, num_workers=config.num_workers, device=device,
                          batch_sampler=sampler, generator=torch.Generator().manual_seed(config.seed + epoch))
         train_loss = train_one_epoch(model, batches, sources, optimizer, device, precision, epoch, progress,
-                                     encoder=encoder, dist=dist)
+                                     encoder=encoder, dist=dist, to_device=to_device)
         val = {s.name: evaluate_source(model, s, config.split, "val", head=s.name, batch_size=config.eval_batch_size,
                                        device=device, precision=precision, num_workers=config.num_workers,
                                        test_crops=config.test_crops, cache_dir=config.cache_dir, dist=dist)[0]

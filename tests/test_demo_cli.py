@@ -39,3 +39,10 @@ def test_cli_reports_bad_names_without_traceback(capsys):
     assert "unknown backbone 'resnet'" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["params", "--strategy", "adapter"])
+
+
+def test_cli_bench_passes_options_through(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    assert main(["bench", "--backbone", "tiny_clip", "--batch-size", "4", "--steps", "1", "--warmup", "0",
+                 "--no-reference", "--no-data", "--out", str(out)]) == 0
+    assert json.loads(out.read_text())["measurements"]["train_synthetic"]["images_per_s"] > 0

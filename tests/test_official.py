@@ -1,8 +1,8 @@
 """Official PerceptCLIP checkpoints: the release's layout is rebuilt with transformers' CLIPVisionModel + peft
-(small random config), saved as a .pth state dict, loaded by percept, and outputs compared."""
+(small random config, :mod:`percept.official_reference`), saved as a .pth state dict, loaded by percept, and
+outputs compared."""
 import pytest
 import torch
-from torch import nn
 
 from conftest import randomize_lora
 from percept.checkpoint import CheckpointMismatch
@@ -12,36 +12,12 @@ transformers = pytest.importorskip("transformers")
 peft = pytest.importorskip("peft")
 
 
-class OfficialMLP(nn.Module):
-    """The release's head: 768→512→ReLU→Dropout→256→ReLU→Dropout→out (here with a smaller input)."""
-
-    def __init__(self, in_dim, out_dim):
-        super().__init__()
-        self.fc1, self.fc2, self.fc3 = nn.Linear(in_dim, 512), nn.Linear(512, 256), nn.Linear(256, out_dim)
-        self.relu, self.dropout1, self.dropout2 = nn.ReLU(), nn.Dropout(0.5), nn.Dropout(0.5)
-
-    def forward(self, x):
-        return self.fc3(self.dropout2(self.relu(self.fc2(self.dropout1(self.relu(self.fc1(x)))))))
-
-
-class OfficialStyleModel(nn.Module):
-    """Same structure and state-dict layout as the release's ``clip_lora_model``."""
-
-    def __init__(self, hidden=128, layers=3, patch=32, proj=64, outputs=1):
-        super().__init__()
-        config = transformers.CLIPVisionConfig(
-            hidden_size=hidden, intermediate_size=4 * hidden, num_hidden_layers=layers,
-            num_attention_heads=hidden // 64, image_size=224, patch_size=patch, hidden_act="quick_gelu")
-        vision = transformers.CLIPVisionModel(config)
-        vision = getattr(vision, "vision_model", vision)   # transformers 4.x nests it, 5.x does not
-        lora = peft.LoraConfig(r=16, lora_alpha=8, target_modules=["q_proj", "k_proj", "v_proj"],
-                               lora_dropout=0.1, bias="none")
-        self.model = peft.get_peft_model(vision, lora)
-        self.proj = nn.Linear(hidden, proj, bias=False)
-        self.mlp = OfficialMLP(proj, outputs)
-
-    def forward(self, x):
-        return self.mlp(self.proj(self.model(pixel_values=x).pooler_output))
+def OfficialStyleModel(hidden=128, layers=3, patch=32, proj=64, outputs=1):
+    """Same structure and state-dict layout as the release's ``clip_lora_model`` (small random config)."""
+    from percept.official_reference import ClipArchitecture, OfficialReferenceModel
+    arch = ClipArchitecture(width=hidden, depth=layers, num_heads=hidden // 64, mlp_width=4 * hidden,
+                            patch_size=patch, img_size=224, proj_dim=proj)
+    return OfficialReferenceModel(arch, outputs=outputs)
 
 
 @pytest.fixture(params=[1, 8], ids=["regression", "emotions"])

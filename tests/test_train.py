@@ -281,3 +281,13 @@ def test_torchrun_two_processes_on_cpu(synth, tmp_path):
     assert frame["id"].tolist() == preds["id"].tolist()
     np.testing.assert_allclose(frame["prediction"], preds["prediction"], atol=1e-5)
     assert read_json(run / "metrics.json")["test"]["synthetic_iqa"]["srcc"] == pytest.approx(metrics["srcc"], abs=1e-6)
+
+
+def test_device_augmentation_gives_the_same_run(synth, tmp_path):
+    """The GPU fast path's data route (uint8 crops in the loader, flips + normalisation on the device),
+    forced on here on CPU, reproduces the torchvision route exactly."""
+    off = train(config(synth, max_epochs=1, device_augment="off"), tmp_path / "off")
+    on = train(config(synth, max_epochs=1, device_augment="on"), tmp_path / "on")
+    assert on["test"] == off["test"] and on["val_score"] == off["val_score"]
+    assert pd.read_csv(tmp_path / "on" / "log.csv")["train_loss"].tolist() == \
+        pd.read_csv(tmp_path / "off" / "log.csv")["train_loss"].tolist()
