@@ -1,27 +1,47 @@
-# The two commands of the README. Each creates the virtual environment from pyproject.toml if missing.
+# The two commands of the README (make demo, make test) and three more (make lab, make reproduce, make clean).
+# Each creates the virtual environment from pyproject.toml if missing.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.percept-installed
 OUT := $(CURDIR)/outputs
+# make reproduce DATA_ROOT=/data/percept  (default: $PERCEPT_DATA_ROOT or reproduce.yaml's data_root)
+DATA_ROOT ?=
 
-.PHONY: demo test install clean
+.PHONY: demo test lab reproduce reproduce-plan install clean
 
+# The environment: the package (editable) with the test and notebook extras; the notebooks run on the
+# `python3` Jupyter kernel that ipykernel installs into the environment (registered here if it is missing).
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -e '.[dev,notebooks]'
+	@$(PY) -m jupyter kernelspec list 2>/dev/null | grep -q '^ *python3 ' || \
+		$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (percept)"
 	@touch $(STAMP)
 
 install: $(STAMP)
 
-## The main job on the embedded default: offline, CPU, minutes.
+## The main job on the embedded defaults: every notebook (notebooks/00..09) executed with papermill, offline,
+## on the CPU, in minutes. Executed copies, tables and runs go to outputs/notebooks/, figures to figures/.
 demo: $(STAMP)
-	$(PY) -m percept demo --out $(OUT)/demo
+	$(PY) -m percept.notebooks --out $(OUT)/notebooks
 
-## The test suite (no GPU, no internet needed).
+## The test suite (no GPU, no internet needed); it also executes every notebook on its smallest parameters.
 test: $(STAMP)
 	$(PY) -m pytest
+
+## JupyterLab on the notebooks, with this environment's kernel.
+lab: $(STAMP)
+	$(PY) -m jupyter lab --notebook-dir=notebooks
+
+## The paper's experiments (reproduce.yaml) on the real datasets with CLIP ViT-L/14: GPUs, prepared datasets,
+## thousands of GPU hours. Not run in CI. `make reproduce-plan` prints the plan and its estimated cost.
+reproduce: $(STAMP)
+	$(PY) -m percept.paper --config reproduce.yaml --out $(OUT)/reproduce $(if $(DATA_ROOT),--data-root $(DATA_ROOT))
+
+reproduce-plan: $(STAMP)
+	$(PY) -m percept.paper --config reproduce.yaml --dry-run
 
 clean:
 	rm -rf $(OUT) .pytest_cache

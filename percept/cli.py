@@ -262,6 +262,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     commands.add_parser("bench", add_help=False, help="throughput of the fast path vs the official-style "
                         "reference (percept bench --help)")   # parsed by percept.bench.main (see main below)
+    commands.add_parser("notebooks", add_help=False, help="execute the numbered notebooks with papermill "
+                        "(percept notebooks --help)")   # parsed by percept.notebooks.main
+    commands.add_parser("reproduce", add_help=False, help="the paper's experiments from reproduce.yaml "
+                        "(percept reproduce --help)")   # parsed by percept.paper.main
     return parser
 
 
@@ -270,6 +274,12 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["bench"]:   # its options live with the benchmark (percept/bench.py)
         from .bench import main as bench_main
         return bench_main(argv[1:])
+    if argv[:1] == ["notebooks"]:
+        from .notebooks import main as notebooks_main
+        return notebooks_main(argv[1:])
+    if argv[:1] == ["reproduce"]:
+        from .paper import main as reproduce_main
+        return reproduce_main(argv[1:])
     args = build_parser().parse_args(argv)
     try:
         args.run(args)
