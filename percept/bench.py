@@ -66,7 +66,7 @@ from .evaluate import autocast, collate
 from .losses import get_loss
 from .model import ModelConfig, PerceptCLIP, build_model
 from .fastpath import cast_frozen_weights, compile_or_eager  # noqa: F401 (re-exported)
-from .train import resolve_device
+from .train import resolve_device, resolve_workers
 
 # Dense (no sparsity) bf16 tensor-core peaks, TFLOP/s, from the vendors' data sheets; first match wins.
 PEAK_BF16_TFLOPS = (("H100 NVL", 835.0), ("H100 PCIe", 756.0), ("H100", 989.0), ("H200", 989.0),
@@ -271,7 +271,7 @@ def benchmark(backbone: str = "tiny_clip", batch_size: int = 32, precision: str 
     ``backbone``: a percept backbone (random weights: speed does not depend on their values).
     ``precision``/``device``: as ``percept train`` (auto = bf16 on GPU, fp32 on CPU). ``data_root``: the
     dataset folder (default: the embedded synthetic IQA set, generated in a temporary folder);
-    ``max_images`` caps the training images used. ``num_workers`` default: 0 on CPU, min(16, CPUs) on GPU.
+    ``max_images`` caps the training images used. ``num_workers`` default: :func:`percept.train.resolve_workers`.
     ``channels_last`` and ``frozen_bf16`` default to on for GPU bf16. ``data=False`` skips the data-pipeline
     measurements (random tensors only). ``precision_check_epochs`` > 0 adds :func:`compare_precisions`
     (a short fp32 and bf16 training run of ``backbone`` on ``dataset``) as ``precision_check``.
@@ -286,7 +286,7 @@ def benchmark(backbone: str = "tiny_clip", batch_size: int = 32, precision: str 
     frozen_bf16 = (cuda and precision == "bf16") if frozen_bf16 is None else bool(frozen_bf16)
     if frozen_bf16 and precision != "bf16":
         raise ValueError("frozen_bf16 needs precision bf16 (the frozen weights are only cast under autocast)")
-    workers = (min(16, os.cpu_count() or 1) if cuda else 0) if num_workers is None else int(num_workers)
+    workers = resolve_workers(num_workers, device)
     eval_batch_size = eval_batch_size or (max(256, batch_size) if cuda else batch_size)
     if cuda:
         torch.backends.cudnn.benchmark = True

@@ -153,7 +153,8 @@ def _add_train_args(p) -> None:
     g = p.add_argument_group("execution (does not change results)")
     g.add_argument("--device", default="auto")
     g.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
-    g.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
+    g.add_argument("--workers", type=int, default=None,
+                   help="DataLoader worker processes (default: 0 on CPU, the CPU cores up to 16 on GPU)")
     g.add_argument("--eval-batch-size", type=int, default=120, help="forward passes per evaluation batch")
     g.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch log (papermill, CI)")
     g.add_argument("--cache-dir", default=None, help="pre-resized uint8 image cache folder (decode images once)")
@@ -223,7 +224,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--head", default=None, help="which head of a multi-dataset run")
     evaluate.add_argument("--out", default=None, help="output folder (default RUN/eval/...)")
     evaluate.add_argument("--device", default="auto")
-    evaluate.add_argument("--workers", type=int, default=0)
+    evaluate.add_argument("--workers", type=int, default=None,
+                          help="DataLoader worker processes (default: 0 on CPU, the CPU cores up to 16 on GPU)")
     evaluate.set_defaults(run=_evaluate)
 
     sweep = commands.add_parser("sweep", help="many runs: splits x learning rates x model variants",

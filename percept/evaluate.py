@@ -146,7 +146,7 @@ def evaluate_source(model, source, split: int | None, part: str, *, head: str | 
 
 def evaluate_run(run_dir: str | os.PathLike, data, *, split: int | None = None, part: str = "test",
                  head: str | None = None, out: str | os.PathLike | None = None, batch_size: int = 64,
-                 device: str = "auto", num_workers: int = 0) -> dict:
+                 device: str = "auto", num_workers: int | None = None) -> dict:
     """Cross-dataset generalisation (Table 2, Table A.1): evaluate a finished run's best weights on another
     dataset without retraining. ``data`` is a :class:`~percept.data.sources.DataConfig`; ``split=None``
     uses every image of it (e.g. THINGS), else split ``split``'s ``part``. Writes ``metrics.json`` and
@@ -154,7 +154,7 @@ def evaluate_run(run_dir: str | os.PathLike, data, *, split: int | None = None, 
     from .data.sources import open_source
     from .model import load_model
     from .runs import BEST, read_json, write_csv, write_json
-    from .train import resolve_device
+    from .train import resolve_device, resolve_workers
 
     run_dir = Path(run_dir)
     if not (run_dir / BEST).is_file():
@@ -172,7 +172,7 @@ def evaluate_run(run_dir: str | os.PathLike, data, *, split: int | None = None, 
         raise ValueError(f"head {head!r} has {model.config.heads[head]} output(s) but {source.name} needs "
                          f"{source.num_outputs} ({source.kind}); evaluate a run of the same task")
     metrics, frame = evaluate_source(model, source, split, part, head=head, batch_size=batch_size, device=device,
-                                     precision=precision, num_workers=num_workers,
+                                     precision=precision, num_workers=resolve_workers(num_workers, device),
                                      test_crops=int(config.get("test_crops", 15)))
     out = Path(out) if out else run_dir / "eval" / f"{source.name}_{'all' if split is None else f'split{split}'}_{part}"
     out.mkdir(parents=True, exist_ok=True)

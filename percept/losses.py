@@ -66,6 +66,10 @@ def cross_entropy_loss(logits: Tensor, target: Tensor) -> Tensor:
     """Cross-entropy for emotion classification (paper §4.3).
 
     ``logits`` has shape ``(B, C)``; ``target`` holds integer class indices in ``[0, C)``, shape ``(B,)``.
+    The range of ``target`` is checked here only when it lives on the CPU: on a GPU the check would stop the
+    host for every batch (issue 7); there the training engine has checked every label when it opened the
+    dataset (:func:`percept.data.sources.check_trainable`), and PyTorch still fails loudly (device-side
+    assert) on an index out of range.
     """
     if logits.ndim != 2 or logits.shape[0] == 0:
         raise ValueError(f"logits must have shape (B, C) with B >= 1, got {tuple(logits.shape)}")
@@ -73,7 +77,7 @@ def cross_entropy_loss(logits: Tensor, target: Tensor) -> Tensor:
         raise ValueError(f"target must have shape ({logits.shape[0]},), got {tuple(target.shape)}")
     if target.dtype.is_floating_point or target.dtype == torch.bool:
         raise ValueError(f"target must hold integer class indices, got dtype {target.dtype}")
-    if (target.min() < 0 or target.max() >= logits.shape[1]):
+    if target.device.type == "cpu" and (target.min() < 0 or target.max() >= logits.shape[1]):
         raise ValueError(f"target labels must lie in [0, {logits.shape[1]}), got range "
                          f"[{int(target.min())}, {int(target.max())}]")
     return F.cross_entropy(logits.float(), target.long().to(logits.device))

@@ -23,6 +23,7 @@ so a resumed run reproduces an uninterrupted one exactly (on the same device and
 from __future__ import annotations
 
 import math
+import os
 import time
 from contextlib import nullcontext
 from functools import partial
@@ -71,7 +72,7 @@ class TrainConfig:
     seed: int = 0
     precision: str = "auto"                        # auto = bf16 autocast on GPU, fp32 on CPU
     device: str = "auto"
-    num_workers: int = 0
+    num_workers: int | None = None                 # DataLoader workers; None: 0 on CPU, see resolve_workers on GPU
     eval_batch_size: int = 120                     # forward passes per evaluation batch (= 8 images x 15 crops)
     quiet: bool = False
     cache_dir: str | None = None                   # pre-resized uint8 image cache (same pixels, faster epochs)
@@ -115,6 +116,20 @@ def resolve_device(device: str = "auto", precision: str = "auto") -> tuple[torch
     if precision == "auto":
         precision = "bf16" if device.type == "cuda" else "fp32"
     return device, precision
+
+
+def resolve_workers(num_workers: int | None, device: torch.device, processes: int = 1) -> int:
+    """DataLoader worker processes; ``None``: 0 on CPU (the tiny models are faster in-process), and on GPU
+    the CPU cores shared among the ``processes`` of this machine, at most 16: decoding, cropping and flipping
+    224 px images takes about 2 ms per image per core, so a training step of 128 images at GPU speed
+    (~0.1 s) needs several cores (issue 7)."""
+    if num_workers is not None:
+        if num_workers < 0:
+            raise ValueError(f"num_workers must be >= 0, got {num_workers}")
+        return int(num_workers)
+    if device.type != "cuda":
+        return 0
+    return max(1, min(16, (os.cpu_count() or 1) // max(1, processes)))
 
 
 # ------------------------------------------------------------------------------------------ sampling
@@ -294,6 +309,7 @@ def train(config: TrainConfig, run_dir: str | Path, log=print) -> dict:
 
     train_sets = [s.dataset(config.split, "train", test_crops=config.test_crops, cache_dir=config.cache_dir)
                   for s in sources]
+    workers = resolve_workers(config.num_workers, device, processes=dist.world)
     to_device = None
     if config.device_augment == "on" or (config.device_augment == "auto" and device.type == "cuda"):
         train_sets = [DeviceAugmentDataset(t) for t in train_sets]   # uint8 crops in workers, rest on the GPU
@@ -308,12 +324,12 @@ def train(config: TrainConfig, run_dir: str | Path, log=print) -> dict:
         torch.manual_seed(config.seed * 1_000_003 + epoch)          # dropout + augmentation of this epoch
         sampler = ProportionalBatchSampler([len(t) for t in train_sets], config.batch_size,
                                            seed=config.seed * 1_000_003 + epoch, dist=dist)
-        batches = loader(union, config.batch_size, num_workers=config.num_workers, device=device,
+        batches = loader(union, config.batch_size, num_workers=workers, device=device,
                          batch_sampler=sampler, generator=torch.Generator().manual_seed(config.seed + epoch))
         train_loss = train_one_epoch(model, batches, sources, optimizer, device, precision, epoch, progress,
                                      encoder=encoder, dist=dist, to_device=to_device)
         val = {s.name: evaluate_source(model, s, config.split, "val", head=s.name, batch_size=config.eval_batch_size,
-                                       device=device, precision=precision, num_workers=config.num_workers,
+                                       device=device, precision=precision, num_workers=workers,
                                        test_crops=config.test_crops, cache_dir=config.cache_dir, dist=dist)[0]
                for s in sources}
         value = float(np.mean([v[metric] for v in val.values()]))
@@ -352,7 +368,7 @@ def train(config: TrainConfig, run_dir: str | Path, log=print) -> dict:
     result["val"], result["test"] = {}, {}
     for s in sources:
         kwargs = dict(head=s.name, batch_size=config.eval_batch_size, device=device, precision=precision,
-                      num_workers=config.num_workers, test_crops=config.test_crops, cache_dir=config.cache_dir,
+                      num_workers=workers, test_crops=config.test_crops, cache_dir=config.cache_dir,
                       dist=dist)
         result["val"][s.name] = evaluate_source(model, s, config.split, "val", **kwargs)[0]
         result["test"][s.name], frame = evaluate_source(model, s, config.split, "test", **kwargs)

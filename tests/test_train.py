@@ -185,6 +185,31 @@ def test_bad_input(synth, tmp_path):
         train(config(synth, data=[DataConfig("livec", str(tmp_path))]), tmp_path / "d")
 
 
+def test_class_indices_outside_the_classes_are_refused_before_training(synth):
+    from percept.data.sources import check_trainable, open_source
+    source = open_source(DataConfig("synthetic_distortion", str(synth)))
+    check_trainable(source, 1, 16)                                   # the embedded set is fine
+    test_row = source.frame.index[source.frame["split1"] == "test"][0]
+    source.frame[source.label_column] = source.frame[source.label_column].astype(int)
+    source.frame.loc[test_row, source.label_column] = 4             # 4 classes: 0..3
+    with pytest.raises(ValueError, match=r"split 1 test: 1 label\(s\) outside the class indices 0\.\.3.*e\.g\. 4"):
+        check_trainable(source, 1, 16)
+
+
+def test_data_loader_workers_default_to_none_on_cpu_and_the_cores_on_gpu(monkeypatch):
+    from percept.train import resolve_workers
+    assert config(None).num_workers is None
+    assert resolve_workers(None, torch.device("cpu")) == 0
+    assert resolve_workers(3, torch.device("cpu")) == 3
+    monkeypatch.setattr(train_module.os, "cpu_count", lambda: 64)
+    assert resolve_workers(None, torch.device("cuda")) == 16
+    assert resolve_workers(None, torch.device("cuda"), processes=8) == 8   # torchrun: cores shared per process
+    monkeypatch.setattr(train_module.os, "cpu_count", lambda: 2)
+    assert resolve_workers(None, torch.device("cuda"), processes=4) == 1
+    with pytest.raises(ValueError, match="num_workers must be >= 0"):
+        resolve_workers(-1, torch.device("cpu"))
+
+
 def test_multi_dataset_two_stage_and_cross_dataset(synth, tmp_path):
     data = [DataConfig("synthetic_iqa", str(synth)), DataConfig("synthetic_strength", str(synth))]
     result = train(config(synth, data=data, max_epochs=1, head_finetune=True), tmp_path / "multi")

@@ -155,7 +155,8 @@ def open_source(config: DataConfig) -> DatasetSource:
 
 
 def check_trainable(source: DatasetSource, split: int, batch_size: int) -> None:
-    """Refuse splits a run cannot learn from: too few training items for one batch, one class only."""
+    """Refuse splits a run cannot learn from: too few training items for one batch, one class only, class
+    indices outside the card's classes (checked here once, so that the loss need not check every batch)."""
     train = source.dataset(split, "train")
     if len(train) < batch_size:
         raise ValueError(f"{source.name} split {split}: the train part has {train.n_rows} images "
@@ -168,6 +169,11 @@ def check_trainable(source: DatasetSource, split: int, batch_size: int) -> None:
     if source.kind == "regression" and np.ptp(train.labels) == 0:
         raise ValueError(f"{source.name} split {split}: all training labels equal {train.labels[0]:g}; "
                          f"nothing to learn - check the manifest's `{source.label_column}` column")
-    for part in ("val", "test"):
-        source.dataset(split, part)   # raises naming the split column when the part is empty
+    for part in ("train", "val", "test"):
+        labels = train.labels if part == "train" else source.dataset(split, part).labels   # raises on an empty part
+        outside = labels[(labels < 0) | (labels >= source.num_outputs)] if source.kind == "classification" else []
+        if len(outside):
+            raise ValueError(f"{source.name} split {split} {part}: {len(outside)} label(s) outside the class indices "
+                             f"0..{source.num_outputs - 1} ({', '.join(source.class_names)}), e.g. {int(outside[0])}, "
+                             f"in the manifest's `{source.label_column}` column; fix the labels or the card's classes")
 
