@@ -246,36 +246,57 @@ def plot_attention_overlay(image, maps: dict, index: int = 0, alpha: float = 0.5
     """Image, fine-tuned and original CLS attention overlays, and their difference (Figures 4, A.1, A.2).
 
     ``maps``: :func:`percept.interpret.cls_attention_maps` output (``index`` picks the image of a
-    batch). Fine-tuned and original share one colour scale; the difference uses a diverging colormap
-    centred at zero with symmetric limits ``±max|difference|`` (never min-max scaled).
+    batch). One row of :func:`plot_attention_gallery`.
     """
-    picture = _image_array(image, denormalize)
-    height, width = picture.shape[:2]
     def pick(name):
         array = np.asarray(maps[name], dtype=np.float64)
         return array[index] if array.ndim == 3 else array
-    tuned, original, difference = pick("finetuned"), pick("original"), pick("difference")
-    top = max(float(tuned.max()), float(original.max()), 1e-12)
-    limit = max(float(np.abs(difference).max()), 1e-12)
-    extent = (0, width, height, 0)
-    fig = Figure(figsize=(13, 3.6), layout="constrained")
-    axes = fig.subplots(1, 4)
-    axes[0].imshow(picture)
-    axes[0].set_title("image")
-    for ax, array, name in ((axes[1], tuned, "fine-tuned"), (axes[2], original, "original CLIP")):
-        ax.imshow(picture)
-        ax.imshow(array, extent=extent, cmap="inferno", vmin=0, vmax=top, alpha=alpha, interpolation="bilinear")
-        ax.set_title(name)
-    axes[3].imshow(picture)
-    diff = axes[3].imshow(difference, extent=extent, cmap="RdBu_r", alpha=alpha, interpolation="bilinear",
-                          norm=TwoSlopeNorm(vcenter=0.0, vmin=-limit, vmax=limit))
-    axes[3].set_title("fine-tuned − original")
-    fig.colorbar(diff, ax=axes[3], shrink=0.8)
-    for ax in axes:
-        ax.set_axis_off()
     if title is None and "layer" in maps:
         head = maps.get("head")
         title = f"layer {maps['layer']}, " + ("mean over heads" if head is None else f"head {head}")
+    row = {name: pick(name) for name in ("finetuned", "original", "difference")}
+    return plot_attention_gallery([image], [row], alpha=alpha, denormalize=denormalize, title=title)
+
+
+def plot_attention_gallery(images: Sequence, rows: Sequence[dict], labels: Sequence[str] | None = None,
+                           alpha: float = 0.55, denormalize: bool = True, title: str | None = None) -> Figure:
+    """Rows of (image, fine-tuned, original CLS attention, fine-tuned − original) — the attention gallery of
+    Figures 4, A.1, A.2.
+
+    ``rows``: :func:`percept.interpret.top_head_attention` output (``image_index`` picks from ``images``;
+    without it row ``i`` shows ``images[i]``); ``labels``: a caption per image (e.g. its id and label).
+    Per row, fine-tuned and original share one colour scale; the difference uses a diverging colormap centred
+    at zero with symmetric limits ``±max|difference|`` (never min-max scaled: that would hide the sign).
+    """
+    if not rows:
+        raise ValueError("no rows to plot")
+    fig = Figure(figsize=(13, 3.4 * len(rows) + (0.4 if title else 0)), layout="constrained")
+    axes = np.asarray(fig.subplots(len(rows), 4, squeeze=False))
+    for r, (row, ax) in enumerate(zip(rows, axes)):
+        i = int(row.get("image_index", r))
+        picture = _image_array(images[i], denormalize)
+        height, width = picture.shape[:2]
+        extent = (0, width, height, 0)
+        tuned, original, difference = (np.asarray(row[n], dtype=np.float64)
+                                       for n in ("finetuned", "original", "difference"))
+        top = max(float(tuned.max()), float(original.max()), 1e-12)
+        limit = max(float(np.abs(difference).max()), 1e-12)
+        ax[0].imshow(picture)
+        where = f"layer {row['layer']}, head {row['head']}: " if "layer" in row else ""
+        effect = f"\nablation changes the prediction by {row['effect']:.3g}" if "effect" in row else ""
+        text = f"{where}{labels[i] if labels is not None else ''}".rstrip(": ") + effect
+        ax[0].set_title(text or "image", fontsize=9)
+        for a, array, name in ((ax[1], tuned, "fine-tuned"), (ax[2], original, "original CLIP")):
+            a.imshow(picture)
+            a.imshow(array, extent=extent, cmap="inferno", vmin=0, vmax=top, alpha=alpha, interpolation="bilinear")
+            a.set_title(name)
+        ax[3].imshow(picture)
+        diff = ax[3].imshow(difference, extent=extent, cmap="RdBu_r", alpha=alpha, interpolation="bilinear",
+                            norm=TwoSlopeNorm(vcenter=0.0, vmin=-limit, vmax=limit))
+        ax[3].set_title("fine-tuned − original")
+        fig.colorbar(diff, ax=ax[3], shrink=0.8)
+        for a in ax:
+            a.set_axis_off()
     if title:
         fig.suptitle(title)
     return fig

@@ -251,7 +251,9 @@ def importance_matrix(table: pd.DataFrame, value: str = "importance") -> np.ndar
 def top_heads(table: pd.DataFrame, k: int = 5, value: str = "importance") -> pd.DataFrame:
     """The ``k`` most important heads, most important first (ties: lower layer, then lower head)."""
     ordered = table.sort_values([value, "layer", "head"], ascending=[False, True, True], kind="mergesort")
-    return ordered.head(k).reset_index(drop=True)
+    top = ordered.head(k).reset_index(drop=True)
+    top.attrs = {}   # a summary: the per-image arrays stay with the full table (and would break pd.concat)
+    return top
 
 
 def most_affected_images(table: pd.DataFrame, layer: int, head: int, n: int = 5) -> np.ndarray:
@@ -308,6 +310,32 @@ def cls_attention_maps(model, images: torch.Tensor, layer: int, head: int | None
     finetuned, before = finetuned.float().cpu().numpy(), before.float().cpu().numpy()
     return {"finetuned": finetuned, "original": before, "difference": finetuned - before,
             "layer": layer, "head": head}
+
+
+def top_head_attention(model, images: torch.Tensor, table: pd.DataFrame, k: int = 3, n_images: int = 2,
+                       value: str = "importance", original=None) -> list[dict]:
+    """The gallery of Figures 4, A.1, A.2: for each of the ``k`` most important heads of ``table`` (a
+    :func:`head_importance` table of the same ``images``), the ``n_images`` images whose prediction its
+    ablation changed most, with that head's CLS attention maps (:func:`cls_attention_maps`, one image each).
+    Returns one dict per row, most important head first: ``layer, head, importance, image_index, effect,
+    finetuned, original, difference``."""
+    per_image = table.attrs.get("per_image")
+    if per_image is None:
+        raise ValueError("table has no per-image effects (attrs['per_image']); use a head_importance table")
+    if per_image.shape[0] != len(images):
+        raise ValueError(f"the importance table was computed on {per_image.shape[0]} images, not these "
+                         f"{len(images)}; pass the images given to head_importance")
+    layers = list(table.attrs["layers"])
+    rows = []
+    for _, top in top_heads(table, k=k, value=value).iterrows():
+        layer, head = int(top["layer"]), int(top["head"])
+        picked = most_affected_images(table, layer, head, n=n_images)
+        maps = cls_attention_maps(model, images[torch.as_tensor(picked)], layer=layer, head=head, original=original)
+        for j, index in enumerate(picked):
+            rows.append({"layer": layer, "head": head, "importance": float(top[value]), "image_index": int(index),
+                         "effect": float(per_image[index, layers.index(layer), head]),
+                         **{name: maps[name][j] for name in ("finetuned", "original", "difference")}})
+    return rows
 
 
 # ----------------------------------------------------------------------------- cost and timing

@@ -331,6 +331,12 @@ def run_datasets(run_dir) -> list[str]:
     return [d["dataset"] for d in read_config(run_dir)["data"]]
 
 
+def run_task(run_dir) -> str:
+    """The task (``iqa``, ``memorability``, ``emotion``) of a run's (first) dataset."""
+    from .data.sources import dataset_task
+    return dataset_task(run_datasets(run_dir)[0])
+
+
 def run_caption(text: str, run_dir) -> str:
     """:func:`caption` for the data and model of a run directory."""
     config = read_config(run_dir)

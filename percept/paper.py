@@ -216,14 +216,6 @@ def fillable_methods(table_id) -> list[str]:
     return [m for m in methods if m in names]
 
 
-def _task(dataset: str) -> str:
-    from .data.cards import CARDS
-    from .data.sources import SYNTHETIC
-    if dataset in SYNTHETIC:
-        return SYNTHETIC[dataset][0]
-    return CARDS[dataset].task if dataset in CARDS else "iqa"
-
-
 def _source(dataset: str, backbone: str, n_splits, stand_in: bool, paper_name: str) -> str:
     kind = f"demo: {dataset} standing in for {paper_name}" if stand_in else \
         (f"demo: {dataset}" if dataset.startswith("synthetic_") else f"real: {paper_name}")
@@ -237,13 +229,14 @@ def ours_from_results(aggregated: pd.DataFrame, tables: Iterable | None = None, 
     ``statistic``: ``median``/``mean`` over splits (default: the paper's for the dataset's task: median
     for IQA, mean otherwise). Returns ``table, method, train_dataset, test_dataset, metric, ours,
     our_dataset, our_datasets, backbone, n_splits, statistic, stand_in, comparable, source``."""
+    from .data.sources import dataset_task
     from .results import PAPER_STATISTIC
     tables = [str(t) for t in (tables if tables is not None else TABLE_TITLES)]
     cells = {t: set(zip(paper_table(t)["test_dataset"], paper_table(t)["metric"])) for t in tables
              if t not in CROSS_TABLES}
     rows = []
     for _, run in aggregated.iterrows():
-        stat = statistic or PAPER_STATISTIC[_task(run["dataset"])]
+        stat = statistic or PAPER_STATISTIC[dataset_task(run["dataset"])]
         for t in tables:
             if t in CROSS_TABLES:
                 continue
@@ -277,6 +270,7 @@ def ours_from_cross(records: Iterable[Mapping], tables: Iterable = CROSS_TABLES,
     """Cross-dataset evaluations (records of :func:`percept.evaluate.evaluate_run`) as cells of Tables 2
     and A.1. Several records of the same (train, test) pair (one per split) are averaged (median for IQA)."""
     import json
+    from .data.sources import dataset_task
     from .results import PAPER_STATISTIC
     rows = []
     for record in records:
@@ -301,7 +295,7 @@ def ours_from_cross(records: Iterable[Mapping], tables: Iterable = CROSS_TABLES,
                 rows.append({"table": t, "method": method, "train_dataset": train_name, "test_dataset": test_name,
                              "metric": metric, "value": float(value), "our_dataset": record["dataset"],
                              "our_datasets": trained, "backbone": model["backbone"],
-                             "statistic": PAPER_STATISTIC[_task(record["dataset"])],
+                             "statistic": PAPER_STATISTIC[dataset_task(record["dataset"])],
                              "stand_in": train_stand or test_stand})
     columns = ["table", *KEYS, "ours", "our_dataset", "our_datasets", "backbone", "n_splits", "statistic",
                "stand_in", "comparable", "source"]

@@ -176,3 +176,22 @@ def test_attention_overlay_difference_is_symmetric():
     assert tuned_img.norm.vmin == original_img.norm.vmin == 0
     assert tuned_img.norm.vmax == original_img.norm.vmax                       # one shared scale
     assert fig._suptitle.get_text() == "layer 3, head 1"
+
+
+def test_attention_gallery_one_row_per_head_and_image_with_its_own_scale():
+    rows = []
+    for k, peak in enumerate((0.3, 0.05)):
+        tuned = np.full((7, 7), 1 / 49)
+        tuned[k, k] += peak
+        original = np.full((7, 7), 1 / 49)
+        rows.append({"layer": 2, "head": k, "image_index": 1 - k, "effect": peak, "finetuned": tuned,
+                     "original": original, "difference": tuned - original})
+    images = [np.zeros((32, 32, 3)), np.ones((32, 32, 3))]
+    fig = analysis.plot_attention_gallery(images, rows, labels=["a.png", "b.png"], denormalize=False)
+    assert len(fig.axes) == 2 * 5                         # 4 panels + a colorbar per row
+    assert fig.axes[0].get_title().startswith("layer 2, head 0: b.png")    # row 0 shows images[1]
+    assert (fig.axes[0].images[0].get_array() == 1).all()
+    limits = [fig.axes[r * 4 + 3].images[-1].norm.vmax for r in range(2)]
+    assert limits == pytest.approx([0.3, 0.05])           # each row centred at 0, scaled by its own max|diff|
+    with pytest.raises(ValueError, match="no rows"):
+        analysis.plot_attention_gallery(images, [])

@@ -1,5 +1,6 @@
 """Head importance by uniform-CLS ablation and CLS attention maps (paper §6), on the tiny model."""
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
@@ -156,10 +157,32 @@ def test_importance_matrix_and_top_heads(regressor):
     assert matrix[2, 1] == table[(table["layer"] == 2) & (table["head"] == 1)]["importance"].item()
     top = interpret.top_heads(table, 3)
     assert len(top) == 3 and list(top["importance"]) == sorted(table["importance"], reverse=True)[:3]
+    assert len(pd.concat({"a": top, "b": top})) == 6          # summaries of several tasks side by side
     best = top.iloc[0]
     order = interpret.most_affected_images(table, int(best["layer"]), int(best["head"]), n=2)
     column = table.attrs["per_image"][:, int(best["layer"]), int(best["head"])]
     assert column[order[0]] == column.max() and len(order) == 2
+
+
+def test_top_head_attention_rows_are_the_top_heads_and_their_most_affected_images(regressor):
+    images = X[:3]
+    table = interpret.head_importance(regressor, images)
+    rows = interpret.top_head_attention(regressor, images, table, k=2, n_images=2)
+    top = interpret.top_heads(table, 2)
+    assert [(r["layer"], r["head"]) for r in rows] == [(int(t.layer), int(t.head)) for t in top.itertuples()
+                                                       for _ in range(2)]
+    for r in rows:
+        per_head = table.attrs["per_image"][:, r["layer"], r["head"]]
+        assert r["effect"] == pytest.approx(per_head[r["image_index"]])
+        # the maps of that image alone, computed directly
+        direct = interpret.cls_attention_maps(regressor, images[r["image_index"]], layer=r["layer"], head=r["head"])
+        np.testing.assert_allclose(r["finetuned"], direct["finetuned"][0], atol=1e-6)
+        np.testing.assert_allclose(r["difference"], r["finetuned"] - r["original"], atol=1e-7)
+    first = [r["effect"] for r in rows[:2]]
+    assert first[0] >= first[1] and first[0] == pytest.approx(
+        table.attrs["per_image"][:, rows[0]["layer"], rows[0]["head"]].max())
+    with pytest.raises(ValueError, match="computed on 3 images, not these 2"):
+        interpret.top_head_attention(regressor, X[:2], table)
 
 
 def test_bad_arguments(regressor, classifier):

@@ -22,7 +22,7 @@ from percept import notebooks as nb
 NOTEBOOKS = nb.notebook_paths()
 SMALL = {"epochs": 1, "patience": 1, "test_crops": 1, "n_references": 8}
 PER_NOTEBOOK = {
-    "06_attention_heads": {"n_images": 4, "top_k": 2},
+    "06_attention_heads": {"n_images": 4, "top_k": 2, "n_per_head": 1},
     "07_error_analysis": {"n_examples": 4},
     "08_ablations": {"variants": [{}, {"strategy": "frozen"}, {"lora_r": 8, "lora_alpha": 4}]},
 }
@@ -80,7 +80,8 @@ def test_figures_are_saved_as_png_and_pdf_named_after_the_paper(executed):
     _, out, figures_dir = executed
     pngs = {p.stem for p in figures_dir.glob("*.png")}
     assert pngs == {p.stem for p in figures_dir.glob("*.pdf")}
-    for name in ("table1_iqa_training_curves_demo", "fig4_attention_heads_demo", "figA3_confusion_matrix_demo",
+    for name in ("table1_iqa_training_curves_demo", "fig4_attention_heads_emotion_demo",
+                 "fig4_attention_gallery_iqa_demo", "fig4_attention_gallery_memorability_demo", "figA3_confusion_matrix_demo",
                  "table2_cross_dataset_demo", "table5_multi_dataset_demo", "table6_strategy_demo",
                  "paper_tables_coverage_demo", "fig2_parameter_counts"):
         assert name in pngs, f"{name}.png missing; have {sorted(pngs)}"

@@ -52,6 +52,13 @@ SYNTHETIC_REFERENCES = 12   # 12 references x 4 distortions x 5 levels = 240 ima
 SYNTHETIC_SPLITS = 5
 
 
+def dataset_task(name: str) -> str:
+    """``iqa``, ``memorability`` or ``emotion``: the task of a dataset (its card, or the embedded set's)."""
+    if name in SYNTHETIC:
+        return SYNTHETIC[name][0]
+    return get_card(name).task
+
+
 @dataclass
 class DataConfig:
     """One dataset of a run. ``root``: the folder the manifest's image paths are relative to."""
