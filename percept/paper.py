@@ -475,6 +475,7 @@ def reproduce(out: str | os.PathLike, config_path: str | os.PathLike | None = No
     from .data.sources import DataConfig
     from .evaluate import evaluate_run
     from .results import results_tables
+    from .runs import write_csv
     from .sweep import expand_grid, run_sweep
 
     config = load_reproduce_config(config_path)
@@ -489,7 +490,8 @@ def reproduce(out: str | os.PathLike, config_path: str | os.PathLike | None = No
         raise ValueError(f"unknown experiments {sorted(unknown)}; known: {', '.join(config['experiments'])}")
     records = []
     lrs = config["defaults"]["lrs"]
-    for name in names:
+    # cross-dataset evaluations use the runs of the training experiments: those go first, whatever the file's order
+    for name in sorted(names, key=lambda n: config["experiments"][n]["kind"] == "cross"):
         exp = config["experiments"][name]
         log(f"== {name} (tables {', '.join(map(str, exp['tables']))})")
         if exp["kind"] == "cross":
@@ -523,7 +525,7 @@ def reproduce(out: str | os.PathLike, config_path: str | os.PathLike | None = No
     result = {}
     for t in wanted:
         result[t] = compare(ours, t)
-        result[t].to_csv(out / "tables" / f"table_{t}.csv", index=False)
+        write_csv(out / "tables" / f"table_{t}.csv", result[t])
         log(f"table {t}: {(result[t]['status'] == 'both').sum()} of {(result[t]['status'] != 'ours only').sum()} "
             f"paper cells filled -> {out / 'tables' / f'table_{t}.csv'}")
     return result
