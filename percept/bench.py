@@ -613,12 +613,11 @@ def compare_precisions(backbone: str = "tiny_clip", dataset: str = "synthetic_iq
     same seed and compare the test metrics: ``within_tolerance`` says whether every compared metric differs
     by at most ``tolerance``. On GPU this is the bf16 numerics check of issue 7; on CPU (bf16 autocast
     exists there too) it exercises the same code."""
-    from .data.sources import TASK_KIND, DataConfig, SYNTHETIC
-    from .data.cards import CARDS
+    from .data.sources import TASK_KIND, DataConfig, dataset_task
     from .train import TrainConfig, train
     root = data_root or os.path.join(tempfile.gettempdir(), "percept-bench-synthetic")
     run_dir = Path(run_dir or tempfile.mkdtemp(prefix="percept-precision-"))
-    task = SYNTHETIC[dataset][0] if dataset in SYNTHETIC else CARDS[dataset].task
+    task = dataset_task(dataset)
     metrics = ("accuracy",) if TASK_KIND[task] == "classification" else ("srcc", "plcc", "plcc_logistic")
     runs_ = {}
     for precision in ("fp32", "bf16"):

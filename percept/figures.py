@@ -47,7 +47,6 @@ STYLE = {
     "svg.hashsalt": "percept",
 }
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
-_SYNTHETIC_PREFIX = "synthetic_"
 
 
 def set_style() -> None:
@@ -57,16 +56,18 @@ def set_style() -> None:
 
 def is_demo(datasets: str | Iterable[str]) -> bool:
     """True when every dataset is one of the embedded synthetic demo sets."""
+    from .data.sources import is_synthetic
     names = [datasets] if isinstance(datasets, str) else list(datasets)
-    return all(str(n).startswith(_SYNTHETIC_PREFIX) for n in names)
+    return all(is_synthetic(n) for n in names)
 
 
 def figure_name(stem: str, datasets: str | Iterable[str]) -> str:
     """``table1_iqa`` + ``synthetic_iqa`` -> ``table1_iqa_demo``; + ``koniq10k`` -> ``table1_iqa_koniq10k``."""
+    from .data.sources import is_synthetic
     names = [datasets] if isinstance(datasets, str) else list(datasets)
     if is_demo(names):
         return f"{stem}_demo"
-    return f"{stem}_{'+'.join(str(n) for n in names if not str(n).startswith(_SYNTHETIC_PREFIX))}"
+    return f"{stem}_{'+'.join(str(n) for n in names if not is_synthetic(n))}"
 
 
 def save_figure(fig: Figure, name: str, figures_dir: str | os.PathLike,

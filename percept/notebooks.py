@@ -34,6 +34,8 @@ from typing import Iterable, Mapping, Sequence
 
 import pandas as pd
 
+from .data.sources import is_synthetic
+
 # percept.train imports tqdm.auto, which warns in a kernel without ipywidgets; progress bars are off anyway.
 warnings.filterwarnings("ignore", message="IProgress not found")
 
@@ -140,8 +142,8 @@ def demo_image_files(data_root, n: int = 8, levels: Sequence[int] = (1, 5)) -> l
 def data_config(dataset: str, data_root, dataset_root=None, manifest=None):
     """A :class:`~percept.data.sources.DataConfig`: the embedded sets live in ``data_root``; a real
     dataset in ``dataset_root`` (prepared with ``percept prepare``), manifest optional."""
-    from .data.sources import SYNTHETIC, DataConfig
-    if dataset in SYNTHETIC:
+    from .data.sources import DataConfig
+    if is_synthetic(dataset):
         return DataConfig(dataset, str(data_root))
     if dataset_root is None:
         raise ValueError(f"{dataset} is a real dataset: give its folder (dataset_root=...), prepared with "
@@ -261,11 +263,6 @@ def variant_of(row: Mapping) -> str:
 
 
 # ------------------------------------------------------------------------------------------ displays
-def is_synthetic(dataset: str) -> bool:
-    from .data.sources import SYNTHETIC
-    return dataset in SYNTHETIC
-
-
 def caption(text: str, datasets, backbone: str = "tiny_clip", pretrained: bool = False) -> str:
     """A figure/table caption (markdown) that says what the data and the model are."""
     from .paper import PAPER_DATASET_NAMES
@@ -301,7 +298,8 @@ def dataset_markdown(dataset: str) -> str:
 
 def split_counts(source) -> pd.DataFrame:
     """Images per part (rows) and split (columns) of a :class:`~percept.data.sources.DatasetSource`."""
-    columns = [c for c in source.frame.columns if str(c).startswith("split") and str(c)[5:].isdigit()]
+    from .data.splits import split_columns
+    columns = split_columns(source.frame)
     table = pd.DataFrame({c: source.frame[c].value_counts() for c in columns}).fillna(0).astype(int)
     order = [p for p in ("train", "val", "test") if p in table.index] + \
         [p for p in table.index if p not in ("train", "val", "test")]

@@ -217,8 +217,9 @@ def fillable_methods(table_id) -> list[str]:
 
 
 def _source(dataset: str, backbone: str, n_splits, stand_in: bool, paper_name: str) -> str:
+    from .data.sources import is_synthetic
     kind = f"demo: {dataset} standing in for {paper_name}" if stand_in else \
-        (f"demo: {dataset}" if dataset.startswith("synthetic_") else f"real: {paper_name}")
+        (f"demo: {dataset}" if is_synthetic(dataset) else f"real: {paper_name}")
     return f"{kind} ({backbone}, {int(n_splits)} split{'s' if int(n_splits) != 1 else ''})"
 
 
@@ -229,7 +230,7 @@ def ours_from_results(aggregated: pd.DataFrame, tables: Iterable | None = None, 
     ``statistic``: ``median``/``mean`` over splits (default: the paper's for the dataset's task: median
     for IQA, mean otherwise). Returns ``table, method, train_dataset, test_dataset, metric, ours,
     our_dataset, our_datasets, backbone, n_splits, statistic, stand_in, comparable, source``."""
-    from .data.sources import dataset_task
+    from .data.sources import dataset_task, is_synthetic
     from .results import PAPER_STATISTIC
     tables = [str(t) for t in (tables if tables is not None else TABLE_TITLES)]
     cells = {t: set(zip(paper_table(t)["test_dataset"], paper_table(t)["metric"])) for t in tables
@@ -259,7 +260,7 @@ def ours_from_results(aggregated: pd.DataFrame, tables: Iterable | None = None, 
                              "our_datasets": run["datasets"], "backbone": run["backbone"],
                              "n_splits": int(run["n_splits"]), "statistic": stat, "stand_in": stand_in,
                              "comparable": bool(not stand_in and backbone_ok
-                                                and not str(run["dataset"]).startswith("synthetic_")),
+                                                and not is_synthetic(run["dataset"])),
                              "source": _source(run["dataset"], run["backbone"], run["n_splits"], stand_in, name)})
     return pd.DataFrame(rows, columns=["table", *KEYS, "ours", "our_dataset", "our_datasets", "backbone", "n_splits",
                                        "statistic", "stand_in", "comparable", "source"])
@@ -270,7 +271,7 @@ def ours_from_cross(records: Iterable[Mapping], tables: Iterable = CROSS_TABLES,
     """Cross-dataset evaluations (records of :func:`percept.evaluate.evaluate_run`) as cells of Tables 2
     and A.1. Several records of the same (train, test) pair (one per split) are averaged (median for IQA)."""
     import json
-    from .data.sources import dataset_task
+    from .data.sources import dataset_task, is_synthetic
     from .results import PAPER_STATISTIC
     rows = []
     for record in records:
@@ -307,9 +308,9 @@ def ours_from_cross(records: Iterable[Mapping], tables: Iterable = CROSS_TABLES,
                                                n_splits=("value", "size")).reset_index()
     out["ours"] = np.where(out["statistic"] == "median", out["median"], out["mean"])
     out["comparable"] = ~out["stand_in"] & (out["backbone"] == PAPER_BACKBONE) & \
-        ~out["our_dataset"].str.startswith("synthetic_") & ~out["our_datasets"].str.startswith("synthetic_")
+        ~out["our_dataset"].map(is_synthetic) & ~out["our_datasets"].map(lambda s: is_synthetic(s.split("+")[0]))
     out["source"] = [
-        f"{'demo' if s or d.startswith('synthetic_') else 'real'}: {tr} → {d}"
+        f"{'demo' if s or is_synthetic(d) else 'real'}: {tr} → {d}"
         f"{' (stand-ins for ' + a + ' → ' + b + ')' if s else ''} ({bb}, {n} split{'s' if n != 1 else ''})"
         for s, d, tr, a, b, bb, n in zip(out["stand_in"], out["our_dataset"], out["our_datasets"],
                                          out["train_dataset"], out["test_dataset"], out["backbone"], out["n_splits"])]

@@ -35,6 +35,7 @@ from .cards import CARDS, get_card
 from .dataset import LODA_IQA_PRESETS, ManifestDataset
 from .manifest import read_manifest
 from .pinned import splits_for_manifest
+from .splits import split_columns
 from .synthetic import DISTORTIONS, generate_synthetic_iqa
 from .task_transforms import N_TEST_CROPS, build_transform
 
@@ -50,6 +51,11 @@ SYNTHETIC = {
 }
 SYNTHETIC_REFERENCES = 12   # 12 references x 4 distortions x 5 levels = 240 images (the demo default)
 SYNTHETIC_SPLITS = 5
+
+
+def is_synthetic(name: str) -> bool:
+    """True for the embedded demo sets (labels computed from distortion parameters, not human judgements)."""
+    return str(name) in SYNTHETIC
 
 
 def dataset_task(name: str) -> str:
@@ -98,7 +104,7 @@ class DatasetSource:
 
     @property
     def n_splits(self) -> int:
-        return sum(1 for c in self.frame.columns if str(c).startswith("split") and str(c)[5:].isdigit())
+        return len(split_columns(self.frame))
 
     def dataset(self, split: int | None, part: str, *, train_transform: bool | None = None,
                 test_crops: int = N_TEST_CROPS, cache_dir: str | None = None) -> ManifestDataset:
