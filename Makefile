@@ -8,7 +8,7 @@ OUT := $(CURDIR)/outputs
 # make reproduce DATA_ROOT=/data/percept  (default: $PERCEPT_DATA_ROOT or reproduce.yaml's data_root)
 DATA_ROOT ?=
 
-.PHONY: demo test lab reproduce reproduce-plan install clean
+.PHONY: demo test lab reproduce reproduce-plan reproduce-smoke install clean
 
 # The environment: the package (editable) with the test and notebook extras; the notebooks run on the
 # `python3` Jupyter kernel that ipykernel installs into the environment (registered here if it is missing).
@@ -38,10 +38,15 @@ lab: $(STAMP)
 ## The paper's experiments (reproduce.yaml) on the real datasets with CLIP ViT-L/14: GPUs, prepared datasets,
 ## thousands of GPU hours. Not run in CI. `make reproduce-plan` prints the plan and its estimated cost.
 reproduce: $(STAMP)
-	$(PY) -m percept.paper --config reproduce.yaml --out $(OUT)/reproduce $(if $(DATA_ROOT),--data-root $(DATA_ROOT))
+	$(PY) -m percept.reproduce --config reproduce.yaml --out $(OUT)/reproduce $(if $(DATA_ROOT),--data-root $(DATA_ROOT))
 
 reproduce-plan: $(STAMP)
-	$(PY) -m percept.paper --config reproduce.yaml --dry-run
+	$(PY) -m percept.reproduce --config reproduce.yaml --dry-run
+
+## Every experiment of reproduce.yaml for one epoch on generated fixture datasets (CPU, a few minutes; CI runs it
+## through the tests): checks that every configured table runs, computes nothing about the paper.
+reproduce-smoke: $(STAMP)
+	$(PY) -m percept.reproduce --config reproduce.yaml --smoke --out $(OUT)/reproduce_smoke
 
 clean:
 	rm -rf $(OUT) .pytest_cache

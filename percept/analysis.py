@@ -201,15 +201,32 @@ def gallery_images(ids: Sequence[str], data_root: str | os.PathLike) -> list:
 
 
 # ----------------------------------------------------------------------------- plots
-def _image_array(image, denormalize: bool = True) -> np.ndarray:
-    """(H, W, 3) floats in [0, 1] from a PIL image, an HWC array or a (3, H, W) tensor/array
-    (CLIP-normalised tensors are de-normalised when ``denormalize``)."""
+def _statistics(denormalize) -> tuple | None:
+    """``denormalize`` → the ``(mean, std)`` a tensor was normalised with, or None (leave it as it is):
+    ``True`` = CLIP's, a backbone name (``"dinov2_vit_l14"``, a run's ``config["model"]["backbone"]``) =
+    that backbone's (:func:`percept.backbones.normalization`), a ``(mean, std)`` pair = those, ``False`` = none."""
+    if denormalize is True:
+        return CLIP_MEAN, CLIP_STD
+    if denormalize is False or denormalize is None:
+        return None
+    if isinstance(denormalize, str):
+        from .backbones import normalization
+        return normalization(denormalize)
+    mean, std = denormalize
+    return tuple(mean), tuple(std)
+
+
+def _image_array(image, denormalize=True) -> np.ndarray:
+    """(H, W, 3) floats in [0, 1] from a PIL image, an HWC array or a (3, H, W) tensor/array (normalised
+    tensors are de-normalised with the statistics ``denormalize`` names, see :func:`_statistics`: use the
+    run's backbone, whose statistics normalised them)."""
     if hasattr(image, "detach"):
         array = image.detach().float().cpu().numpy()
         if array.ndim == 3 and array.shape[0] == 3:
             array = array.transpose(1, 2, 0)
-            if denormalize:
-                array = array * np.array(CLIP_STD) + np.array(CLIP_MEAN)
+            statistics = _statistics(denormalize)
+            if statistics is not None:
+                array = array * np.array(statistics[1]) + np.array(statistics[0])
     else:
         array = np.asarray(image)
         if array.ndim == 3 and array.shape[0] == 3 and array.shape[-1] != 3:
@@ -242,7 +259,7 @@ def plot_head_importance(matrix, layer_labels: Sequence | None = None, title: st
 
 
 def plot_attention_overlay(image, maps: dict, index: int = 0, alpha: float = 0.55,
-                           denormalize: bool = True, title: str | None = None) -> Figure:
+                           denormalize=True, title: str | None = None) -> Figure:
     """Image, fine-tuned and original CLS attention overlays, and their difference (Figures 4, A.1, A.2).
 
     ``maps``: :func:`percept.interpret.cls_attention_maps` output (``index`` picks the image of a
@@ -259,7 +276,7 @@ def plot_attention_overlay(image, maps: dict, index: int = 0, alpha: float = 0.5
 
 
 def plot_attention_gallery(images: Sequence, rows: Sequence[dict], labels: Sequence[str] | None = None,
-                           alpha: float = 0.55, denormalize: bool = True, title: str | None = None) -> Figure:
+                           alpha: float = 0.55, denormalize=True, title: str | None = None) -> Figure:
     """Rows of (image, fine-tuned, original CLS attention, fine-tuned − original) — the attention gallery of
     Figures 4, A.1, A.2.
 
@@ -267,6 +284,8 @@ def plot_attention_gallery(images: Sequence, rows: Sequence[dict], labels: Seque
     without it row ``i`` shows ``images[i]``); ``labels``: a caption per image (e.g. its id and label).
     Per row, fine-tuned and original share one colour scale; the difference uses a diverging colormap centred
     at zero with symmetric limits ``±max|difference|`` (never min-max scaled: that would hide the sign).
+    ``denormalize``: how tensors were normalised — ``True`` (CLIP), the run's backbone name (e.g.
+    ``config["model"]["backbone"]``: ImageNet statistics for DINOv2/MAE), a ``(mean, std)`` pair, or ``False``.
     """
     if not rows:
         raise ValueError("no rows to plot")
@@ -350,10 +369,11 @@ def plot_score_histograms(data, bins: int | Sequence[float] = 30, label: str = "
     return fig
 
 
-def plot_gallery(images: Sequence, titles: Sequence[str], ncols: int = 4, denormalize: bool = True,
+def plot_gallery(images: Sequence, titles: Sequence[str], ncols: int = 4, denormalize=True,
                  suptitle: str | None = None) -> Figure:
     """Grid of images with captions such as ``"T: 0.71 / P: 0.65"`` (:func:`score_titles`;
-    Figures A.4, A.5, A.7, A.8). One axes per image."""
+    Figures A.4, A.5, A.7, A.8). One axes per image. ``denormalize`` (for normalised tensors): ``True``
+    (CLIP), a backbone name, a ``(mean, std)`` pair or ``False`` (see :func:`plot_attention_gallery`)."""
     if len(images) != len(titles):
         raise ValueError(f"got {len(images)} images but {len(titles)} titles")
     if not len(images):

@@ -10,6 +10,16 @@ The ``quickgelu`` CLIP variants are the faithful ones: OpenAI's CLIP was trained
 official release uses transformers' CLIP (``hidden_act="quick_gelu"``). The paper's ablations use
 ViT-B/16 and ViT-B/32 CLIP (Table A.7), DINOv2 and MAE ViT-L (Table A.8). ``tiny_*`` specs are small,
 random-initialised versions of the same architecture for tests and the offline demo.
+
+The MAE backbone is ViT-L/**16** (``mae_vit_l16``): MAE was only released with 16-pixel patches (no ViT-L/14
+MAE exists), so Table A.8's MAE row compares a /16 encoder with the /14 CLIP and DINOv2 ones.
+
+Input normalisation belongs to the backbone (:attr:`BackboneSpec.mean`, :attr:`BackboneSpec.std`): taken
+from timm's pretrained configuration of ``timm_name`` (registry data, nothing is downloaded) — OpenAI CLIP's
+statistics for the CLIP backbones (paper §3.1, "the CLIP preprocessor"), ImageNet's
+(``timm.data.IMAGENET_DEFAULT_MEAN/STD``) for DINOv2 and MAE, as they were pretrained. Every pipeline
+(training, evaluation, head fine-tuning, device-side augmentation, ``percept predict``, the figures)
+normalises with the statistics of the run's ``model.backbone``.
 """
 from __future__ import annotations
 
@@ -32,10 +42,26 @@ class BackboneSpec:
     reference: str                     # where in the paper it is used
     timm_kwargs: dict = field(default_factory=dict)
     has_pretrained: bool = True
+    mean: tuple[float, float, float] | None = None   # input normalisation; None: timm's pretrained cfg
+    std: tuple[float, float, float] | None = None
+
+    def __post_init__(self):
+        if self.mean is None or self.std is None:
+            cfg = timm.models.get_pretrained_cfg(self.timm_name)    # registry data: no download
+            if cfg is None:
+                raise ValueError(f"backbone {self.name!r}: timm has no pretrained cfg for {self.timm_name!r}; "
+                                 f"give mean= and std= explicitly")
+            object.__setattr__(self, "mean", tuple(float(v) for v in (self.mean or cfg.mean)))
+            object.__setattr__(self, "std", tuple(float(v) for v in (self.std or cfg.std)))
 
     @property
     def hub_id(self) -> str:
         return f"timm/{self.timm_name}"
+
+    @property
+    def normalization(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        """``(mean, std)`` of this backbone's input normalisation (per RGB channel, on [0, 1] pixels)."""
+        return self.mean, self.std
 
 
 def _specs(*specs: BackboneSpec) -> dict[str, BackboneSpec]:
@@ -51,8 +77,8 @@ BACKBONES: dict[str, BackboneSpec] = _specs(
                  "ViT-size ablation, Table A.7"),
     BackboneSpec("dinov2_vit_l14", "vit_large_patch14_dinov2.lvd142m", "dinov2",
                  "backbone ablation, Table A.8", {"img_size": 224, "num_classes": 0, "global_pool": "token"}),
-    BackboneSpec("mae_vit_l16", "vit_large_patch16_224.mae", "mae",
-                 "backbone ablation, Table A.8", {"num_classes": 0, "global_pool": "token"}),
+    BackboneSpec("mae_vit_l16", "vit_large_patch16_224.mae", "mae",                 # ViT-L/16: no /14 MAE exists
+                 "backbone ablation, Table A.8 (MAE ViT-L/16)", {"num_classes": 0, "global_pool": "token"}),
     # Small random-initialised CLIP-architecture encoders (QuickGELU, pre-norm, projection head).
     BackboneSpec("tiny_clip", "vit_base_patch32_clip_quickgelu_224", "clip", "tests and offline demo",
                  {"embed_dim": 128, "depth": 4, "num_heads": 2, "num_classes": 64}, has_pretrained=False),
@@ -70,6 +96,11 @@ def get_spec(name: str) -> BackboneSpec:
         return BACKBONES[name]
     except KeyError:
         raise ValueError(f"unknown backbone {name!r}; choose one of {sorted(BACKBONES)}") from None
+
+
+def normalization(backbone: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """``(mean, std)`` the backbone named ``backbone`` expects its inputs normalised with."""
+    return get_spec(backbone).normalization
 
 
 def _weights_help(spec: BackboneSpec) -> str:

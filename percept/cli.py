@@ -267,7 +267,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser("notebooks", add_help=False, help="execute the numbered notebooks with papermill "
                         "(percept notebooks --help)")   # parsed by percept.notebooks.main
     commands.add_parser("reproduce", add_help=False, help="the paper's experiments from reproduce.yaml "
-                        "(percept reproduce --help)")   # parsed by percept.paper.main
+                        "(percept reproduce --help)")   # parsed by percept.reproduce.main
     return parser
 
 
@@ -280,7 +280,7 @@ def main(argv: list[str] | None = None) -> int:
         from .notebooks import main as notebooks_main
         return notebooks_main(argv[1:])
     if argv[:1] == ["reproduce"]:
-        from .paper import main as reproduce_main
+        from .reproduce import main as reproduce_main
         return reproduce_main(argv[1:])
     args = build_parser().parse_args(argv)
     try:

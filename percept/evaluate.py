@@ -1,7 +1,8 @@
 """Inference over a dataset, per-image predictions and task metrics: shared by validation, test,
 cross-dataset evaluation (Table 2, Table A.1) and ``percept predict``.
 
-Test-time augmentation (App. A.1): an IQA test item is ``(15, 3, 224, 224)`` crops; the image's
+Test-time augmentation (App. A.1): an IQA test item is ``(15, 3, 224, 224)`` crops (positions keyed by the
+file's base name, ``task_transforms.iqa_crop_positions``: the same crops as ``percept predict``); the image's
 prediction is the mean over its crops (for classification: the mean of the crops' softmax
 probabilities). Crops of one image are always reduced together, so batching, worker count and
 order never mix images.
@@ -135,8 +136,10 @@ def evaluate_source(model, source, split: int | None, part: str, *, head: str | 
                     device="cpu", precision: str = "fp32", num_workers: int = 0, test_crops: int = 15,
                     cache_dir: str | None = None, dist=None) -> tuple[dict, pd.DataFrame]:
     """Metrics and per-image predictions of ``model`` on ``source``'s split ``split`` part ``part``
-    (``split=None``: the whole dataset) with the task's test transform."""
-    dataset = source.dataset(split, part, train_transform=False, test_crops=test_crops, cache_dir=cache_dir)
+    (``split=None``: the whole dataset) with the task's test transform, normalised with the model's
+    backbone statistics (``model.normalization``)."""
+    dataset = source.dataset(split, part, train_transform=False, test_crops=test_crops, cache_dir=cache_dir,
+                             normalization=model.normalization)
     result = predict_outputs(model, dataset, head=head, kind=source.kind, batch_size=batch_size, device=device,
                              precision=precision, num_workers=num_workers, dist=dist)
     metrics = task_metrics(result, source.kind, source.class_names) if len(dataset) > 1 else {}

@@ -1,6 +1,7 @@
 """Training augmentation split between the loader (integer crops on uint8 pixels) and the device
-(flips, uint8 → float, CLIP normalisation), exactly equal to the torchvision path of
-:mod:`percept.data.task_transforms`.
+(flips, uint8 → float, mean/std normalisation), exactly equal to the torchvision path of
+:mod:`percept.data.task_transforms`. The mean/std are those of the transform's ``Normalize`` step, i.e. the
+run's backbone's (CLIP's or ImageNet's, :mod:`percept.backbones`), read by :meth:`DevicePlan.from_transform`.
 
 Why split it this way
 ---------------------
@@ -177,7 +178,8 @@ def _mean_std(mean, std, device) -> tuple[torch.Tensor, torch.Tensor]:
 
 def normalize_on_device(images: torch.Tensor, hflip=None, vflip=None, *, device=None, mean=CLIP_MEAN,
                         std=CLIP_STD, channels_last: bool = False, non_blocking: bool = True) -> torch.Tensor:
-    """uint8 crops → normalised float32 ``(B, 3, H, W)`` on ``device``.
+    """uint8 crops → normalised float32 ``(B, 3, H, W)`` on ``device`` (``mean``/``std``: the backbone's;
+    default CLIP's — a :class:`DevicePlan` carries its transform's).
 
     ``images``: ``(B, H, W, 3)`` (the loader's layout) or ``(B, 3, H, W)`` uint8. ``hflip``/``vflip``:
     ``(B,)`` bools (None = no flips). Computes ``(x / 255 - mean) / std`` with the operations and order of

@@ -59,7 +59,8 @@ def _metrics(head, feats, labels, source) -> dict:
     return task_metrics({"prediction": out, "label": labels.numpy()}, "regression")
 
 
-def finetune_heads(model, sources, config, device, precision, metric: str, log=print) -> dict:
+def finetune_heads(model, sources, config, device, precision, metric: str, log=print,
+                   splits: dict[str, int] | None = None) -> dict:
     """Freeze the encoder and fine-tune ``model.heads[source.name]`` for each source; returns, per dataset,
     ``{"val_score", "best_epoch", "epochs_run"}``. The best head replaces the stage-1 head in ``model``."""
     from .train import selection_score
@@ -69,9 +70,11 @@ def finetune_heads(model, sources, config, device, precision, metric: str, log=p
     report = {}
     for source in sources:
         torch.manual_seed(config.seed + 7919)
-        train_x, train_y = encode(model, source.dataset(config.split, "train", test_crops=config.test_crops),
+        split = (splits or {}).get(source.name, config.split)   # a group's split k may be a dataset's only split
+        views = dict(test_crops=config.test_crops, normalization=model.normalization)   # the backbone's mean/std
+        train_x, train_y = encode(model, source.dataset(split, "train", **views),
                                   device, precision, config.eval_batch_size)
-        val_x, val_y = encode(model, source.dataset(config.split, "val", test_crops=config.test_crops),
+        val_x, val_y = encode(model, source.dataset(split, "val", **views),
                               device, precision, config.eval_batch_size)
         head = model.heads[source.name]
         train_x, val_x = train_x.to(device), val_x.to(device)

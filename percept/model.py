@@ -102,6 +102,11 @@ class PerceptCLIP(nn.Module):
     def has_lora(self) -> bool:
         return isinstance(self.encoder, PeftModel)
 
+    @property
+    def normalization(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        """``(mean, std)`` its inputs must be normalised with: the backbone's (:mod:`percept.backbones`)."""
+        return backbones.normalization(self.config.backbone)
+
     # -- forward ---------------------------------------------------------------------------------
     def check_images(self, images: torch.Tensor) -> None:
         if not isinstance(images, torch.Tensor):

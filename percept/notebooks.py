@@ -369,13 +369,16 @@ def metrics_table(metrics: Mapping, part: str = "test", digits: int = 4) -> pd.D
 
 def sample_images(run_dir, n: int = 8, part: str = "test", dataset: str | None = None):
     """(images (n, 3, H, W) normalised, ids, labels) from a run's dataset with its test transform — single
-    crops (an IQA item's first crop) as :mod:`percept.interpret` expects."""
+    crops (an IQA item's first crop) as :mod:`percept.interpret` expects — normalised with the run's backbone
+    statistics (plot them with ``denormalize=config["model"]["backbone"]``)."""
     import torch
+    from .backbones import normalization
     from .data.sources import DataConfig, open_source
     config = read_config(run_dir)
     data = config["data"][0] if dataset is None else next(d for d in config["data"] if d["dataset"] == dataset)
     source = open_source(DataConfig(**data))
-    items = source.dataset(config["split"], part, train_transform=False, test_crops=1)
+    items = source.dataset(config["split"], part, train_transform=False, test_crops=1,
+                           normalization=normalization(config["model"]["backbone"]))
     picked = [items[i] for i in range(min(n, len(items)))]
     images = torch.stack([it["image"][0] if it["image"].ndim == 4 else it["image"] for it in picked])
     return images, [it["id"] for it in picked], [it["label"] for it in picked]

@@ -1,7 +1,11 @@
 """Score your own images with a trained run or an official PerceptCLIP checkpoint (``percept predict``).
 
-* a run directory (``best.safetensors`` + ``config.json``): the run's test transform — for IQA the mean
-  over 15 deterministic random crops (App. A.1), for memorability/emotion resize + centre crop;
+* a run directory (``best.safetensors`` + ``config.json``): exactly the test transform evaluation uses for
+  the run's (first) dataset and backbone (:func:`percept.data.sources.dataset_transform`): the dataset's
+  LoDa pre-resize for IQA (e.g. KonIQ-10k's 512x384), then the mean over 15 deterministic random crops
+  keyed by the file's base name (App. A.1; the same crops evaluation takes of that file), or for
+  memorability/emotion resize + centre crop; normalised with the backbone's mean/std. The dataset's
+  files are not needed;
 * ``official-iqa`` / ``official-memorability`` / ``official-emotions`` (or a path to an official
   ``.pth``): the release's preprocessing (resize 224, centre crop, CLIP normalisation).
 
@@ -20,8 +24,7 @@ from .transforms import center_crop_transform, load_rgb
 
 def _run_predictor(run_dir: Path):
     from .data.cards import CARDS
-    from .data.sources import SYNTHETIC, TASK_KIND
-    from .data.task_transforms import build_transform
+    from .data.sources import SYNTHETIC, TASK_KIND, dataset_transform
     from .model import load_model
     from .runs import BEST, CONFIG, read_json
 
@@ -30,7 +33,8 @@ def _run_predictor(run_dir: Path):
     task, classes = (SYNTHETIC[first][0], SYNTHETIC[first][2]) if first in SYNTHETIC else \
         (CARDS[first].task, CARDS[first].classes)
     model = load_model(run_dir / BEST)
-    transform = build_transform(task, train=False, n_crops=int(config.get("test_crops", 15)))
+    transform = dataset_transform(first, train=False, test_crops=int(config.get("test_crops", 15)),
+                                  normalization=model.normalization)   # what evaluation of the run uses
     return model, first, TASK_KIND[task], classes, transform
 
 
@@ -39,7 +43,8 @@ def _official_predictor(source: str):
     model = load_official(source)
     card = model.official
     kind = "classification" if card is not None and card.labels else "regression"
-    return model, "main", kind, (card.labels if card is not None else None), center_crop_transform()
+    mean, std = model.normalization                                  # CLIP ViT-L/14: CLIP's statistics
+    return model, "main", kind, (card.labels if card is not None else None), center_crop_transform(mean=mean, std=std)
 
 
 def load_predictor(model: str | os.PathLike):
@@ -70,7 +75,7 @@ def predict_images(images: list[str | os.PathLike], model: str | os.PathLike = "
         views = []
         for p in chunk:
             image = load_rgb(p)
-            x = transform(image, key=p.name) if getattr(transform, "needs_key", False) else transform(image)
+            x = transform(image, key=p) if getattr(transform, "needs_key", False) else transform(image)   # base name
             views.append(x if x.ndim == 4 else x.unsqueeze(0))
         n_views = views[0].shape[0]
         x = torch.cat(views).to(device)

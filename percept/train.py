@@ -1,10 +1,14 @@
 """The training loop: PerceptCLIP's protocol (paper §3.1, §3.2, §4), readable in one sitting.
 
 One run = one learning rate, one split, one or several datasets (several = the multi-dataset model of
-§3.2: one shared LoRA encoder, one head per dataset). Per epoch:
+§3.2: one shared LoRA encoder, one head per dataset; split k of such a group is split k of each dataset
+that has several splits and the official split of a dataset that has one, e.g. EmoSet; the splits used
+are recorded in ``metrics.json``). LaMem's split k trains and tests on split k's own official scores
+(:meth:`~percept.data.sources.DatasetSource.label_column_for`). Per epoch:
 
-1. batches from :class:`ProportionalBatchSampler` (each dataset contributes to every batch in proportion
-   to its size; with one dataset this is a plain shuffled epoch); loss = mean of the per-dataset task
+1. batches from :class:`~percept.sampling.ProportionalBatchSampler` (each dataset contributes to the
+   batches in proportion to its number of images, a PLCC dataset with at least ``min_batch_items`` items
+   whenever it enters a batch; with one dataset this is a plain shuffled epoch); loss = mean of the per-dataset task
    losses present in the batch (PLCC for IQA, MSE for memorability, cross-entropy for emotion);
    AdamW (weight decay 1e-4) on the trainable weights (LoRA + heads by default);
 2. validation with the test transform (15-crop average for IQA); the score is ``select_metric``
@@ -40,10 +44,11 @@ from . import runs
 from .data.sources import TASK_LOSS, TASK_SELECT_METRIC, DataConfig, check_trainable, open_source
 from .fastpath import cast_frozen_weights, compile_or_eager
 from .gpu_augment import DeviceAugmentDataset, normalize_on_device
-from .distributed import DistContext, barrier, gather_rows, init_distributed, shard
+from .distributed import DistContext, barrier, gather_rows, init_distributed
 from .evaluate import autocast, evaluate_source, loader
 from .losses import get_loss
 from .model import ModelConfig, build_model, load_weights, save_weights
+from .sampling import ProportionalBatchSampler
 
 LOWER_IS_BETTER = ("mse", "rmse")
 # Settings that change speed, not results: they may differ when a run resumes.
@@ -78,6 +83,7 @@ class TrainConfig:
     cache_dir: str | None = None                   # pre-resized uint8 image cache (same pixels, faster epochs)
     device_augment: str = "auto"                   # flips + normalisation on the GPU (auto = on for GPU); exact
     compile: bool = False                          # torch.compile the encoder (falls back to eager)
+    min_batch_items: int = 3                       # multi-dataset: fewest items a PLCC dataset brings to a batch (ours)
 
     def __post_init__(self):
         self.data = [d if isinstance(d, DataConfig) else DataConfig(**d) for d in self.data]
@@ -132,40 +138,7 @@ def resolve_workers(num_workers: int | None, device: torch.device, processes: in
     return max(1, min(16, (os.cpu_count() or 1) // max(1, processes)))
 
 
-# ------------------------------------------------------------------------------------------ sampling
-class ProportionalBatchSampler:
-    """Batches of global indices into the concatenation of datasets of ``sizes`` (§3.2).
-
-    Each epoch visits every item once. Items of dataset ``d`` (in a fresh random order) get the evenly
-    spaced keys ``(j + u_d) / n_d``, ``u_d ~ U[0, 1)``; sorting all keys interleaves the datasets so that
-    every batch holds ``batch_size * n_d / N`` items of dataset ``d``, give or take one. A trailing batch
-    of a single item is dropped (a correlation loss needs two).
-    """
-
-    def __init__(self, sizes: list[int], batch_size: int, seed: int, dist: DistContext = DistContext()):
-        self.sizes, self.batch_size, self.seed, self.dist = [int(s) for s in sizes], int(batch_size), seed, dist
-        self.offsets = np.concatenate([[0], np.cumsum(self.sizes)[:-1]]).astype(int)
-
-    def batches(self) -> list[np.ndarray]:
-        rng = np.random.default_rng(self.seed)
-        keys, items = [], []
-        for n, offset in zip(self.sizes, self.offsets):
-            keys.append((np.arange(n) + rng.random()) / n)
-            items.append(offset + rng.permutation(n))
-        order = np.lexsort((rng.random(sum(self.sizes)), np.concatenate(keys)))
-        flat = np.concatenate(items)[order]
-        out = [flat[i:i + self.batch_size] for i in range(0, len(flat), self.batch_size)]
-        return out if len(out[-1]) > max(1, self.dist.world - 1) else out[:-1]
-
-    def __iter__(self):
-        """This process's share of each batch (all of it without torchrun)."""
-        return iter([shard(b.tolist(), self.dist) for b in self.batches()])
-
-    def __len__(self) -> int:
-        total = sum(self.sizes)
-        return total // self.batch_size + (total % self.batch_size > max(1, self.dist.world - 1))
-
-
+# ------------------------------------------------------------------------------------------ batches
 class _Union(Dataset):
     """Concatenated datasets; each item says which dataset it came from (``"dataset"``)."""
 
@@ -278,8 +251,10 @@ def train(config: TrainConfig, run_dir: str | Path, log=print) -> dict:
     if len({s.kind for s in sources}) > 1:
         raise ValueError(f"datasets {[s.name for s in sources]} mix regression and classification; "
                          f"multi-dataset training is within one task (§5.4)")
+    # split k of a multi-dataset group = split k of each dataset with several splits, the official one otherwise
+    splits = {s.name: s.group_split(config.split) if len(sources) > 1 else config.split for s in sources}
     for s in sources:
-        check_trainable(s, config.split, config.batch_size)
+        check_trainable(s, splits[s.name], config.batch_size)
     metric = config.select_metric or TASK_SELECT_METRIC[sources[0].kind]
 
     torch.manual_seed(config.seed)
@@ -307,7 +282,8 @@ def train(config: TrainConfig, run_dir: str | Path, log=print) -> dict:
     log(f"{', '.join(s.name for s in sources)} split {config.split}: {config.model.backbone} "
         f"({config.model.strategy}), {counts['trainable']:,} trainable parameters, lr {config.lr:g}, {device}")
 
-    train_sets = [s.dataset(config.split, "train", test_crops=config.test_crops, cache_dir=config.cache_dir)
+    train_sets = [s.dataset(splits[s.name], "train", test_crops=config.test_crops, cache_dir=config.cache_dir,
+                            normalization=model.normalization)   # the backbone's mean/std (CLIP, ImageNet)
                   for s in sources]
     workers = resolve_workers(config.num_workers, device, processes=dist.world)
     to_device = None
@@ -317,18 +293,21 @@ def train(config: TrainConfig, run_dir: str | Path, log=print) -> dict:
         to_device = partial(_normalize_batch, device=device, mean=plan.mean, std=plan.std,
                             channels_last=device.type == "cuda")
     union = _Union(train_sets)
+    image_counts = [s.dataset(splits[s.name], "train").n_rows for s in sources]   # §3.2: in proportion to images
+    min_items = [config.min_batch_items if TASK_LOSS[s.task] == "plcc" else 1 for s in sources]
     epochs = progress(range(state["epoch"] + 1, config.max_epochs + 1), desc="epochs", initial=state["epoch"],
                       total=config.max_epochs)
     for epoch in epochs if not state["stopped"] else []:
         start = time.time()
         torch.manual_seed(config.seed * 1_000_003 + epoch)          # dropout + augmentation of this epoch
         sampler = ProportionalBatchSampler([len(t) for t in train_sets], config.batch_size,
-                                           seed=config.seed * 1_000_003 + epoch, dist=dist)
+                                           seed=config.seed * 1_000_003 + epoch, dist=dist, images=image_counts,
+                                           min_items=min_items)
         batches = loader(union, config.batch_size, num_workers=workers, device=device,
                          batch_sampler=sampler, generator=torch.Generator().manual_seed(config.seed + epoch))
         train_loss = train_one_epoch(model, batches, sources, optimizer, device, precision, epoch, progress,
                                      encoder=encoder, dist=dist, to_device=to_device)
-        val = {s.name: evaluate_source(model, s, config.split, "val", head=s.name, batch_size=config.eval_batch_size,
+        val = {s.name: evaluate_source(model, s, splits[s.name], "val", head=s.name, batch_size=config.eval_batch_size,
                                        device=device, precision=precision, num_workers=workers,
                                        test_crops=config.test_crops, cache_dir=config.cache_dir, dist=dist)[0]
                for s in sources}
@@ -357,11 +336,11 @@ def train(config: TrainConfig, run_dir: str | Path, log=print) -> dict:
             break
 
     load_weights(model, run_dir / runs.BEST)
-    result = {"status": "complete", "select_metric": metric, "best_epoch": state["best_epoch"],
+    result = {"status": "complete", "select_metric": metric, "splits": splits, "best_epoch": state["best_epoch"],
               "epochs_run": state["epoch"], "val_score": state["best_value"], "parameters": counts}
     if config.head_finetune:
         from .head_finetune import finetune_heads
-        result["stage2"] = finetune_heads(model, sources, config, device, precision, metric, log)
+        result["stage2"] = finetune_heads(model, sources, config, device, precision, metric, log, splits=splits)
         if main:   # every process ran the same stage 2 on all images (it is cheap: cached features)
             save_weights(model, run_dir / runs.BEST)
         result["val_score"] = float(np.mean([r["val_score"] for r in result["stage2"].values()]))
@@ -370,8 +349,8 @@ def train(config: TrainConfig, run_dir: str | Path, log=print) -> dict:
         kwargs = dict(head=s.name, batch_size=config.eval_batch_size, device=device, precision=precision,
                       num_workers=workers, test_crops=config.test_crops, cache_dir=config.cache_dir,
                       dist=dist)
-        result["val"][s.name] = evaluate_source(model, s, config.split, "val", **kwargs)[0]
-        result["test"][s.name], frame = evaluate_source(model, s, config.split, "test", **kwargs)
+        result["val"][s.name] = evaluate_source(model, s, splits[s.name], "val", **kwargs)[0]
+        result["test"][s.name], frame = evaluate_source(model, s, splits[s.name], "test", **kwargs)
         if main:
             runs.write_csv(runs.predictions_path(run_dir, s.name, multi=len(sources) > 1), frame)
     if main:

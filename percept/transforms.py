@@ -1,6 +1,8 @@
 """Image loading and inference-time preprocessing.
 
-Paper §3.1: "all images are normalized using the CLIP preprocessor" — OpenAI CLIP's mean/std.
+Paper §3.1: "all images are normalized using the CLIP preprocessor" — OpenAI CLIP's mean/std, the default
+here. Normalisation belongs to the backbone: a DINOv2 or MAE model (Table A.8) takes ImageNet's statistics
+(``percept.backbones.normalization(name)`` / ``model.normalization``; pass them as ``mean``/``std``).
 Inference for memorability and emotion (App. A.1): resize the shorter side to 224, centre crop 224.
 The official release's inference code uses ``transforms.Resize(224)`` (torchvision's default bilinear
 interpolation, antialiased) + ``CenterCrop(224)``; :func:`center_crop_transform` defaults to that.
@@ -33,14 +35,16 @@ def load_rgb(path: str | os.PathLike) -> Image.Image:
         raise ValueError(f"cannot read image {os.fspath(path)!r}: {err} (corrupt, truncated or not an image)") from err
 
 
-def center_crop_transform(size: int = 224, interpolation: str = "bilinear") -> T.Compose:
-    """Resize the shorter side to ``size``, centre crop ``size``×``size``, CLIP-normalise."""
+def center_crop_transform(size: int = 224, interpolation: str = "bilinear", mean=CLIP_MEAN,
+                          std=CLIP_STD) -> T.Compose:
+    """Resize the shorter side to ``size``, centre crop ``size``×``size``, normalise with ``mean``/``std``
+    (default CLIP's; a DINOv2/MAE model needs its backbone's, ``model.normalization``)."""
     mode = {"bilinear": T.InterpolationMode.BILINEAR, "bicubic": T.InterpolationMode.BICUBIC}[interpolation]
     return T.Compose([T.Resize(size, interpolation=mode, antialias=True), T.CenterCrop(size), T.ToTensor(),
-                      T.Normalize(CLIP_MEAN, CLIP_STD)])
+                      T.Normalize(tuple(mean), tuple(std))])
 
 
-def images_to_batch(images, size: int = 224) -> torch.Tensor:
-    """Paths or PIL images → a (B, 3, size, size) normalised batch."""
-    transform = center_crop_transform(size)
+def images_to_batch(images, size: int = 224, mean=CLIP_MEAN, std=CLIP_STD) -> torch.Tensor:
+    """Paths or PIL images → a (B, 3, size, size) batch normalised with ``mean``/``std`` (default CLIP's)."""
+    transform = center_crop_transform(size, mean=mean, std=std)
     return torch.stack([transform(im if isinstance(im, Image.Image) else load_rgb(im)) for im in images])

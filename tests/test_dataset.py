@@ -204,5 +204,6 @@ def test_loda_presets_take_replicas_from_the_cards():
     iqa = {name: card for name, card in CARDS.items() if card.task == "iqa"}
     assert set(LODA_IQA_PRESETS) == set(iqa)
     for name, preset in LODA_IQA_PRESETS.items():
-        assert preset["replicas"] == iqa[name].train_replicas and set(preset) == {"resize", "replicas"}
+        assert preset["replicas"] == iqa[name].train_replicas and set(preset) == {"resize", "interpolation",
+                                                                                "replicas"}
     assert LODA_IQA_PRESETS["tid2013"]["replicas"] == 10 and LODA_IQA_PRESETS["koniq10k"]["resize"] == (384, 512)

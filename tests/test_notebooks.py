@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from percept import figures, paper
+from percept import figures, paper, reproduce
 from percept.data.synthetic import generate_synthetic_iqa
 from percept import notebooks as nb
 
@@ -156,16 +156,16 @@ def test_our_runs_become_paper_cells_with_stand_ins_marked():
 
 def test_reproduce_plan_matches_the_stated_gpu_hours():
     pytest.importorskip("yaml")
-    config = paper.load_reproduce_config()
-    plan = paper.reproduce_plan(config)
+    config = reproduce.load_reproduce_config()
+    plan = reproduce.reproduce_plan(config)
     assert (plan["gpu_hours"] == plan["stated_gpu_hours"]).all(), plan[plan["gpu_hours"] != plan["stated_gpu_hours"]]
     assert config["defaults"]["model"]["backbone"] == "clip_vit_l14"
     assert config["defaults"]["lrs"] == [5e-5, 1e-4, 5e-4, 1e-3]
     covered = {str(t) for e in config["experiments"].values() for t in e["tables"]}
     assert covered == set(paper.TABLE_TITLES)                         # every table has an experiment
-    assert paper.run_hours("emoset") == pytest.approx(24 * 118102 / 100_000)
+    assert reproduce.run_hours("emoset") == pytest.approx(24 * 118102 / 100_000)
     from percept.cli import main as cli_main
-    assert cli_main(["reproduce", "--dry-run"]) == 0                   # = python -m percept.paper --dry-run
+    assert cli_main(["reproduce", "--dry-run"]) == 0                   # = python -m percept.reproduce --dry-run
 
 
 def test_reproduce_runs_a_plan_end_to_end_on_cpu(tmp_path):
@@ -182,8 +182,9 @@ def test_reproduce_runs_a_plan_end_to_end_on_cpu(tmp_path):
     (tmp_path / "data" / "synthetic_iqa").mkdir(parents=True)
     generate_synthetic_iqa(tmp_path / "data" / "synthetic_iqa", n_references=8, size=224, seed=0)
     (tmp_path / "plan.yaml").write_text(yaml.safe_dump(plan))
-    tables = paper.reproduce(tmp_path / "out", tmp_path / "plan.yaml", log=lambda *a: None)
-    assert set(tables) == {"1", "2"}
+    done = reproduce.reproduce(tmp_path / "out", tmp_path / "plan.yaml", log=lambda *a: None)
+    tables = done.tables
+    assert set(tables) == {"1", "2"} and not done.failures
     one = pd.read_csv(tmp_path / "out" / "tables" / "table_1.csv")
     mine = one[(one["status"] == "both") & (one["method"] == "PerceptCLIP (3M)")]
     assert set(mine["metric"]) == {"SRCC", "PLCC"} and not mine["comparable"].any()   # demo: never comparable
@@ -195,11 +196,11 @@ def test_reproduce_runs_a_plan_end_to_end_on_cpu(tmp_path):
     assert len(ours) > 0
     # re-running skips the finished run (the sweep is idempotent) and rewrites the same table
     written = (tmp_path / "out" / "tables" / "table_1.csv").read_bytes()
-    paper.reproduce(tmp_path / "out", tmp_path / "plan.yaml", only=["iqa"], log=lambda *a: None)
+    reproduce.reproduce(tmp_path / "out", tmp_path / "plan.yaml", only=["iqa"], log=lambda *a: None)
     assert (tmp_path / "out" / "tables" / "table_1.csv").read_bytes() == written
     assert len(list((tmp_path / "out" / "runs").rglob("config.json"))) == 1
     with pytest.raises(ValueError, match="unknown experiments"):
-        paper.reproduce(tmp_path / "out", tmp_path / "plan.yaml", only=["nope"])
+        reproduce.reproduce(tmp_path / "out", tmp_path / "plan.yaml", only=["nope"])
 
 
 def test_notebooks_command_names_an_unknown_notebook(capsys, tmp_path):

@@ -180,10 +180,18 @@ def test_official_splits_carried_by_the_manifest_are_kept():
     assert out["split1"].tolist() == ["train", "test", "", "train", "test", ""]
     drawn = splits_for_manifest("sun_memorability", sun.drop(columns="split1"))
     assert len(split_columns(drawn)) == 25 and counts(drawn, "split1") == (3, 0, 3)
+    # official train/test halves: 10% of train becomes val, test untouched
+    sun = pd.DataFrame({"image": [f"p/{i}.png" for i in range(44)], "memorability": 0.5,
+                        "split1": ["train"] * 20 + ["test"] * 20 + ["none"] * 4})
+    out = splits_for_manifest("sun_memorability", sun)
+    assert counts(out, "split1") == (18, 2, 20) and (out["split1"][20:40] == "test").all()
     emoset = pd.DataFrame({"image": ["a.jpg", "b.jpg", "c.jpg"], "split": ["train", "val", "test"]})
     assert splits_for_manifest("emoset", emoset)["split1"].tolist() == ["train", "val", "test"]
-    things = splits_for_manifest("things", pd.DataFrame({"image": ["x.jpg", "y.jpg"]}))
-    assert things["split1"].tolist() == ["test", "test"]
+    with pytest.raises(SplitError, match="no 'concept' column"):
+        splits_for_manifest("things", pd.DataFrame({"image": ["x.jpg", "y.jpg"]}))
+    things = pd.DataFrame({"image": [f"o/c{i // 2}/{i}.jpg" for i in range(80)], "concept": [f"c{i // 2}" for i in range(80)]})
+    out = splits_for_manifest("things", things)
+    assert len(split_columns(out)) == 5 and counts(out, "split1") == (60, 4, 16)
 
 
 def test_computed_splits_follow_manifest_order_and_refuse_existing_columns():

@@ -8,7 +8,8 @@ import pytest
 
 from percept.data.splits import (PROTOCOLS, SplitError, attach_splits, emotionroi_splits, iqa_authentic_splits,
                                  iqa_synthetic_splits, random_splits, read_splits, sidecar_path,
-                                 sun_memorability_splits, things_split, validate_split_columns, write_splits)
+                                 split_columns, sun_memorability_splits, things_splits, validate_split_columns,
+                                 write_splits)
 
 IMAGES = [f"img{i:03d}" for i in range(50)]
 
@@ -124,11 +125,22 @@ def test_sun_and_things():
     images = [f"sun{i}" for i in range(2222)]
     df = sun_memorability_splits(images)
     assert len(split_cols := [c for c in df.columns if c != "image"]) == 25
-    assert all(counts(df, c) == (1111, 0, 1111) for c in split_cols)
+    # 10% of each half/half train part becomes val (the official splits have none; model selection needs it)
+    assert all(counts(df, c) == (1000, 111, 1111) for c in split_cols)
+    plain = random_splits(images, 25, (0.5, 0.0, 0.5))
+    for c in split_cols:
+        assert set(parts(df, c)["train"]) | set(parts(df, c)["val"]) == set(parts(plain, c)["train"])
+        assert set(parts(df, c)["test"]) == set(parts(plain, c)["test"])
     validate_split_columns(df)
-    th = things_split([f"t{i}" for i in range(7)])
-    assert list(th.columns) == ["image", "split1"] and (th.split1 == "test").all()
-    validate_split_columns(th)
+    # THINGS: 5 splits 75/5/20 of the 40 concepts, every image with its concept
+    concepts = [f"concept{i // 3:02d}" for i in range(120)]
+    th = things_splits([f"t{i}" for i in range(120)], concepts)
+    assert split_columns(th) == [f"split{k}" for k in range(1, 6)]
+    validate_split_columns(th, concepts)
+    for c in split_columns(th):
+        per_part = pd.Series(concepts).groupby(th[c].to_numpy()).nunique()
+        assert per_part.to_dict() == {"test": 8, "train": 30, "val": 2}
+    assert len({frozenset(parts(th, c)["test"]) for c in split_columns(th)}) == 5
     assert {"iqa_authentic", "iqa_synthetic", "lamem", "emotionroi", "emoset", "sun_memorability",
             "things"} <= set(PROTOCOLS)
 

@@ -6,7 +6,10 @@ side 224 for memorability/emotion test, LoDa's per-dataset resize for IQA, or fu
 uint8 HWC pixels.  The transforms' random/crop stages then run on the cached pixels; since the resize stage
 is idempotent, ``transform(cache.get(p)) == transform(load_rgb(root / p))`` exactly.
 
-Layout (memmap-friendly, one pair per dataset root + resize spec in ``cache_dir``)::
+Layout (memmap-friendly, one pair per dataset root + resize spec in ``cache_dir``; the spec — sizes *and*
+interpolations, :meth:`ResizeSpec.to_json` — is hashed into the file name and checked on opening, so a cache
+made with another interpolation, e.g. a bicubic KonIQ-10k cache from before LoDa's bilinear pre-resize was
+followed, is never reused: it is rebuilt)::
 
     images-<hash>.json              index: format, root, resize spec, data file, entries
     images-<hash>.<build_id>.bin    all images' pixels packed back to back (np.memmap, read-only)

@@ -48,6 +48,7 @@ class DatasetCard:
     official_layout: str
     quality_sign: float | None = None
     notes: str = ""
+    split_label_column: str | None = None   # e.g. "memorability_split{k}": split k's own target column
 
     def __post_init__(self):
         if self.task not in TASKS:
@@ -240,7 +241,9 @@ CARDS: dict[str, DatasetCard] = {c.name: c for c in [
               "(measured on the real files: only 13 of 58,741 images have the same score in all 5 splits; "
               "mean max-min spread 0.11). The official per-split scores are kept as `memorability_split1`.."
               "`memorability_split5` and are the targets for training and evaluation on split k; "
-              "`memorability` is their mean, a convenience summary only."),
+              "`memorability` is their mean, used only where no split is given (whole-dataset evaluation, "
+              "e.g. a LaMem-trained model evaluated on all of LaMem).",
+        split_label_column="memorability_split{k}"),
     DatasetCard(
         name="things", title="THINGS memorability", task="memorability",
         label_column="memorability", score_column="memorability", label_range=(-1.0, 1.0), classes=None,
@@ -250,8 +253,12 @@ CARDS: dict[str, DatasetCard] = {c.name: c for c in [
                 "data availability.",
         citation="M. A. Kramer, M. N. Hebart, C. I. Baker and W. A. Bainbridge, The features underlying the "
                  "memorability of objects, Science Advances 9(17):eadd2981, 2023.",
-        split_protocol="Paper §4.2 / Table A.1: test only - the whole set evaluates generalisation of a model "
-                       "trained on LaMem (and is part of the memorability multi-dataset run, §5.4).",
+        split_protocol="Paper §4.2 / Table A.1: the whole set evaluates generalisation of a model trained on "
+                       "LaMem (no split). Tables 5, A.5 and A.9 also train on THINGS (single-dataset, and in the "
+                       "memorability multi-dataset model with LaMem, §5.4) without stating a split; ours (a "
+                       "deviation, listed in the README): 5 seeded splits 75% train / 5% val / 20% test of the "
+                       "sorted concepts (LoDa's recipe, seed 3407), every image with its concept (manifest "
+                       "column `concept`), so no concept is in two parts; mean over the 5 splits.",
         preprocessing=_MEM_PRE,
         official_layout="ASSUMED, to be confirmed against the official download: a CSV of per-image scores, "
                         "by default `things_memorability.csv`, with an image column (`image`, `image_name`, "
@@ -273,7 +280,10 @@ CARDS: dict[str, DatasetCard] = {c.name: c for c in [
                  "pp. 145-152.",
         split_protocol="Paper Table A.2: mean SRCC and MSE over the 25 official random splits (train/test "
                        "halves of the images with at least 20 subjects). Manifest columns `split1`..`split25` "
-                       "in {train, test, none}; `none` (in neither half) is used as unassigned.",
+                       "in {train, test, none}; `none` (in neither half) is used as unassigned. The official "
+                       "splits have no validation part, which model selection needs (§3.1); ours (a deviation, "
+                       "listed in the README): 10% of each split's train images (`int(round(0.1 n_train))`, "
+                       "chosen with `random.Random(3407 + k)`, as for IQA) become val; test is the official one.",
         preprocessing=_MEM_PRE,
         official_layout="ASSUMED from the release's MATLAB scripts and third-party readers, to be confirmed: "
                         "`Data/Experiment data/sorted_target_data.mat` (cell array `sorted_target_data` of "
@@ -360,7 +370,8 @@ def render_card_markdown(card: DatasetCard) -> str:
     """The human-readable card, exactly as committed in ``data_manifests/cards/NAME.md``."""
     lo, hi = card.label_range
     rows = [("Task", card.task), ("Images (paper §4)", f"{card.expected_images:,}"),
-            ("Training label column", f"`{card.label_column}`"),
+            ("Training label column", f"`{card.split_label_column.format(k='K')}` for split K (`{card.label_column}` "
+                                      f"for the whole dataset)" if card.split_label_column else f"`{card.label_column}`"),
             ("Official score column", f"`{card.score_column}`, valid range [{lo:g}, {hi:g}]")]
     if card.quality_sign is not None:
         sign = "" if card.quality_sign > 0 else "-"

@@ -24,14 +24,18 @@ from .task_transforms import TASKS, build_transform
 
 DEFAULT_LABEL_COLUMN = {"iqa": "quality", "memorability": "memorability", "emotion": "label"}
 
-# LoDa (Xu et al. 2024a, github.com/NeosXu/LoDa): the image sizes its loaders read (scripts/process_*.py):
-# KonIQ-10k's 512x384 release; SPAQ, FLIVE, LIVE downsampled to shorter side 384; LIVE Challenge, KADID-10k
-# (512x384), TID2013 (512x384) as distributed. The replicas (its config/job/train_loda_*.yaml
-# ``train.patch_num``) are the cards' ``train_replicas`` (percept.data.cards is the one source).
-_LODA_RESIZE = {"koniq10k": (384, 512), "spaq": 384, "flive": 384, "kadid10k": 384, "live": 384, "livec": None,
-                "tid2013": None}
-LODA_IQA_PRESETS = {name: {"resize": resize, "replicas": CARDS[name].train_replicas}
-                    for name, resize in _LODA_RESIZE.items()}
+# LoDa (Xu et al. 2024a, github.com/NeosXu/LoDa): the image sizes its loaders read and the interpolation its
+# scripts/process_*.py made them with: KonIQ-10k 512x384 (process_koniq10k.py: torchvision Resize(384), default
+# = bilinear, from the 1024x768 release); SPAQ shorter side 384 (process_spaq.py: Resize(384), bilinear);
+# FLIVE, LIVE, KADID-10k shorter side 384 (process_{flive,live,kadid10k}.py: Resize(384,
+# interpolation=BICUBIC); KADID's 512x384 originals keep their size); LIVE Challenge and TID2013 as
+# distributed (no resize). The replicas (its config/job/train_loda_*.yaml ``train.patch_num``) are the cards'
+# ``train_replicas`` (percept.data.cards is the one source).
+_LODA_RESIZE = {"koniq10k": ((384, 512), "bilinear"), "spaq": (384, "bilinear"), "flive": (384, "bicubic"),
+                "kadid10k": (384, "bicubic"), "live": (384, "bicubic"), "livec": (None, None),
+                "tid2013": (None, None)}
+LODA_IQA_PRESETS = {name: {"resize": resize, "interpolation": interpolation, "replicas": CARDS[name].train_replicas}
+                    for name, (resize, interpolation) in _LODA_RESIZE.items()}
 
 
 class ManifestDataset(Dataset):
@@ -42,10 +46,11 @@ class ManifestDataset(Dataset):
     (int64 for emotion), "index": the row's position in ``manifest``, "id": the relative image path}``.
 
     ``transform`` defaults to ``build_transform(task, train=(part == "train"))``; a transform with
-    ``needs_key`` (IQA test) is called as ``transform(image, key=relative_path)``, so test crops are a
-    function of the image alone.  With ``cache`` (an :class:`~percept.data.cache.ImageCache`) images come
-    pre-resized from the cache instead of being decoded; its resize spec must be the transform's
-    ``pre_resize`` stage, which makes the result identical to reading the files.
+    ``needs_key`` (IQA test) is called as ``transform(image, key=relative_path)``, whose base name keys the
+    test crops (``task_transforms.crop_key``), so they are a function of the image file alone.  With
+    ``cache`` (an :class:`~percept.data.cache.ImageCache`) images come pre-resized from the cache instead of
+    being decoded; its resize spec must be the transform's ``pre_resize`` stage, which makes the result
+    identical to reading the files.
     """
 
     def __init__(self, manifest: pd.DataFrame | str | os.PathLike, root: str | os.PathLike,

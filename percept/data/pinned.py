@@ -27,9 +27,9 @@ from typing import Callable
 
 import pandas as pd
 
-from .splits import (DATASET_PROTOCOLS, SplitError, attach_splits, emotionroi_splits, iqa_authentic_splits,
-                     iqa_synthetic_splits, read_splits, split_columns, sun_memorability_splits, things_split,
-                     validate_split_columns)
+from .splits import (DATASET_PROTOCOLS, SplitError, attach_splits, carve_validation_parts, emotionroi_splits,
+                     iqa_authentic_splits, iqa_synthetic_splits, read_splits, split_columns, sun_memorability_splits,
+                     things_splits, validate_split_columns)
 
 PINNED_SPLITS_DIR = Path(__file__).resolve().parents[2] / "data_manifests" / "splits"
 PINNED_DATASETS = ("livec", "koniq10k", "emotionroi")  # datasets with a committed split file
@@ -82,9 +82,10 @@ def compute_splits(dataset: str, manifest_df: pd.DataFrame) -> pd.DataFrame:
     * EmotionROI: :func:`~.splits.emotionroi_splits` (plain random, as the paper says);
     * LaMem: the manifest's official ``split1..split5`` (an error if it has none);
     * SUN: the manifest's official ``split1..split25`` (``none`` → ``""``, not used), or, when the
-      manifest has no split columns, 25 half/half splits drawn with LoDa's recipe (an assumption);
+      manifest has no split columns, 25 half/half splits drawn with LoDa's recipe (an assumption); then
+      10% of each split's train images become val (ours: the official splits have no val part);
     * EmoSet: the manifest's official ``split`` column as ``split1``;
-    * THINGS: one split, everything test.
+    * THINGS: 5 splits 75/5/20 grouped by the ``concept`` column (ours; Table A.1 uses no split).
 
     The table is validated (with ``reference`` as groups for synthetic IQA) before it is returned.
     """
@@ -104,7 +105,11 @@ def compute_splits(dataset: str, manifest_df: pd.DataFrame) -> pd.DataFrame:
     elif protocol == "emotionroi":
         table = emotionroi_splits(keys.tolist())
     elif protocol == "things":
-        table = things_split(keys.tolist())
+        if "concept" not in manifest_df.columns:
+            raise SplitError(f"{dataset}: THINGS splits are by concept, but the manifest has no 'concept' column; "
+                             f"prepare it again with `percept prepare {dataset}`")
+        groups = manifest_df["concept"].astype(str).tolist()
+        table = things_splits(keys.tolist(), groups)
     elif protocol == "emoset":
         if "split" not in manifest_df.columns:
             raise SplitError(f"{dataset}: the manifest has no official 'split' column; prepare it with "
@@ -120,6 +125,8 @@ def compute_splits(dataset: str, manifest_df: pd.DataFrame) -> pd.DataFrame:
         for c in own:
             values = manifest_df[c].fillna("").astype(str)
             table[c] = values.where(values != "none", "") if protocol == "sun_memorability" else values
+        if protocol == "sun_memorability" and not (table[own] == "val").any().any():
+            table = carve_validation_parts(table)   # the official splits are train/test only
     try:
         validate_split_columns(table, groups)
     except SplitError as e:

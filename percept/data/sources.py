@@ -31,13 +31,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..transforms import CLIP_MEAN, CLIP_STD
 from .cards import CARDS, get_card
 from .dataset import LODA_IQA_PRESETS, ManifestDataset
 from .manifest import read_manifest
 from .pinned import splits_for_manifest
 from .splits import split_columns
 from .synthetic import DISTORTIONS, generate_synthetic_iqa
-from .task_transforms import N_TEST_CROPS, build_transform
+from .task_transforms import N_TEST_CROPS, TaskTransform, build_transform
 
 TASK_KIND = {"iqa": "regression", "memorability": "regression", "emotion": "classification"}
 TASK_LOSS = {"iqa": "plcc", "memorability": "mse", "emotion": "cross_entropy"}   # §4.1, §4.2, §4.3
@@ -63,6 +64,20 @@ def dataset_task(name: str) -> str:
     if name in SYNTHETIC:
         return SYNTHETIC[name][0]
     return get_card(name).task
+
+
+def dataset_transform(name: str, train: bool, *, test_crops: int = N_TEST_CROPS,
+                      normalization: tuple | None = None) -> TaskTransform:
+    """The App. A.1 transform of dataset ``name``: its task's, with LoDa's pre-resize and interpolation for
+    an IQA dataset (``LODA_IQA_PRESETS``), normalised with ``normalization`` = ``(mean, std)`` of the run's
+    backbone (``percept.backbones.normalization``; None: CLIP's). The one place a dataset's transform is
+    made: training, validation, test, cross-dataset evaluation, head fine-tuning (via
+    :meth:`DatasetSource.dataset`) and ``percept predict`` on a run all use it."""
+    task = dataset_task(name)
+    preset = LODA_IQA_PRESETS.get(name, {}) if task == "iqa" else {}
+    mean, std = normalization if normalization is not None else (CLIP_MEAN, CLIP_STD)
+    return build_transform(task, train, preset.get("resize"), resize_interpolation=preset.get("interpolation"),
+                           n_crops=test_crops, mean=mean, std=std)
 
 
 @dataclass
@@ -92,7 +107,8 @@ class DatasetSource:
     root: Path
     frame: pd.DataFrame          # manifest rows + split1..splitK
     replicas: int = 1            # IQA: LoDa's per-dataset repeats of each training image per epoch
-    resize: object = None        # IQA: LoDa's per-dataset pre-resize (see LODA_IQA_PRESETS)
+    resize: object = None        # IQA: LoDa's per-dataset pre-resize (informational: see dataset_transform)
+    split_label_column: str | None = None   # LaMem: "memorability_split{k}", split k's own official scores
 
     @property
     def kind(self) -> str:
@@ -106,21 +122,47 @@ class DatasetSource:
     def n_splits(self) -> int:
         return len(split_columns(self.frame))
 
+    def label_column_for(self, split: int | None) -> str:
+        """The target column of split ``split``: LaMem's split k is trained, validated and tested on the
+        official scores of split k's files (``memorability_split{k}``, the card's ``split_label_column``;
+        scores differ between splits); every other dataset, and LaMem without a split (the whole dataset),
+        uses ``label_column``."""
+        if split is None or self.split_label_column is None:
+            return self.label_column
+        column = self.split_label_column.format(k=split)
+        if column not in self.frame.columns:
+            raise ValueError(f"{self.name}: the manifest has no column {column!r} (split {split}'s official "
+                             f"scores); prepare the dataset again with `percept prepare {self.name}`")
+        return column
+
+    def group_split(self, split: int) -> int:
+        """Split ``split`` of a multi-dataset group (paper §3.2/§5.4): a dataset with several splits uses
+        its split ``split``; a dataset with one official split (EmoSet) uses that one in every split of the
+        group. A group's split k therefore pairs, e.g., EmotionROI split k with EmoSet's official split."""
+        if self.n_splits == 1:
+            return 1
+        if not 1 <= split <= self.n_splits:
+            raise ValueError(f"{self.name} has {self.n_splits} splits; split {split} of the group does not exist "
+                             f"for it (choose 1..{self.n_splits})")
+        return split
+
     def dataset(self, split: int | None, part: str, *, train_transform: bool | None = None,
-                test_crops: int = N_TEST_CROPS, cache_dir: str | None = None) -> ManifestDataset:
+                test_crops: int = N_TEST_CROPS, cache_dir: str | None = None,
+                normalization: tuple | None = None) -> ManifestDataset:
         """Split ``split``'s ``part`` (``split=None``: every row, e.g. THINGS or cross-dataset use).
 
         Training items use the task's training transform and ``replicas``; val/test items the test
-        transform (15 deterministic crops for IQA). With ``cache_dir``, images come from the pre-resized
-        uint8 cache (:mod:`percept.data.cache`; built on first use, same pixels as decoding the files)."""
+        transform (15 deterministic crops for IQA); both from :func:`dataset_transform`, normalised with
+        ``normalization`` = ``(mean, std)`` of the model's backbone (None: CLIP's). With ``cache_dir``,
+        images come from the pre-resized uint8 cache (:mod:`percept.data.cache`; built on first use, same
+        pixels as decoding the files)."""
         train = part == "train" if train_transform is None else train_transform
         if split is not None and f"split{split}" not in self.frame.columns:
             raise ValueError(f"{self.name} has no split {split} (it has {self.n_splits}); choose 1..{self.n_splits}")
-        transform = build_transform(self.task, train, self.resize if self.task == "iqa" else None,
-                                    n_crops=test_crops)
+        transform = dataset_transform(self.name, train, test_crops=test_crops, normalization=normalization)
         cache = self._cache(transform.pre_resize, cache_dir) if cache_dir else None
         return ManifestDataset(self.frame, self.root, None if split is None else f"split{split}", part,
-                               task=self.task, label_column=self.label_column, transform=transform,
+                               task=self.task, label_column=self.label_column_for(split), transform=transform,
                                replicas=self.replicas if train else 1, cache=cache)
 
     def _cache(self, spec, cache_dir: str):
@@ -164,7 +206,8 @@ def open_source(config: DataConfig) -> DatasetSource:
     frame = _real_frame(config)
     preset = LODA_IQA_PRESETS.get(card.name, {})
     return DatasetSource(card.name, card.task, config.label_column or card.label_column, card.classes, root, frame,
-                         replicas=int(card.train_replicas or 1), resize=preset.get("resize"))
+                         replicas=int(card.train_replicas or 1), resize=preset.get("resize"),
+                         split_label_column=None if config.label_column else card.split_label_column)
 
 
 def check_trainable(source: DatasetSource, split: int, batch_size: int) -> None:
@@ -181,12 +224,12 @@ def check_trainable(source: DatasetSource, split: int, batch_size: int) -> None:
                          f"class - check the manifest's labels and split column")
     if source.kind == "regression" and np.ptp(train.labels) == 0:
         raise ValueError(f"{source.name} split {split}: all training labels equal {train.labels[0]:g}; "
-                         f"nothing to learn - check the manifest's `{source.label_column}` column")
+                         f"nothing to learn - check the manifest's `{source.label_column_for(split)}` column")
     for part in ("train", "val", "test"):
         labels = train.labels if part == "train" else source.dataset(split, part).labels   # raises on an empty part
         outside = labels[(labels < 0) | (labels >= source.num_outputs)] if source.kind == "classification" else []
         if len(outside):
             raise ValueError(f"{source.name} split {split} {part}: {len(outside)} label(s) outside the class indices "
                              f"0..{source.num_outputs - 1} ({', '.join(source.class_names)}), e.g. {int(outside[0])}, "
-                             f"in the manifest's `{source.label_column}` column; fix the labels or the card's classes")
+                             f"in the manifest's `{source.label_column_for(split)}` column; fix the labels or the card's classes")
 

@@ -76,10 +76,16 @@ PROTOCOLS: dict[str, str] = {
     "sun_memorability": (
         "SUN memorability (Table A.2): 25 half/half train/test splits of the 2,222 images, as in Isola et al. "
         "(2011): the official ones (Data/Random splits/image_{train,test}_indices.mat), which the preparation "
-        "code reads into split1..split25 ('none' = in neither part, used as ''). Only for a manifest without "
-        "split columns are 25 splits drawn instead with LoDa's recipe, seed 3407, fractions (0.5, 0, 0.5) — "
-        "an assumption, not the original splits."),
-    "things": "THINGS memorability (§4.2, Table A.1): the whole set is used for generalisation: one split, all test.",
+        "code reads into split1..split25 ('none' = in neither part, used as ''). The official splits have no "
+        "validation part, which model selection needs (§3.1): 10% of each split's train images "
+        "(int(round(0.1 n_train))) become val, chosen with random.Random(3407 + k) as for IQA (our choice). "
+        "Only for a manifest without split columns are 25 splits drawn instead with LoDa's recipe, seed 3407, "
+        "fractions (0.5, 0, 0.5), then the same validation part - an assumption, not the original splits."),
+    "things": (
+        "THINGS memorability (§4.2): Table A.1 evaluates on the whole set (no split: `split=None`); Tables 5, "
+        "A.5 and A.9 also train on THINGS without stating a split. Ours: 5 seeded splits 75% train / 5% val / "
+        "20% test of the sorted THINGS concepts (LoDa's recipe, seed 3407), every image following its "
+        "concept, so that no concept is in two parts (as LaMem has 5 splits)."),
 }
 
 DATASET_PROTOCOLS: dict[str, str] = {
@@ -246,15 +252,31 @@ def sun_memorability_splits(images: Sequence[Hashable], n_splits: int = 25, seed
     """SUN memorability (Table A.2): 25 random half/half train/test splits drawn with LoDa's recipe.
 
     A fallback (an assumption, not Isola et al.'s 2011 splits): the official 25 splits, which the
-    preparation code reads into the manifest, are used whenever the manifest has them.
+    preparation code reads into the manifest, are used whenever the manifest has them. Either way 10% of
+    train becomes val (:func:`carve_validation_parts`).
     """
-    return random_splits(images, n_splits, (0.5, 0.0, 0.5), seed)
+    return carve_validation_parts(random_splits(images, n_splits, (0.5, 0.0, 0.5), seed), seed=seed)
 
 
-def things_split(images: Sequence[Hashable]) -> pd.DataFrame:
-    """THINGS memorability (§4.2): the whole dataset is a test set for generalisation (one split)."""
-    images = _check_images(images)
-    return pd.DataFrame({"image": images, "split1": ["test"] * len(images)})
+def things_splits(images: Sequence[Hashable], concepts: Sequence[Hashable], n_splits: int = 5,
+                  seed: int = SEED) -> pd.DataFrame:
+    """THINGS memorability, for training (Tables 5, A.5, A.9; the paper states no split, this is ours): 5
+    seeded splits 75/5/20 of the concepts (LoDa's recipe over the sorted unique concepts), every image in
+    its concept's part. Generalisation (Table A.1) uses the whole dataset instead (no split)."""
+    return random_splits(images, n_splits, (0.75, 0.05, 0.20), seed, groups=concepts)
+
+
+def carve_validation_parts(table: pd.DataFrame, fraction: float = 0.1, seed: int = SEED) -> pd.DataFrame:
+    """``table`` with ``int(round(fraction * n_train))`` train images of each split k moved to ``val``
+    (``random.Random(seed + k)``, as the IQA protocol): for official splits without a validation part
+    (SUN memorability)."""
+    columns = split_columns(table)
+    parts = _carve_validation([table[c].fillna("").astype(str).to_numpy(dtype=object) for c in columns],
+                              fraction, seed)
+    out = table.copy()
+    for c, p in zip(columns, parts):
+        out[c] = p
+    return out
 
 
 # ---------------------------------------------------------------------------------------- validation

@@ -2,27 +2,41 @@
 
 Every transform is two stages:
 
-1. ``pre_resize`` — a deterministic, *idempotent* :class:`ResizeSpec` (bicubic).  This is the stage that
+1. ``pre_resize`` — a deterministic, *idempotent* :class:`ResizeSpec`.  This is the stage that
    :mod:`percept.data.cache` stores, and because applying it to its own output is a no-op, the full
    transform gives the same tensor on a cached (pre-resized) image as on the original file.
-2. the task's random or fixed cropping, ``ToTensor`` and CLIP mean/std normalisation (paper §3.1).
+2. the task's random or fixed cropping, ``ToTensor`` and mean/std normalisation with the *backbone's*
+   statistics (``mean``/``std``: OpenAI CLIP's for CLIP, "the CLIP preprocessor" of paper §3.1; ImageNet's
+   for DINOv2 and MAE; see :mod:`percept.backbones`).  The default is CLIP's.
 
 Tasks (App. A.1):
 
 * **iqa** train — LoDa first pre-resizes each dataset (``resize``: KonIQ-10k is used at 512×384, i.e.
-  ``(384, 512)``; SPAQ, FLIVE, LIVE at shorter side 384; see ``percept.data.dataset.LODA_IQA_PRESETS``),
+  ``(384, 512)``; SPAQ, FLIVE, LIVE, KADID-10k at shorter side 384; see ``percept.data.dataset.LODA_IQA_PRESETS``),
   then random horizontal and vertical flips (p=0.5 each) and a random 224×224 crop.
-  iqa test — 15 random 224 crops whose positions are a pure function of ``(seed, crc32(relative path),
-  image size)``: never of a global RNG, worker count, batch order or sampler (:func:`iqa_test_crops`).
+  iqa test — 15 random 224 crops whose positions are a pure function of ``(seed, crc32(file base name),
+  image size)`` (:func:`iqa_crop_positions`): never of a global RNG, worker count, batch order or sampler,
+  nor of the folder the image lives in — evaluation (which knows the manifest's relative path) and
+  ``percept predict`` (which knows a file path) pick the same crops for the same image.  Images with the
+  same base name and size in different folders (e.g. LIVE's ``jpeg/img1.bmp`` and ``wn/img1.bmp``) share
+  crop positions, which is harmless: the positions are still random per name.
   An image whose shorter side is below 224 (after ``resize``) is first scaled up, aspect kept, so that
   its shorter side is 224 (no padding, never a crash).
 * **memorability** train and test — resize the shorter side to 224 (aspect kept), centre crop 224.
 * **emotion** train — RandomResizedCrop(224) (torchvision defaults: scale (0.08, 1), ratio (3/4, 4/3))
   + horizontal flip p=0.5, after Yang et al. (2023); test — shorter side 224 + centre crop.
 
-Interpolation: bicubic everywhere (as OpenAI CLIP's preprocessor).  Note that the official PerceptCLIP
-inference code uses torchvision's default bilinear ``Resize(224)`` (see ``percept.transforms``); pass
-``interpolation="bilinear"`` to reproduce that exactly.  Resizing is done with PIL (antialiased).
+Interpolation (resizing is done with PIL, antialiased, which is what torchvision's ``Resize`` does on PIL
+images):
+
+* **LoDa's IQA pre-resize** (``resize`` with ``resize_interpolation``) uses the interpolation of LoDa's own
+  script for that dataset (``LODA_IQA_PRESETS``): torchvision's default *bilinear* for KonIQ-10k and SPAQ
+  (``Resize(384)``), *bicubic* for FLIVE, LIVE and KADID-10k (``Resize(384, interpolation=BICUBIC)``; KADID's
+  512x384 originals are not changed by it).
+* **our own stages** are bicubic (``interpolation``, as OpenAI CLIP's preprocessor): the upscale of an IQA
+  image whose shorter side is below 224, the memorability / emotion-test "shorter side 224" resize, emotion's
+  RandomResizedCrop.  Note that the official PerceptCLIP inference code uses torchvision's default bilinear
+  ``Resize(224)`` (see ``percept.transforms``); pass ``interpolation="bilinear"`` to reproduce that exactly.
 """
 from __future__ import annotations
 
@@ -34,6 +48,7 @@ import numpy as np
 import torch
 from PIL import Image
 from torchvision import transforms as T
+from torchvision.transforms import functional as TF
 
 from ..transforms import CLIP_MEAN, CLIP_STD
 
@@ -64,30 +79,38 @@ def _check_resize(resize) -> Resize:
 
 @dataclass(frozen=True)
 class ResizeSpec:
-    """Deterministic resize: ``size`` None (keep), int (shorter side, aspect kept) or (height, width);
-    then, if the shorter side is below ``min_side``, scale up (aspect kept) to make it ``min_side``.
+    """Deterministic resize: ``size`` None (keep), int (shorter side, aspect kept) or (height, width),
+    with ``interpolation``; then, if the shorter side is below ``min_side``, scale up (aspect kept) to make
+    it ``min_side``, with ``min_side_interpolation`` (default: ``interpolation``).
 
-    The target size is computed in one step from the input size, and an image already at its target size
-    is returned unchanged, so ``spec(spec(img)) == spec(img)`` (what makes the cache transparent).
+    The target size is computed from the input size in one step, and an image already at its target size
+    is returned unchanged, so ``spec(spec(img)) == spec(img)`` (what makes the cache transparent).  Both
+    interpolations are part of the spec (its equality and :meth:`to_json`, hence the cache fingerprint).
     """
 
     size: Resize = None
     min_side: int = 0
     interpolation: str = "bicubic"
+    min_side_interpolation: str | None = None
 
     def __post_init__(self):
         object.__setattr__(self, "size", _check_resize(self.size))
-        if self.interpolation not in _PIL_FILTERS:
-            raise ValueError(f"interpolation must be one of {sorted(_PIL_FILTERS)}, got {self.interpolation!r}")
+        if self.min_side_interpolation is None:
+            object.__setattr__(self, "min_side_interpolation", self.interpolation)
+        for value in (self.interpolation, self.min_side_interpolation):
+            if value not in _PIL_FILTERS:
+                raise ValueError(f"interpolation must be one of {sorted(_PIL_FILTERS)}, got {value!r}")
+
+    def _size_hw(self, height: int, width: int) -> tuple[int, int]:
+        if isinstance(self.size, tuple):
+            return self.size
+        if isinstance(self.size, int):
+            return _shorter_side(height, width, self.size)
+        return height, width
 
     def target_hw(self, height: int, width: int) -> tuple[int, int]:
         """Output (height, width) for an input of ``height`` × ``width``."""
-        if isinstance(self.size, tuple):
-            h, w = self.size
-        elif isinstance(self.size, int):
-            h, w = _shorter_side(height, width, self.size)
-        else:
-            h, w = height, width
+        h, w = self._size_hw(height, width)
         if min(h, w) < self.min_side:
             h, w = _shorter_side(h, w, self.min_side)
         return h, w
@@ -96,17 +119,23 @@ class ResizeSpec:
         h, w = self.target_hw(image.height, image.width)
         if (h, w) == (image.height, image.width):
             return image
-        return image.resize((w, h), _PIL_FILTERS[self.interpolation])   # PIL takes (width, height)
+        sized = self._size_hw(image.height, image.width)
+        if sized != (image.height, image.width):
+            image = image.resize(sized[::-1], _PIL_FILTERS[self.interpolation])   # PIL takes (width, height)
+        if (h, w) != sized:
+            image = image.resize((w, h), _PIL_FILTERS[self.min_side_interpolation])
+        return image
 
     def to_json(self) -> dict:
         """JSON-able description (used in cache fingerprints)."""
         size = list(self.size) if isinstance(self.size, tuple) else self.size
-        return {"size": size, "min_side": self.min_side, "interpolation": self.interpolation}
+        return {"size": size, "min_side": self.min_side, "interpolation": self.interpolation,
+                "min_side_interpolation": self.min_side_interpolation}
 
     @classmethod
     def from_json(cls, data: dict) -> "ResizeSpec":
         size = tuple(data["size"]) if isinstance(data["size"], list) else data["size"]
-        return cls(size, int(data["min_side"]), data["interpolation"])
+        return cls(size, int(data["min_side"]), data["interpolation"], data.get("min_side_interpolation"))
 
 
 def _shorter_side(height: int, width: int, side: int) -> tuple[int, int]:
@@ -116,38 +145,46 @@ def _shorter_side(height: int, width: int, side: int) -> tuple[int, int]:
     return int(side * height / width), side
 
 
-def iqa_crop_positions(height: int, width: int, key: str, n_crops: int = N_TEST_CROPS, size: int = CROP_SIZE,
+def crop_key(path) -> str:
+    """The name that keys an image's IQA test crops: the file's base name (``"dir/sub/a.png"`` and
+    ``"/data/koniq/a.png"`` → ``"a.png"``; ``/`` and ``\\`` both separate folders)."""
+    return str(path).replace("\\", "/").rstrip("/").rsplit("/", 1)[-1]
+
+
+def iqa_crop_positions(height: int, width: int, key, n_crops: int = N_TEST_CROPS, size: int = CROP_SIZE,
                        seed: int = 0) -> list[tuple[int, int]]:
     """(top, left) of the ``n_crops`` test crops of an image of ``height`` × ``width`` (both ≥ ``size``).
 
-    Drawn from ``numpy.random.default_rng([seed, crc32(key)])``: a pure function of its arguments.
+    ``key`` is the image's path (relative, absolute) or file name: only its base name counts
+    (:func:`crop_key`), so the same file gets the same crops in evaluation (manifest path) and in
+    ``percept predict`` (any path), wherever the dataset was unpacked. Drawn from
+    ``numpy.random.default_rng([seed, crc32(base name)])``: a pure function of its arguments.
     """
     if height < size or width < size:
         raise ValueError(f"image {key!r} is {height}x{width}, smaller than the {size}x{size} crop")
-    rng = np.random.default_rng([seed, zlib.crc32(key.encode("utf-8"))])
+    rng = np.random.default_rng([seed, zlib.crc32(crop_key(key).encode("utf-8"))])
     tops = rng.integers(0, height - size + 1, n_crops)
     lefts = rng.integers(0, width - size + 1, n_crops)
     return [(int(t), int(l)) for t, l in zip(tops, lefts)]
 
 
-_to_normalized_tensor = T.Compose([T.ToTensor(), T.Normalize(CLIP_MEAN, CLIP_STD)])
+def iqa_test_crops(image: Image.Image, key, n_crops: int = N_TEST_CROPS, size: int = CROP_SIZE, seed: int = 0,
+                   interpolation: str = "bicubic", mean=CLIP_MEAN, std=CLIP_STD) -> torch.Tensor:
+    """IQA inference input (App. A.1, LoDa): ``(n_crops, 3, size, size)`` crops normalised with ``mean``/``std``.
 
-
-def iqa_test_crops(image: Image.Image, key: str, n_crops: int = N_TEST_CROPS, size: int = CROP_SIZE, seed: int = 0,
-                   interpolation: str = "bicubic") -> torch.Tensor:
-    """IQA inference input (App. A.1, LoDa): ``(n_crops, 3, size, size)`` normalised random crops.
-
-    Positions depend only on ``seed``, ``key`` (use the image's relative path) and the image size.
-    An image with a side below ``size`` is first scaled up so that its shorter side is ``size``.
+    Positions depend only on ``seed``, the base name of ``key`` (the image's path or file name; see
+    :func:`iqa_crop_positions`) and the image size. An image with a side below ``size`` is first scaled
+    up so that its shorter side is ``size``.
     """
     image = ResizeSpec(None, size, interpolation)(image)
-    full = _to_normalized_tensor(image)                       # (3, H, W); normalise once, then slice
+    full = TF.normalize(TF.to_tensor(image), list(mean), list(std))   # (3, H, W); normalise once, then slice
     positions = iqa_crop_positions(image.height, image.width, key, n_crops, size, seed)
     return torch.stack([full[:, t:t + size, l:l + size] for t, l in positions])
 
 
 class TaskTransform:
-    """``post(pre_resize(image))``; ``needs_key`` transforms (IQA test) are called as ``t(image, key)``."""
+    """``post(pre_resize(image))``; ``needs_key`` transforms (IQA test) are called as ``t(image, key)`` with
+    the image's path or file name (only its base name counts, :func:`crop_key`)."""
 
     def __init__(self, task: str, train: bool, pre_resize: ResizeSpec, post: Callable, needs_key: bool = False):
         self.task, self.train, self.pre_resize, self.post, self.needs_key = task, train, pre_resize, post, needs_key
@@ -156,7 +193,7 @@ class TaskTransform:
         image = self.pre_resize(image)
         if self.needs_key:
             if key is None:
-                raise ValueError("the IQA test transform needs the image's key (its relative path)")
+                raise ValueError("the IQA test transform needs the image's key (its path or file name)")
             return self.post(image, key)
         return self.post(image)
 
@@ -166,30 +203,36 @@ class TaskTransform:
 
 
 class _IQATestCrops:
-    def __init__(self, n_crops: int, size: int, seed: int, interpolation: str):
+    def __init__(self, n_crops: int, size: int, seed: int, interpolation: str, mean=CLIP_MEAN, std=CLIP_STD):
         self.n_crops, self.size, self.seed, self.interpolation = n_crops, size, seed, interpolation
+        self.mean, self.std = tuple(mean), tuple(std)
 
-    def __call__(self, image: Image.Image, key: str) -> torch.Tensor:
-        return iqa_test_crops(image, key, self.n_crops, self.size, self.seed, self.interpolation)
+    def __call__(self, image: Image.Image, key) -> torch.Tensor:
+        return iqa_test_crops(image, key, self.n_crops, self.size, self.seed, self.interpolation, self.mean, self.std)
 
     def __repr__(self) -> str:
-        return f"IQATestCrops(n_crops={self.n_crops}, size={self.size}, seed={self.seed})"
+        return (f"IQATestCrops(n_crops={self.n_crops}, size={self.size}, seed={self.seed}, mean={self.mean}, "
+                f"std={self.std})")
 
 
 def deterministic_resize(task: str, train: bool, resize: Resize = None, interpolation: str = "bicubic",
-                         size: int = CROP_SIZE) -> ResizeSpec:
+                         size: int = CROP_SIZE, resize_interpolation: str | None = None) -> ResizeSpec:
     """The cacheable first stage of :func:`build_transform` for these arguments.
 
-    ``resize`` is allowed for IQA (LoDa's per-dataset pre-resize) and for emotion training (an optional
-    pre-resize before RandomResizedCrop; default None = the original image, as in the paper).  Memorability
-    and emotion test resize the shorter side to 224 by definition (App. A.1), so ``resize`` must be None.
+    ``resize`` is allowed for IQA (LoDa's per-dataset pre-resize, done with ``resize_interpolation``: the
+    dataset's LoDa interpolation, see ``LODA_IQA_PRESETS``) and for emotion training (an optional pre-resize
+    before RandomResizedCrop; default None = the original image, as in the paper).  ``resize_interpolation``
+    defaults to ``interpolation``, which is used for everything else (our stages: the IQA upscale to a
+    shorter side of ``size``, the memorability/emotion-test resize).  Memorability and emotion test resize
+    the shorter side to 224 by definition (App. A.1), so ``resize`` must be None.
     """
     _check_task(task)
     resize = _check_resize(resize)
+    resize_interpolation = resize_interpolation or interpolation
     if task == "iqa":
-        return ResizeSpec(resize, size, interpolation)
+        return ResizeSpec(resize, size, resize_interpolation, interpolation)
     if task == "emotion" and train:
-        return ResizeSpec(resize, 0, interpolation)
+        return ResizeSpec(resize, 0, resize_interpolation)
     if resize is not None:
         raise ValueError(f"resize={resize!r} is not used for task {task!r} (train={train}): App. A.1 fixes it "
                          f"to 'shorter side {size}'; pass resize=None")
@@ -197,16 +240,23 @@ def deterministic_resize(task: str, train: bool, resize: Resize = None, interpol
 
 
 def build_transform(task: str, train: bool, resize: Resize = None, *, interpolation: str = "bicubic",
-                    n_crops: int = N_TEST_CROPS, crop_seed: int = 0, size: int = CROP_SIZE) -> TaskTransform:
+                    resize_interpolation: str | None = None, n_crops: int = N_TEST_CROPS, crop_seed: int = 0,
+                    size: int = CROP_SIZE, mean=CLIP_MEAN, std=CLIP_STD) -> TaskTransform:
     """The App. A.1 transform for ``task`` ("iqa", "memorability", "emotion") and phase.
 
     Returns a :class:`TaskTransform` mapping an RGB PIL image to a ``(3, 224, 224)`` tensor, or for IQA test
-    to ``(n_crops, 3, 224, 224)`` (called as ``t(image, key)`` with ``key`` = the relative image path).
+    to ``(n_crops, 3, 224, 224)`` (called as ``t(image, key)`` with ``key`` = the image's path or file name;
+    its base name keys the crops).  ``mean``/``std``: the backbone's normalisation
+    (``percept.backbones.normalization(name)``; default CLIP's).  ``resize_interpolation``: that of the
+    ``resize`` stage (LoDa's pre-resize), see :func:`deterministic_resize`.  For a dataset, use
+    ``percept.data.sources.dataset_transform`` (its LoDa preset and the backbone's statistics).
     """
-    pre = deterministic_resize(task, train, resize, interpolation, size)
-    normalize = [T.ToTensor(), T.Normalize(CLIP_MEAN, CLIP_STD)]
+    pre = deterministic_resize(task, train, resize, interpolation, size, resize_interpolation)
+    mean, std = tuple(float(v) for v in mean), tuple(float(v) for v in std)
+    normalize = [T.ToTensor(), T.Normalize(mean, std)]
     if task == "iqa" and not train:
-        return TaskTransform(task, train, pre, _IQATestCrops(n_crops, size, crop_seed, interpolation), needs_key=True)
+        return TaskTransform(task, train, pre, _IQATestCrops(n_crops, size, crop_seed, interpolation, mean, std),
+                             needs_key=True)
     if task == "iqa":
         post = T.Compose([T.RandomHorizontalFlip(0.5), T.RandomVerticalFlip(0.5), T.RandomCrop(size), *normalize])
     elif task == "emotion" and train:
