@@ -377,7 +377,8 @@ def sample_images(run_dir, n: int = 8, part: str = "test", dataset: str | None =
     config = read_config(run_dir)
     data = config["data"][0] if dataset is None else next(d for d in config["data"] if d["dataset"] == dataset)
     source = open_source(DataConfig(**data))
-    items = source.dataset(config["split"], part, train_transform=False, test_crops=1,
+    split = source.group_split(config["split"]) if len(config["data"]) > 1 else config["split"]
+    items = source.dataset(split, part, train_transform=False, test_crops=1,
                            normalization=normalization(config["model"]["backbone"]))
     picked = [items[i] for i in range(min(n, len(items)))]
     images = torch.stack([it["image"][0] if it["image"].ndim == 4 else it["image"] for it in picked])

@@ -33,7 +33,7 @@ from typing import Iterable, Mapping
 import numpy as np
 import pandas as pd
 
-from .paper_specs import (CROSS_TABLES, TABLE_SPECS, get_table_spec, paper_metric, run_configuration,  # noqa: F401
+from .paper_specs import (CROSS_TABLES, PAPER_CONFIG, TABLE_SPECS, get_table_spec, paper_metric, run_configuration,  # noqa: F401
                           run_weights)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -48,6 +48,7 @@ PAPER_DATASET_NAMES = {
     "sun_memorability": "SUN", "memcat": "MemCat", "emoset": "EmoSet", "emotionroi": "EmotionROI",
 }
 TABLE_TITLES = {t: spec.title for t, spec in TABLE_SPECS.items()}
+PAPER_BACKBONE = PAPER_CONFIG["backbone"]
 
 # Which paper dataset each embedded demo set stands in for (its pipeline's task), by default and per table.
 DEMO_STAND_INS = {"synthetic_iqa": "KADID-10k", "synthetic_strength": "LaMem", "synthetic_distortion": "EmoSet"}
@@ -138,17 +139,28 @@ def fillable_methods(table_id) -> list[str]:
     return [m for m in pd.unique(paper_table(table_id)["method"]) if m in spec.methods]
 
 
+def _missing_splits(dataset: str, n_splits) -> str:
+    """'' when ``n_splits`` covers the splits the paper's number aggregates (the card's ``paper_splits``),
+    else a note such as '3 of 10 splits': an unfinished sweep is never comparable with the paper."""
+    from .data.cards import CARDS
+    card = CARDS.get(dataset)
+    want = card.paper_splits if card is not None else None
+    return f"{int(n_splits)} of {want} splits" if want and int(n_splits) < want else ""
+
+
 def _paper_weights(run: Mapping) -> bool:
     """Pretrained (or user-supplied) encoder weights: a random-initialised encoder fills no comparable cell."""
     return str(run.get("weights", "pretrained")) in ("pretrained", "file")
 
 
-def _source(dataset: str, backbone: str, n_splits, stand_in: bool, paper_name: str, weights: str) -> str:
+def _source(dataset: str, backbone: str, n_splits, dataset_stand_in: bool, backbone_stand_in: bool,
+            paper_name: str, weights: str) -> str:
     from .data.sources import is_synthetic
-    kind = f"demo: {dataset} standing in for {paper_name}" if stand_in and paper_name != dataset else \
-        (f"demo: {dataset}" if is_synthetic(dataset) or stand_in else f"real: {paper_name}")
+    kind = f"demo: {dataset} standing in for {paper_name}" if dataset_stand_in else \
+        (f"demo: {dataset}" if is_synthetic(dataset) else f"real: {paper_name}")
+    encoder = f"{backbone} standing in for {PAPER_BACKBONE}" if backbone_stand_in else backbone
     random = "" if weights in ("pretrained", "file") else ", random weights"
-    return f"{kind} ({backbone}{random}, {int(n_splits)} split{'s' if int(n_splits) != 1 else ''})"
+    return f"{kind} ({encoder}{random}, {int(n_splits)} run{'s' if int(n_splits) != 1 else ''} over splits)"
 
 
 def ours_from_results(aggregated: pd.DataFrame, tables: Iterable | None = None, statistic: str | None = None,
@@ -184,15 +196,16 @@ def ours_from_results(aggregated: pd.DataFrame, tables: Iterable | None = None, 
                 value = run[column]
                 if (name, metric) not in cells[t] or value is None or (isinstance(value, float) and math.isnan(value)):
                     continue   # a metric the table does not report for this dataset
+                short = _missing_splits(run["dataset"], run["n_splits"])
                 rows.append({"table": t, "method": row.method, "train_dataset": name, "test_dataset": name,
                              "metric": metric, "ours": float(value), "our_dataset": run["dataset"],
                              "our_datasets": run["datasets"], "backbone": run["backbone"],
                              "n_splits": int(run["n_splits"]), "statistic": stat, "stand_in": stand_in,
-                             "comparable": bool(not stand_in and _paper_weights(run)
+                             "comparable": bool(not stand_in and _paper_weights(run) and not short
                                                 and not is_synthetic(run["dataset"])),
-                             "source": _source(run["dataset"], run["backbone"], run["n_splits"], stand_in, name,
-                                               str(run.get("weights", "pretrained"))),
-                             "our_note": row.note})
+                             "source": _source(run["dataset"], run["backbone"], run["n_splits"], dataset_stand_in,
+                                               backbone_stand_in, name, str(run.get("weights", "pretrained"))),
+                             "our_note": "; ".join(x for x in (row.note, short and f"ours: only {short}") if x)})
     return pd.DataFrame(rows, columns=["table", *KEYS, "ours", "our_dataset", "our_datasets", "backbone", "n_splits",
                                        "statistic", "stand_in", "comparable", "source", "our_note"])
 
@@ -213,7 +226,7 @@ def ours_from_cross(records: Iterable[Mapping], tables: Iterable = CROSS_TABLES,
         variant = {"datasets": trained, "backbone": model["backbone"], "strategy": model["strategy"],
                    "head": model["head"], "lora_r": model["lora_r"], "lora_alpha": model["lora_alpha"],
                    "head_finetune": config["head_finetune"], "multi": len(record["trained_on"]) > 1,
-                   "weights": run_weights(model)}
+                   "weights": run_weights(model), "seed": config.get("seed", 0)}
         run_config, backbone_stand_in = run_configuration(variant)
         for t in tables:
             spec = get_table_spec(t)
@@ -232,22 +245,26 @@ def ours_from_cross(records: Iterable[Mapping], tables: Iterable = CROSS_TABLES,
                              "our_dataset": record["dataset"], "our_datasets": trained, "backbone": model["backbone"],
                              "statistic": spec.statistic[dataset_task(record["dataset"])],
                              "stand_in": train_stand or test_stand or backbone_stand_in,
-                             "weights": variant["weights"], "our_note": row.note})
+                             "weights": variant["weights"], "seed": variant["seed"], "our_note": row.note})
     columns = ["table", *KEYS, "ours", "our_dataset", "our_datasets", "backbone", "n_splits", "statistic",
                "stand_in", "comparable", "source", "our_note"]
     if not rows:
         return pd.DataFrame(columns=columns)
     frame = pd.DataFrame(rows)
-    group = ["table", *KEYS, "our_dataset", "our_datasets", "backbone", "statistic", "stand_in", "weights", "our_note"]
+    group = ["table", *KEYS, "our_dataset", "our_datasets", "backbone", "statistic", "stand_in", "weights", "seed",
+             "our_note"]   # one cell per seed: two seeds' comparable cells are an error in compare, never pooled
     out = frame.groupby(group, sort=False).agg(median=("value", "median"), mean=("value", "mean"),
                                                n_splits=("value", "size")).reset_index()
     out["ours"] = np.where(out["statistic"] == "median", out["median"], out["mean"])
-    out["comparable"] = ~out["stand_in"] & out["weights"].isin(["pretrained", "file"]) & \
+    short = [_missing_splits(tr, n) for tr, n in zip(out["our_datasets"], out["n_splits"])]
+    out["our_note"] = ["; ".join(x for x in (note, s and f"ours: only {s}") if x) for note, s in zip(out["our_note"], short)]
+    out["comparable"] = ~out["stand_in"] & out["weights"].isin(["pretrained", "file"]) & ~pd.Series(
+        [bool(s) for s in short], index=out.index) & \
         ~out["our_dataset"].map(is_synthetic) & ~out["our_datasets"].map(lambda s: is_synthetic(s.split("+")[0]))
     out["source"] = [
         f"{'demo' if s or is_synthetic(d) else 'real'}: {tr} → {d}"
         f"{' (stand-ins for ' + a + ' → ' + b + ')' if s else ''} ({bb}"
-        f"{'' if w in ('pretrained', 'file') else ', random weights'}, {n} split{'s' if n != 1 else ''})"
+        f"{'' if w in ('pretrained', 'file') else ', random weights'}, {n} run{'s' if n != 1 else ''} over splits)"
         for s, d, tr, a, b, bb, w, n in zip(out["stand_in"], out["our_dataset"], out["our_datasets"],
                                             out["train_dataset"], out["test_dataset"], out["backbone"],
                                             out["weights"], out["n_splits"])]

@@ -84,6 +84,10 @@ def load_reproduce_config(path: str | os.PathLike | None = None) -> dict:
             raise ValueError(f"{path}: experiment {name!r} has unknown keys {sorted(unknown)}")
         if exp.get("kind") not in ("single", "multi", "cross"):
             raise ValueError(f"{path}: experiment {name!r}: kind must be single, multi or cross")
+        splits = exp.get("splits")
+        if isinstance(splits, dict) and set(splits) != set(exp.get("datasets", [])):
+            raise ValueError(f"{path}: experiment {name!r}: `splits` names {sorted(splits)} but the experiment's "
+                             f"datasets are {sorted(exp.get('datasets', []))}; give every dataset its number of splits")
     return config
 
 
@@ -245,7 +249,12 @@ def _run_cross(config: dict, exp: dict, data_root: Path, out: Path, log) -> tupl
             continue
         target = _data_config(config, test_name, data_root)
         for run_dir in runs["run_dir"]:
-            records.append(evaluate_run(run_dir, target, split=None, part="test"))
+            try:   # one broken evaluation loses neither the others nor the records gathered so far
+                records.append(evaluate_run(run_dir, target, split=None, part="test"))
+            except Exception as err:   # noqa: BLE001
+                message = f"{run_dir} on {test_name}: {type(err).__name__}: {err}"
+                log(f"  {message}")
+                first_error = first_error or message
     return records, first_error
 
 
@@ -307,7 +316,12 @@ def _execute(config: dict, names: list[str], root: Path, out: Path, gpus, log) -
     (out / "tables").mkdir(parents=True, exist_ok=True)
     wanted = sorted({str(t) for n in names for t in config["experiments"][n]["tables"]}, key=table_sort_key)
     for t in wanted:
-        table = compare(ours, t)
+        try:
+            table = compare(ours, t)
+        except ValueError as err:   # e.g. two comparable results for one cell: that table is not written
+            result.failures[f"table {t}"] = str(err)
+            log(f"table {t} FAILED: {err}")
+            continue
         result.tables[t] = table
         write_csv(out / "tables" / f"table_{t}.csv", table)
         log(f"table {t}: {(table['status'] == 'both').sum()} of {(table['status'] != 'ours only').sum()} "

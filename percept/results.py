@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +19,7 @@ import pandas as pd
 
 from . import runs
 from .paper_specs import TASK_STATISTIC, run_weights
-from .train import LOWER_IS_BETTER
+from .train import LOWER_IS_BETTER, PROTOCOL
 
 CONFIG_COLUMNS = ["datasets", "backbone", "weights", "strategy", "head", "lora_r", "lora_alpha", "head_finetune",
                   "seed"]
@@ -26,8 +27,10 @@ PAPER_STATISTIC = TASK_STATISTIC   # per task; each table's own is in percept.pa
 
 
 def collect_runs(root: str | os.PathLike) -> pd.DataFrame:
-    """Every finished run below ``root`` (any depth), one row per dataset it was tested on."""
-    rows = []
+    """Every finished run below ``root`` (any depth), one row per dataset it was tested on. Runs of another
+    protocol (``percept.train.PROTOCOL``: what an older percept computed differently) are left out, with a
+    warning naming them: they must never fill a table beside this version's runs."""
+    rows, stale = [], []
     for metrics_path in sorted(Path(root).rglob(runs.METRICS)):
         run_dir = metrics_path.parent
         if not (run_dir / runs.CONFIG).is_file():
@@ -36,15 +39,23 @@ def collect_runs(root: str | os.PathLike) -> pd.DataFrame:
         if metrics.get("status") != "complete":
             continue
         config = runs.read_json(run_dir / runs.CONFIG)
+        if config.get("protocol") != PROTOCOL:
+            stale.append(f"{run_dir} (protocol {config.get('protocol', 1)})")
+            continue
         m = config["model"]
         base = {"run_dir": str(run_dir), "datasets": "+".join(d["dataset"] for d in config["data"]),
                 "multi": len(config["data"]) > 1, "split": config["split"], "lr": config["lr"],
-                "backbone": m["backbone"], "weights": run_weights(m), "strategy": m["strategy"], "head": m["head"], "lora_r": m["lora_r"],
+                "backbone": m["backbone"], "weights": run_weights(m), "strategy": m["strategy"], "head": m["head"],
+                "lora_r": m["lora_r"],
                 "lora_alpha": m["lora_alpha"], "head_finetune": config["head_finetune"], "seed": config["seed"],
                 "select_metric": metrics["select_metric"], "val_score": metrics["val_score"],
                 "best_epoch": metrics["best_epoch"], "epochs_run": metrics["epochs_run"]}
         for dataset, test in metrics["test"].items():
             rows.append({**base, "dataset": dataset, **{f"test_{k}": v for k, v in test.items()}})
+    if stale:
+        warnings.warn(f"{len(stale)} finished run(s) below {root} were made under another percept protocol and are "
+                      f"left out (this version: protocol {PROTOCOL}, percept.train.PROTOCOL); rerun them in a new "
+                      f"folder: {', '.join(stale[:3])}{', ...' if len(stale) > 3 else ''}", stacklevel=2)
     if not rows:
         raise FileNotFoundError(f"no finished runs (metrics.json with status complete) below {root}")
     return pd.DataFrame(rows)

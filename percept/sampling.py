@@ -10,8 +10,9 @@ sets of a run (each set's items = its images x its IQA training replicas, LoDa's
   the synthetic-IQA group's batches for ~21% of its images). The epoch keeps its length (the sum of the
   items); dataset ``d`` fills ``T * n_d / N`` of its ``T`` slots (``n_d`` images of ``N``; largest
   remainder), drawn from its items in passes over all its images, so every dataset is seen the same number
-  of times per image in an epoch (the image-weighted mean of the replicas). With one dataset this is
-  exactly a shuffled epoch over all its items.
+  of times per image in an epoch (the image-weighted mean of the replicas). With one dataset an epoch
+  visits every item exactly once, in random order within each replica pass (replica p of every image
+  before replica p+1; before protocol 2 the replicas were mixed).
 * **At least ``min_items`` per appearance (ours).** A correlation loss (PLCC) on two items is ±1 whatever
   the model does, and with batch 32 LIVEC would have ~1.7 items per batch in the authentic-IQA group. A
   dataset expected to bring fewer than ``min_items + 1`` items per batch is therefore sampled in chunks of

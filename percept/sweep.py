@@ -96,12 +96,19 @@ def run_sweep(grid: dict[str, TrainConfig], out: str | os.PathLike, gpus: list[i
     todo = []
     for name, config in grid.items():
         run_dir = out / name
+        try:   # a run directory of another configuration (or an older protocol) is never reused, finished or not
+            runs.open_run_dir(run_dir, config.to_dict(), ignore=EXECUTION_FIELDS)
+        except runs.IncompatibleRunError as err:
+            status[name] = f"failed: {err}"
+            log(f"  {name}: {status[name]}")
+            continue
         if runs.is_complete(run_dir):
             status[name] = "skipped"
             continue
-        runs.open_run_dir(run_dir, config.to_dict(), ignore=EXECUTION_FIELDS)   # refuses a different config
         todo.append(name)
-    log(f"sweep: {len(grid)} runs, {len(grid) - len(todo)} already finished, {len(todo)} to run"
+    refused = sum(v.startswith("failed") for v in status.values())
+    log(f"sweep: {len(grid)} runs, {len(grid) - len(todo) - refused} already finished, {refused} refused, "
+        f"{len(todo)} to run"
         f"{f' on GPUs {gpus}' if gpus and todo else ''}")
     if not gpus:
         for i, name in enumerate(todo, 1):

@@ -51,6 +51,11 @@ from .model import ModelConfig, build_model, load_weights, save_weights
 from .sampling import ProportionalBatchSampler
 
 LOWER_IS_BETTER = ("mse", "rmse")
+# What a run computes, beyond its configuration fields; saved in config.json. A run directory of another
+# protocol is never resumed nor collected into tables (percept.sweep, percept.results). History:
+# 1 - until issue 12; 2 - LaMem split-k targets, image-proportional sampling with min_batch_items, LoDa's
+#     per-dataset interpolation, per-backbone normalisation, IQA test crops keyed by the file's base name.
+PROTOCOL = 2
 # Settings that change speed, not results: they may differ when a run resumes.
 EXECUTION_FIELDS = ("device", "num_workers", "eval_batch_size", "quiet", "cache_dir", "device_augment", "compile")
 
@@ -84,6 +89,7 @@ class TrainConfig:
     device_augment: str = "auto"                   # flips + normalisation on the GPU (auto = on for GPU); exact
     compile: bool = False                          # torch.compile the encoder (falls back to eager)
     min_batch_items: int = 3                       # multi-dataset: fewest items a PLCC dataset brings to a batch (ours)
+    protocol: int = PROTOCOL                       # what this version of percept computes (see PROTOCOL)
 
     def __post_init__(self):
         self.data = [d if isinstance(d, DataConfig) else DataConfig(**d) for d in self.data]
@@ -96,11 +102,15 @@ class TrainConfig:
             raise ValueError(f"a dataset appears twice in {names}")
         for name, low, value in (("lr", 0, self.lr), ("batch_size", 1, self.batch_size),
                                  ("max_epochs", 1, self.max_epochs), ("patience", 1, self.patience),
-                                 ("test_crops", 1, self.test_crops), ("split", 1, self.split)):
+                                 ("test_crops", 1, self.test_crops), ("split", 1, self.split),
+                                 ("min_batch_items", 1, self.min_batch_items)):
             if value < low or (name == "lr" and value <= 0):
                 raise ValueError(f"{name} must be {'> 0' if name == 'lr' else f'>= {low}'}, got {value!r}")
         if self.device_augment not in ("auto", "on", "off"):
             raise ValueError(f"device_augment must be auto, on or off, got {self.device_augment!r}")
+        if self.protocol != PROTOCOL:
+            raise ValueError(f"this run was configured under percept protocol {self.protocol}; this version "
+                             f"trains with protocol {PROTOCOL} (percept.train.PROTOCOL): start a new run directory")
         if self.precision not in ("auto", "fp32", "bf16"):
             raise ValueError(f"precision must be auto, fp32 or bf16, got {self.precision!r}")
 

@@ -157,6 +157,10 @@ def test_each_paper_row_is_filled_by_its_own_configuration_only():
     # statistic: the median for IQA (Table 1), the mean for memorability (Table 3)
     lamem = paper.ours_from_results(_variants("lamem").assign(mean_mse=0.01, median_mse=0.02))
     assert _cell(paper.compare(lamem, "3"), "PerceptCLIP", "LaMem")["ours"] == pytest.approx(0.94)
+    # an unfinished sweep is not comparable with a median over 10 splits
+    short = paper.compare(paper.ours_from_results(_variants().iloc[[1]].assign(n_splits=4)), "1")
+    assert not _cell(short, "PerceptCLIP (3M)", "KonIQ-10k")["comparable"]
+    assert "only 4 of 10 splits" in _cell(short, "PerceptCLIP (3M)", "KonIQ-10k")["note"]
     # two comparable results for one cell are an error, not a silent choice
     twice = pd.concat([_variants().iloc[[1]], _variants().iloc[[1]].assign(seed=1, median_srcc=0.5)])
     with pytest.raises(ValueError, match="2 comparable results fill the cell PerceptCLIP \\(3M\\) / KonIQ-10k / SRCC"):
@@ -189,13 +193,17 @@ def test_cross_dataset_table_takes_the_paper_configuration_only(tmp_path):
         (run / "config.json").write_text(json.dumps({"model": m, "head_finetune": False}))
         return {"run": str(run), "trained_on": ["koniq10k"], "dataset": "livec", "metrics": {"srcc": value}}
 
-    records = [record("b16", 0.50, backbone="clip_vit_b16"), record("linear", 0.60, head="linear"),
-               record("l14_split1", 0.87), record("l14_split2", 0.88), record("l14_split3", 0.90),
+    l14 = [record(f"l14_split{k}", 0.80 + 0.01 * k) for k in range(1, 11)]
+    records = [record("b16", 0.50, backbone="clip_vit_b16"), record("linear", 0.60, head="linear"), *l14,
                record("random", 0.05, pretrained=False)]
     two = paper.compare(paper.ours_from_cross(records), "2")
     cell = two[(two["train_dataset"] == "KonIQ-10k") & (two["test_dataset"] == "LIVEC") & (two["status"] == "both")]
-    assert len(cell) == 1 and cell.iloc[0]["ours"] == pytest.approx(0.88) and cell.iloc[0]["comparable"]
-    assert "3 splits" in cell.iloc[0]["source"]                       # the median over the three L/14 splits
+    assert len(cell) == 1 and cell.iloc[0]["ours"] == pytest.approx(0.855) and cell.iloc[0]["comparable"]
+    assert "10 runs over splits" in cell.iloc[0]["source"]            # the median over the ten L/14 split models
+    # an unfinished sweep (3 of LoDa's 10 split models) fills the cell but is not comparable, and says why
+    partial = paper.compare(paper.ours_from_cross(l14[:3]), "2")
+    cell = partial[(partial["train_dataset"] == "KonIQ-10k") & (partial["status"] == "both")].iloc[0]
+    assert not cell["comparable"] and "only 3 of 10 splits" in cell["note"]
 
 
 def test_plan_reports_the_batch_composition_of_every_multi_dataset_group():
@@ -211,3 +219,34 @@ def test_plan_reports_the_batch_composition_of_every_multi_dataset_group():
     plcc = report[report["loss"] == "plcc"]
     # every PLCC dataset: at least 3 items whenever it enters (the trailing partial batch aside)
     assert ((plcc["batches_ge3"] == plcc["batches_present"]) | (plcc["batches_ge3"] >= 0.99)).all()
+
+
+def test_runs_of_an_older_protocol_are_neither_reused_nor_tabled(tmp_path):
+    """A finished run directory written by an older percept (its config.json has no `protocol`: LaMem runs
+    then trained on the mean of the 5 split files) must not count as this version's result."""
+    import json
+    from percept.results import collect_runs
+    from percept.sweep import expand_grid, run_sweep
+    from percept.train import PROTOCOL
+    base = TrainConfig(data=[DataConfig("lamem", str(tmp_path))], model=ModelConfig(backbone="tiny_clip",
+                       pretrained=False), max_epochs=1)
+    (name, config), = expand_grid(base, lrs=[1e-3], splits=[1]).items()
+    for tree, protocol in (("old", None), ("new", PROTOCOL)):
+        run = tmp_path / tree / name
+        run.mkdir(parents=True)
+        saved = config.to_dict()
+        if protocol is None:
+            del saved["protocol"]
+        (run / "config.json").write_text(json.dumps(saved, default=str))
+        (run / "metrics.json").write_text(json.dumps({
+            "status": "complete", "select_metric": "srcc", "val_score": 0.5, "best_epoch": 1, "epochs_run": 1,
+            "test": {"lamem": {"srcc": 0.6, "mse": 0.01, "n_images": 10}}}))
+    status = run_sweep({name: config}, tmp_path / "old", gpus=[], log=lambda *a: None)
+    assert status[name].startswith("failed") and "different configuration" in status[name] and "protocol" in status[name]
+    assert run_sweep({name: config}, tmp_path / "new", gpus=[], log=lambda *a: None)[name] == "skipped"
+    with pytest.warns(UserWarning, match="another percept protocol"):
+        with pytest.raises(FileNotFoundError, match="no finished runs"):
+            collect_runs(tmp_path / "old")
+    assert len(collect_runs(tmp_path / "new")) == 1
+    with pytest.raises(ValueError, match="protocol 1"):
+        TrainConfig.from_dict({**config.to_dict(), "protocol": 1})

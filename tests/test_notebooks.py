@@ -141,7 +141,8 @@ def test_our_runs_become_paper_cells_with_stand_ins_marked():
     assert row["status"] == "both" and row["difference"] == pytest.approx(0.5 - 0.952) and not row["comparable"]
     assert (compared["status"] == "paper only").sum() == len(paper.paper_table("1")) - 2
     # table 6: the strategy names; a real KonIQ-10k run with ViT-L/14 is comparable
-    real = _aggregated(datasets="koniq10k", dataset="koniq10k", backbone="clip_vit_l14", strategy="frozen")
+    real = _aggregated(datasets="koniq10k", dataset="koniq10k", backbone="clip_vit_l14", strategy="frozen",
+                       n_splits=10)
     six = paper.compare(paper.ours_from_results(real), "6")
     hit = six[six["status"] == "both"]
     assert set(hit["method"]) == {"Frozen CLIP"} and hit["comparable"].all()

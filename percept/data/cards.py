@@ -49,6 +49,7 @@ class DatasetCard:
     quality_sign: float | None = None
     notes: str = ""
     split_label_column: str | None = None   # e.g. "memorability_split{k}": split k's own target column
+    paper_splits: int | None = None         # splits the paper's numbers aggregate (Table 1: 10, Table 3: 5, ...)
 
     def __post_init__(self):
         if self.task not in TASKS:
@@ -92,7 +93,7 @@ _EMO_PRE = ("Paper App. A.1 (after Yang et al. 2023): training RandomResizedCrop
 CARDS: dict[str, DatasetCard] = {c.name: c for c in [
     # ------------------------------------------------------------------ IQA, authentic distortions
     DatasetCard(
-        name="livec", title="LIVE In the Wild Image Quality Challenge (LIVEC)", task="iqa",
+        name="livec", paper_splits=10, title="LIVE In the Wild Image Quality Challenge (LIVEC)", task="iqa",
         label_column="quality", score_column="mos", label_range=(0.0, 100.0), classes=None,
         expected_images=1162, synthetic=False, train_replicas=5, quality_sign=1.0,
         official_url="https://live.ece.utexas.edu/research/ChallengeDB/index.html",
@@ -114,7 +115,7 @@ CARDS: dict[str, DatasetCard] = {c.name: c for c in [
               "1,162 test images (checked on the real files: entries 1-7 are t1..t7.bmp). The manifest keeps "
               "the official standard deviation as `std`."),
     DatasetCard(
-        name="koniq10k", title="KonIQ-10k", task="iqa",
+        name="koniq10k", paper_splits=10, title="KonIQ-10k", task="iqa",
         label_column="quality", score_column="mos", label_range=(0.0, 100.0), classes=None,
         expected_images=10073, synthetic=False, train_replicas=3, quality_sign=1.0,
         official_url="http://database.mmsp-kn.de/koniq-10k-database.html",
@@ -131,7 +132,7 @@ CARDS: dict[str, DatasetCard] = {c.name: c for c in [
                         "`512x384/`: pass `image_dir=\"512x384\"`).",
         notes="Extra manifest columns: `std` (official SD), `c_total` (number of ratings), `set`."),
     DatasetCard(
-        name="spaq", title="SPAQ (Smartphone Photography Attribute and Quality)", task="iqa",
+        name="spaq", paper_splits=10, title="SPAQ (Smartphone Photography Attribute and Quality)", task="iqa",
         label_column="quality", score_column="mos", label_range=(0.0, 100.0), classes=None,
         expected_images=11125, synthetic=False, train_replicas=3, quality_sign=1.0,
         official_url="https://github.com/h4nwei/SPAQ",
@@ -148,7 +149,7 @@ CARDS: dict[str, DatasetCard] = {c.name: c for c in [
                         "the sheet to `Annotations/MOS and Image attribute scores.csv` (same columns).",
         notes="The five attribute scores are kept as lower-case columns."),
     DatasetCard(
-        name="flive", title="FLIVE (PaQ-2-PiQ, LIVE-FB)", task="iqa",
+        name="flive", paper_splits=10, title="FLIVE (PaQ-2-PiQ, LIVE-FB)", task="iqa",
         label_column="quality", score_column="mos", label_range=(0.0, 100.0), classes=None,
         expected_images=39810, synthetic=False, train_replicas=1, quality_sign=1.0,
         official_url="https://github.com/niu-haoran/FLIVE_Database",
@@ -166,7 +167,7 @@ CARDS: dict[str, DatasetCard] = {c.name: c for c in [
         notes="Assumed from LoDa's script and the FLIVE repository; to be confirmed against a full download."),
     # ------------------------------------------------------------------ IQA, synthetic distortions
     DatasetCard(
-        name="live", title="LIVE Image Quality Assessment Database, Release 2", task="iqa",
+        name="live", paper_splits=10, title="LIVE Image Quality Assessment Database, Release 2", task="iqa",
         label_column="quality", score_column="dmos", label_range=(-20.0, 120.0), classes=None,
         expected_images=779, synthetic=True, train_replicas=5, quality_sign=-1.0,
         official_url="https://live.ece.utexas.edu/research/quality/subjective.htm",
@@ -190,7 +191,7 @@ CARDS: dict[str, DatasetCard] = {c.name: c for c in [
               "gross errors such as a wrong key. `reference` is the reference file name without extension; "
               "`distortion` is the folder."),
     DatasetCard(
-        name="tid2013", title="TID2013", task="iqa",
+        name="tid2013", paper_splits=10, title="TID2013", task="iqa",
         label_column="quality", score_column="mos", label_range=(0.0, 9.0), classes=None,
         expected_images=3000, synthetic=True, train_replicas=10, quality_sign=1.0,
         official_url="https://www.ponomarenko.info/tid2013.htm",
@@ -208,7 +209,7 @@ CARDS: dict[str, DatasetCard] = {c.name: c for c in [
               "exists on disk. `reference` is normalised to lower case (`i01`..`i25`); `distortion` and "
               "`level` are parsed from the name."),
     DatasetCard(
-        name="kadid10k", title="KADID-10k", task="iqa",
+        name="kadid10k", paper_splits=10, title="KADID-10k", task="iqa",
         label_column="quality", score_column="dmos", label_range=(1.0, 5.0), classes=None,
         expected_images=10125, synthetic=True, train_replicas=3, quality_sign=1.0,
         official_url="http://database.mmsp-kn.de/kadid-10k-database.html",
@@ -224,15 +225,16 @@ CARDS: dict[str, DatasetCard] = {c.name: c for c in [
               "higher = better, so `quality` = dmos (LoDa trains on it directly). `var` is kept."),
     # ------------------------------------------------------------------ memorability
     DatasetCard(
-        name="lamem", title="LaMem (Large-scale Image Memorability)", task="memorability",
+        name="lamem", paper_splits=5, title="LaMem (Large-scale Image Memorability)", task="memorability",
         label_column="memorability", score_column="memorability", label_range=(0.0, 1.0), classes=None,
         expected_images=58741, synthetic=False, train_replicas=None,
         official_url="http://memorability.csail.mit.edu/download.html",
         licence="See the LaMem release terms on the official page.",
         citation="A. Khosla, A. S. Raju, A. Torralba and A. Oliva, Understanding and predicting image "
                  "memorability at a large scale, ICCV 2015, pp. 2390-2398.",
-        split_protocol="Paper §4.2/§5.2: the 5 official splits (75% train / 5% val / 20% test; 45,000 / "
-                       "3,741 / 10,000 images each), mean SRCC and MSE over the 5. Manifest columns `split1`.."
+        split_protocol="Paper §4.2/§5.2: the 5 official splits, mean SRCC and MSE over the 5. The paper says "
+                       "75% train / 5% val / 20% test; the official files hold 45,000 / 3,741 / 10,000 images "
+                       "(77% / 6% / 17%), which we use (a contradiction of the paper, listed in the README). Manifest columns `split1`.."
                        "`split5` in {train, val, test}.",
         preprocessing=_MEM_PRE,
         official_layout="`splits/{train,val,test}_{1..5}.txt`, lines `00051110.jpg 0.675000` (file, score); "
@@ -245,7 +247,7 @@ CARDS: dict[str, DatasetCard] = {c.name: c for c in [
               "e.g. a LaMem-trained model evaluated on all of LaMem).",
         split_label_column="memorability_split{k}"),
     DatasetCard(
-        name="things", title="THINGS memorability", task="memorability",
+        name="things", paper_splits=5, title="THINGS memorability", task="memorability",
         label_column="memorability", score_column="memorability", label_range=(-1.0, 1.0), classes=None,
         expected_images=26107, synthetic=False, train_replicas=None,
         official_url="https://things-initiative.org",
@@ -271,7 +273,7 @@ CARDS: dict[str, DatasetCard] = {c.name: c for c in [
               "principle be negative, hence the range [-1, 1]. The column used is recorded in "
               "`score_source`."),
     DatasetCard(
-        name="sun_memorability", title="SUN memorability (Isola et al. 2011)", task="memorability",
+        name="sun_memorability", paper_splits=25, title="SUN memorability (Isola et al. 2011)", task="memorability",
         label_column="memorability", score_column="memorability", label_range=(0.0, 1.0), classes=None,
         expected_images=2222, synthetic=False, train_replicas=None,
         official_url="http://web.mit.edu/phillipi/Public/WhatMakesAnImageMemorable/",
@@ -318,7 +320,7 @@ CARDS: dict[str, DatasetCard] = {c.name: c for c in [
               "(hit rate corrected for false alarms); the uncorrected hit rate, H, FA and n_resp are kept."),
     # ------------------------------------------------------------------ emotion
     DatasetCard(
-        name="emoset", title="EmoSet-118K", task="emotion",
+        name="emoset", paper_splits=1, title="EmoSet-118K", task="emotion",
         label_column="label", score_column="label", label_range=(0.0, 7.0), classes=EMOSET_CLASSES,
         expected_images=118102, synthetic=False, train_replicas=None,
         official_url="https://vcc.tech/EmoSet",
@@ -336,7 +338,7 @@ CARDS: dict[str, DatasetCard] = {c.name: c for c in [
                         "against the class order below when present).",
         notes="Format taken from the official EmoSet loader; to be confirmed against a full download."),
     DatasetCard(
-        name="emotionroi", title="EmotionROI (Emotion6 images and classes)", task="emotion",
+        name="emotionroi", paper_splits=5, title="EmotionROI (Emotion6 images and classes)", task="emotion",
         label_column="label", score_column="label", label_range=(0.0, 5.0), classes=EMOTIONROI_CLASSES,
         expected_images=1980, synthetic=False, train_replicas=None,
         official_url="http://chenlab.ece.cornell.edu/downloads.html",
@@ -379,6 +381,8 @@ def render_card_markdown(card: DatasetCard) -> str:
     if card.classes is not None:
         rows.append(("Classes (label order)", ", ".join(f"{i} {c}" for i, c in enumerate(card.classes))))
     rows.append(("Synthetic (has references)", "yes" if card.synthetic else "no"))
+    if card.paper_splits is not None:
+        rows.append(("Splits behind a table number", str(card.paper_splits)))
     if card.train_replicas is not None:
         rows.append(("Training replicas per epoch (LoDa)", str(card.train_replicas)))
     rows += [("Manifest columns required", ", ".join(f"`{c}`" for c in card.required_columns)),

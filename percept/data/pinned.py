@@ -160,8 +160,9 @@ def splits_for_manifest(dataset: str, manifest_df: pd.DataFrame,
     ``round(0.8 n)``) and its results are not comparable with the paper's.
 
     Other datasets get :func:`compute_splits`. For LaMem and SUN, whose official splits the manifest
-    already carries as ``splitK`` columns, those columns are kept as they are (SUN's ``none``
-    becomes ``""``); nothing is recomputed over them. Any other manifest that already has ``splitK``
+    already carries as ``splitK`` columns, those columns are kept (SUN's ``none`` becomes ``""``, and
+    10% of each SUN split's train part becomes val, which the official splits lack); nothing else is
+    recomputed over them. Any other manifest that already has ``splitK``
     columns is refused (:func:`~.splits.attach_splits`), so splits are never silently replaced.
     """
     protocol = _protocol(dataset)

@@ -131,8 +131,9 @@ class DatasetSource:
             return self.label_column
         column = self.split_label_column.format(k=split)
         if column not in self.frame.columns:
-            raise ValueError(f"{self.name}: the manifest has no column {column!r} (split {split}'s official "
-                             f"scores); prepare the dataset again with `percept prepare {self.name}`")
+            raise ValueError(f"{self.name}: the manifest of {self.root} has no column {column!r} (split {split}'s "
+                             f"official scores); prepare the dataset again with `percept prepare {self.name} "
+                             f"--root {self.root}`")
         return column
 
     def group_split(self, split: int) -> int:
