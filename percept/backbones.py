@@ -29,9 +29,33 @@ from pathlib import Path
 
 import timm
 import torch
+from timm.layers import PatchEmbed
 from torch import nn
 
 from .attention import split_qkv
+
+
+class ConvStemPatchEmbed(PatchEmbed):
+    """timm's patch embedding with its single linear patchify replaced by early convolutions (Xiao et al.,
+    "Early convolutions help transformers see better", NeurIPS 2021): ``len(stem_channels)`` 3x3 stride-2
+    convolutions, each with GroupNorm(1) and GELU, then a ``k x k`` stride-``k`` convolution to
+    ``embed_dim`` so that the token grid is that of ``patch_size``. Used by the demo prior
+    (``tiny_clip_prior``): a tiny ViT whose patchify is linear does not learn the demo's blur, noise and
+    compression from scratch within minutes on a CPU (the patch's high-frequency energy needs a
+    non-linearity before the first LayerNorm), one with this stem does (measured in issue 13)."""
+
+    def __init__(self, img_size=224, patch_size=32, in_chans=3, embed_dim=128, stem_channels=(16, 32, 64, 128),
+                 **kwargs):
+        super().__init__(img_size=img_size, patch_size=patch_size, in_chans=in_chans, embed_dim=embed_dim, **kwargs)
+        last = self.patch_size[0] // 2 ** len(stem_channels)
+        if last < 1 or last * 2 ** len(stem_channels) != self.patch_size[0]:
+            raise ValueError(f"patch size {self.patch_size[0]} is not 2**{len(stem_channels)} times an integer")
+        layers, channels = [], in_chans
+        for width in stem_channels:
+            layers += [nn.Conv2d(channels, width, 3, 2, 1), nn.GroupNorm(1, width), nn.GELU()]
+            channels = width
+        layers.append(nn.Conv2d(channels, embed_dim, last, last))
+        self.proj = nn.Sequential(*layers)
 
 
 @dataclass(frozen=True)
@@ -44,6 +68,7 @@ class BackboneSpec:
     has_pretrained: bool = True
     mean: tuple[float, float, float] | None = None   # input normalisation; None: timm's pretrained cfg
     std: tuple[float, float, float] | None = None
+    shipped_weights: str | None = None   # weights committed with percept (path relative to the package)
 
     def __post_init__(self):
         if self.mean is None or self.std is None:
@@ -82,6 +107,12 @@ BACKBONES: dict[str, BackboneSpec] = _specs(
     # Small random-initialised CLIP-architecture encoders (QuickGELU, pre-norm, projection head).
     BackboneSpec("tiny_clip", "vit_base_patch32_clip_quickgelu_224", "clip", "tests and offline demo",
                  {"embed_dim": 128, "depth": 4, "num_heads": 2, "num_classes": 64}, has_pretrained=False),
+    # The demo's own prior (issue 13): a conv-stem tiny CLIP image tower pre-trained by percept.prior.pretrain
+    # on generated images and captions; its weights ship with the package and load through timm's pretrained
+    # configuration with a local file, the code path of a hub checkpoint.
+    BackboneSpec("tiny_clip_prior", "vit_base_patch32_clip_quickgelu_224", "clip", "offline demo prior",
+                 {"embed_dim": 128, "depth": 4, "num_heads": 2, "mlp_ratio": 2.0, "num_classes": 64,
+                  "embed_layer": ConvStemPatchEmbed}, shipped_weights="prior/weights/tiny_clip_prior.safetensors"),
     BackboneSpec("tiny_clip_p16", "vit_base_patch16_clip_quickgelu_224", "clip", "tests (196 patches)",
                  {"embed_dim": 64, "depth": 2, "num_heads": 2, "num_classes": 32}, has_pretrained=False),
 )
@@ -122,6 +153,11 @@ def create_backbone(name: str, pretrained: bool = True, weights_path: str | os.P
     """
     spec = get_spec(name)
     kwargs = {**spec.timm_kwargs, **timm_overrides}
+    if pretrained and spec.shipped_weights and weights_path is None:
+        path = shipped_weights_path(spec)
+        model = timm.create_model(spec.timm_name, pretrained=True, pretrained_cfg_overlay={
+            "file": str(path), "num_classes": kwargs.get("num_classes", 0)}, **kwargs)
+        return split_qkv(model)
     if pretrained and not spec.has_pretrained and weights_path is None:
         raise PretrainedWeightsUnavailable(
             f"backbone {name!r} is a random-initialised test configuration with no pretrained weights; "
@@ -141,6 +177,29 @@ def create_backbone(name: str, pretrained: bool = True, weights_path: str | os.P
     else:
         model = timm.create_model(spec.timm_name, pretrained=False, **kwargs)
     return split_qkv(model)
+
+
+def shipped_weights_path(spec: BackboneSpec) -> Path:
+    """The verified file of a backbone whose weights ship with percept: it must exist and match the SHA-256
+    recorded in its JSON sidecar (written by ``percept.prior.pretrain``); otherwise an error names the file
+    and the command that regenerates it - never silent random weights."""
+    import hashlib
+    import json
+    path = Path(__file__).resolve().parent / spec.shipped_weights
+    sidecar = path.with_suffix(".json")
+    regenerate = f"`python -m percept.prior.pretrain --out {path.parent}` (or `git checkout -- {path.name}`)"
+    if not path.is_file() or not sidecar.is_file():
+        raise PretrainedWeightsUnavailable(f"the shipped weights of backbone {spec.name!r} are missing: "
+                                           f"{path if not path.is_file() else sidecar}; regenerate them with "
+                                           f"{regenerate}")
+    expected = json.loads(sidecar.read_text())["sha256"]
+    actual = hashlib.sha256(path.read_bytes()).hexdigest()
+    if actual != expected:
+        raise PretrainedWeightsUnavailable(f"the shipped weights of backbone {spec.name!r} at {path} do not match "
+                                           f"the SHA-256 recorded in {sidecar.name} ({actual[:12]}... != "
+                                           f"{expected[:12]}...): the file is corrupted or was replaced; "
+                                           f"regenerate it with {regenerate}")
+    return path
 
 
 def _load_local_weights(model: nn.Module, path: Path, spec: BackboneSpec) -> None:

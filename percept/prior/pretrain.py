@@ -1,0 +1,215 @@
+"""Pre-train the demo's tiny image-text prior: ``python -m percept.prior.pretrain --out DIR``.
+
+CLIP's recipe in miniature (Radford et al., 2021): an image tower (``tiny_clip_prior``: a conv-stem tiny
+ViT with a 64-d projection, :mod:`percept.backbones`) and a text tower (:mod:`percept.prior.text`) trained
+with the symmetric contrastive loss on generated images and their generated captions
+(:mod:`percept.prior.scenes`; a batch's pairs with identical captions all count as positives). AdamW,
+linear warm-up then cosine decay, random horizontal flips. Deterministic: seeded data, seeded batches, a
+fixed number of CPU threads.
+
+Writes ``DIR/tiny_clip_prior.safetensors`` (the image tower, timm layout, fp16) and
+``DIR/tiny_clip_prior.json`` (the config, the loss of every step, the SHA-256 of the weights file, the
+linear probe, the environment). ``percept.backbones`` loads the pair as ``tiny_clip_prior`` with
+``pretrained=True``.
+
+:func:`linear_probe` measures what the prior knows before any fine-tuning: ridge regression from frozen
+features to the demo's synthetic quality (split 1 of ``synthetic_iqa``), test SRCC.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import math
+import platform
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from . import scenes
+from .text import TextTower, Tokenizer
+
+BACKBONE = "tiny_clip_prior"
+WEIGHTS_FILE = "tiny_clip_prior.safetensors"
+
+
+@dataclass
+class PretrainConfig:
+    n_scenes: int = 1500
+    variants: int = 4              # per scene: same content, other degradations (hard negatives)
+    steps: int = 3000
+    batch_size: int = 32
+    lr: float = 1e-3
+    warmup: int = 100
+    weight_decay: float = 0.05
+    seed: int = 0
+    image_size: int = 224
+    threads: int = 2
+    text_width: int = 64
+    text_layers: int = 2
+
+
+class ScenePool:
+    """``variants`` variants of scenes ``0..n-1`` of set ``seed`` (row ``scene * variants + variant``) as a
+    uint8 (3, H, W) image store, drawn on first use and kept: the first steps of a run can be replayed (tests)
+    without drawing the thousands of images a full run uses."""
+
+    def __init__(self, seed: int, n: int, variants: int, size: int):
+        self.seed, self.n, self.variants, self.size = seed, n, variants, size
+        self.captions = [scenes.scene_caption(seed, i, v)[0] for i in range(n) for v in range(variants)]
+        self.images = torch.zeros(n * variants, 3, size, size, dtype=torch.uint8)
+        self.drawn = torch.zeros(n * variants, dtype=torch.bool)
+
+    def __len__(self) -> int:
+        return self.n * self.variants
+
+    def batch_rows(self, batch_size: int, generator: torch.Generator) -> torch.Tensor:
+        """``batch_size // 2`` random scenes, two different variants of each."""
+        scene = torch.randint(self.n, (batch_size // 2,), generator=generator)
+        first = torch.randint(self.variants, (len(scene),), generator=generator)
+        second = (first + torch.randint(1, self.variants, (len(scene),), generator=generator)) % self.variants
+        return torch.cat([scene * self.variants + first, scene * self.variants + second])
+
+    def __getitem__(self, rows: torch.Tensor) -> torch.Tensor:
+        for row in rows[~self.drawn[rows]].unique().tolist():
+            image, _, _ = scenes.make_pair(self.seed, row // self.variants, self.size, row % self.variants)
+            self.images[row] = torch.from_numpy(np.array(image)).permute(2, 0, 1)
+            self.drawn[row] = True
+        return self.images[rows]
+
+
+def image_tower() -> nn.Module:
+    """The image tower in timm's own layout (fused qkv), as the shipped file stores it."""
+    import timm
+    from ..backbones import get_spec
+    spec = get_spec(BACKBONE)
+    return timm.create_model(spec.timm_name, pretrained=False, **spec.timm_kwargs)
+
+
+def contrastive_loss(image: torch.Tensor, text: torch.Tensor, scale: torch.Tensor,
+                     caption_ids: torch.Tensor) -> torch.Tensor:
+    """Symmetric InfoNCE over a batch; pairs with the same caption are all positives (uniform targets)."""
+    logits = scale * nn.functional.normalize(image, dim=-1) @ nn.functional.normalize(text, dim=-1).T
+    same = (caption_ids[:, None] == caption_ids[None, :]).float()
+    targets = same / same.sum(1, keepdim=True)
+    return 0.5 * (torch.sum(-targets * logits.log_softmax(1), 1).mean()
+                  + torch.sum(-targets * logits.T.log_softmax(1), 1).mean())
+
+
+def pretrain(config: PretrainConfig, out: str | Path | None = None, log=print, stop_after: int | None = None) -> dict:
+    """Train (``config.steps`` steps) and, with ``out``, write the weights and their record; returns the record
+    (``losses``: the loss of every step). ``stop_after``: replay only the first steps (the schedule is still
+    the full run's), as the test that compares them with the recorded curve does."""
+    from ..backbones import get_spec
+    torch.set_num_threads(config.threads)
+    torch.manual_seed(config.seed)
+    images = ScenePool(config.seed, config.n_scenes, config.variants, config.image_size)
+    tokens = Tokenizer()(images.captions)
+    _, caption_ids = np.unique(np.array(images.captions), return_inverse=True)
+    caption_ids = torch.from_numpy(caption_ids)
+    mean, std = (torch.tensor(v).view(1, 3, 1, 1) * 255 for v in get_spec(BACKBONE).normalization)
+    towers = nn.ModuleDict({"image": image_tower(), "text": TextTower(len(Tokenizer().words), config.text_width,
+                                                                      config.text_layers, out_dim=64)})
+    log_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
+    decay = [p for n, p in towers.named_parameters() if p.ndim >= 2 and "position" not in n]
+    rest = [p for n, p in towers.named_parameters() if not (p.ndim >= 2 and "position" not in n)]
+    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": config.weight_decay},
+                                   {"params": rest + [log_scale], "weight_decay": 0.0}], lr=config.lr)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / config.warmup) * 0.5 * (
+        1 + math.cos(math.pi * min(1.0, s / config.steps))))
+    generator = torch.Generator().manual_seed(config.seed)
+    losses, start = [], time.time()
+    towers.train()
+    for step in range(config.steps if stop_after is None else min(stop_after, config.steps)):
+        rows = images.batch_rows(config.batch_size, generator)
+        flip = torch.rand(config.batch_size, generator=generator) < 0.5
+        x = images[rows].float()
+        x = torch.where(flip.view(-1, 1, 1, 1), x.flip(3), x)
+        loss = contrastive_loss(towers["image"]((x - mean) / std), towers["text"](tokens[rows]),
+                                log_scale.exp().clamp(max=100), caption_ids[rows])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(towers.parameters(), 1.0)
+        optimizer.step()
+        schedule.step()
+        losses.append(round(float(loss.detach()), 6))
+        if step % 100 == 0 or step == config.steps - 1:
+            log(f"step {step:5d}  loss {np.mean(losses[-100:]):.4f}  ({time.time() - start:.0f} s)")
+    record = {"config": asdict(config), "losses": losses, "seconds": round(time.time() - start, 1),
+              "environment": {"torch": torch.__version__, "python": platform.python_version(),
+                              "machine": platform.machine(), "threads": config.threads}}
+    if out is not None:
+        record.update(save(towers["image"], out, record))
+    record["image_tower"] = towers["image"]
+    return record
+
+
+def save(tower: nn.Module, out: str | Path, record: dict) -> dict:
+    """Write the image tower (fp16, timm layout) and its JSON record (with the file's SHA-256) atomically."""
+    from safetensors.torch import save
+    from ..checkpoint import atomic_path
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    data = save({k: v.detach().to(torch.float16).contiguous() for k, v in tower.state_dict().items()},
+                metadata={"format": "pt", "backbone": BACKBONE})
+    with atomic_path(out / WEIGHTS_FILE) as tmp:
+        tmp.write_bytes(data)
+    extra = {"sha256": hashlib.sha256(data).hexdigest(), "weights": WEIGHTS_FILE}
+    with atomic_path((out / WEIGHTS_FILE).with_suffix(".json")) as tmp:
+        tmp.write_text(json.dumps({**{k: v for k, v in record.items() if k != "image_tower"}, **extra}, indent=1))
+    return extra
+
+
+@torch.no_grad()
+def linear_probe(model: nn.Module, data_root: str | Path, backbone: str = BACKBONE, split: int = 1) -> float:
+    """Test SRCC of ridge regression (sklearn ``RidgeCV``) from ``model``'s frozen features to the demo's
+    synthetic quality: trained on split ``split``'s train+val images, tested on its test images (one
+    centre-ish IQA crop each)."""
+    from scipy.stats import spearmanr
+    from sklearn.linear_model import RidgeCV
+    from ..backbones import normalization
+    from ..data.sources import DataConfig, open_source
+    source = open_source(DataConfig("synthetic_iqa", str(data_root)))
+    model.eval()
+    features = {}
+    for part in ("train", "val", "test"):
+        items = source.dataset(split, part, train_transform=False, test_crops=1, normalization=normalization(backbone))
+        x = torch.stack([items[i]["image"][0] for i in range(len(items))])
+        features[part] = (torch.cat([model(x[i:i + 64]) for i in range(0, len(x), 64)]).numpy(), items.labels)
+    train_x = np.concatenate([features["train"][0], features["val"][0]])
+    train_y = np.concatenate([features["train"][1], features["val"][1]])
+    ridge = RidgeCV(alphas=np.logspace(-3, 3, 13)).fit(train_x, train_y)
+    return float(spearmanr(ridge.predict(features["test"][0]), features["test"][1])[0])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m percept.prior.pretrain", description=__doc__.split("\n")[0])
+    parser.add_argument("--out", default=str(Path(__file__).resolve().parent / "weights"),
+                        help="folder for tiny_clip_prior.safetensors and .json (default: the shipped ones)")
+    for name, value in asdict(PretrainConfig()).items():
+        parser.add_argument(f"--{name.replace('_', '-')}", type=type(value), default=value)
+    parser.add_argument("--probe-data", default=None, help="folder for the demo's synthetic_iqa set (linear probe)")
+    args = parser.parse_args(argv)
+    config = PretrainConfig(**{k: getattr(args, k) for k in asdict(PretrainConfig())})
+    record = pretrain(config, args.out)
+    if args.probe_data:
+        torch.manual_seed(0)
+        probe = {"prior": linear_probe(record["image_tower"], args.probe_data),
+                 "random_init": linear_probe(image_tower(), args.probe_data)}
+        print(f"linear probe, synthetic_iqa split 1 test SRCC: {probe}")
+        path = Path(args.out) / WEIGHTS_FILE
+        sidecar = json.loads(path.with_suffix(".json").read_text())
+        sidecar["linear_probe_srcc"] = probe
+        from ..checkpoint import atomic_path
+        with atomic_path(path.with_suffix(".json")) as tmp:
+            tmp.write_text(json.dumps(sidecar, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,182 @@
+"""Generated images with generated captions: the pre-training data of the demo's tiny image-text prior.
+
+Each scene is drawn from a parameter set (:class:`Scene`): a two-colour background with a fine texture
+(a faint grating and pixel noise, so that blur and compression visibly change it), one to three shapes of
+one named colour, then degradations drawn on continuous scales (Gaussian blur radius, noise sigma, JPEG
+quality, palette size, brightness and saturation factors). The caption is written from the same
+parameters, describing the content *and* the appearance, e.g. "a dark, very blurry photo of two red
+circles on a teal background" or "a crisp, clean picture of a striped yellow square on a grey background":
+the perceptual words that CLIP met in human-written captions, here produced by code. Nothing in it is a
+human judgement.
+
+Each scene comes in ``variants`` that share its content and layout and differ in their degradations; a
+pre-training batch holds pairs of variants, so that telling their captions apart needs the perceptual
+words, not only the colours and shapes.
+
+Disjoint from the demo: the demo's images (:mod:`percept.data.synthetic`) are random ellipses and
+rectangles on gradients, distorted at five fixed levels per type and seeded by ``(seed, index)``; scenes are
+named shapes seeded by ``(SCENE_NAMESPACE, seed, index)`` with continuously drawn degradations.
+"""
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageEnhance, ImageFilter
+
+SCENE_NAMESPACE = 7_919_001   # first seed word of every scene RNG: never a demo seed
+COLOURS = {"red": (210, 40, 40), "green": (40, 160, 60), "blue": (40, 70, 200), "yellow": (230, 200, 40),
+           "purple": (130, 50, 160), "orange": (235, 130, 30), "white": (240, 240, 240), "black": (25, 25, 25)}
+BACKGROUNDS = {"grey": (128, 128, 128), "beige": (220, 205, 170), "teal": (30, 120, 120), "navy": (30, 40, 90),
+               "pink": (230, 160, 180), "brown": (120, 80, 50)}
+SHAPES = ("circle", "square", "triangle", "ring", "striped square")
+COUNT_WORDS = {1: "a", 2: "two", 3: "three"}
+NOUNS = ("photo", "picture", "image")
+
+
+@dataclass(frozen=True)
+class Scene:
+    """The parameters of one generated image (0 / 1.0 = the degradation is absent)."""
+
+    shape: str
+    colour: str
+    background: str
+    count: int
+    blur: float          # Gaussian blur radius in pixels
+    noise: float         # Gaussian noise sigma, 0..255 units
+    jpeg: int            # JPEG quality (0 = none)
+    palette: int         # colours after quantisation (0 = none)
+    brightness: float    # PIL brightness factor
+    saturation: float    # PIL colour factor
+
+
+def sample_scene(rng: np.random.Generator, appearance: np.random.Generator | None = None) -> Scene:
+    """Content uniformly from ``rng``; from ``appearance`` (default ``rng``) at most two of the four
+    degradations, each on a continuous scale, and mild photometry."""
+    content = dict(shape=str(rng.choice(SHAPES)), colour=str(rng.choice(list(COLOURS))),
+                   background=str(rng.choice(list(BACKGROUNDS))), count=int(rng.integers(1, 4)))
+    rng = appearance if appearance is not None else rng
+    degradations = rng.choice(4, size=int(rng.choice([0, 1, 1, 2])), replace=False)
+    blur = float(rng.uniform(0.6, 5.0)) if 0 in degradations else 0.0
+    noise = float(rng.uniform(4.0, 60.0)) if 1 in degradations else 0.0
+    jpeg = int(rng.integers(4, 50)) if 2 in degradations else 0
+    palette = int(rng.integers(3, 40)) if 3 in degradations else 0
+    return Scene(**content, blur=blur, noise=noise, jpeg=jpeg, palette=palette,
+                 brightness=float(rng.choice([1.0, rng.uniform(0.45, 0.75), rng.uniform(1.3, 1.6)], p=[.6, .2, .2])),
+                 saturation=float(rng.choice([1.0, rng.uniform(0.2, 0.55), rng.uniform(1.4, 1.9)], p=[.6, .2, .2])))
+
+
+def appearance_words(scene: Scene) -> list[str]:
+    """Perceptual adjectives for the scene's degradations, strongest first ('crisp', 'clean' if none)."""
+    words = []
+    if scene.blur:
+        words.append("slightly soft" if scene.blur < 1.2 else "blurry" if scene.blur < 2.8 else "very blurry")
+    if scene.noise:
+        words.append("slightly grainy" if scene.noise < 12 else "grainy" if scene.noise < 30 else "very noisy")
+    if scene.jpeg:
+        words.append("compressed" if scene.jpeg > 30 else "blocky" if scene.jpeg > 12 else "heavily compressed")
+    if scene.palette:
+        words.append("slightly banded" if scene.palette > 20 else "posterized" if scene.palette > 8
+                     else "heavily posterized")
+    if scene.brightness < 1:
+        words.append("dark")
+    elif scene.brightness > 1:
+        words.append("bright")
+    if scene.saturation < 1:
+        words.append("dull")
+    elif scene.saturation > 1:
+        words.append("vivid")
+    if not (scene.blur or scene.noise or scene.jpeg or scene.palette):
+        words.insert(0, "crisp, clean")
+    return words
+
+
+def caption(scene: Scene, rng: np.random.Generator) -> str:
+    """'a dark, blurry photo of two red circles on a teal background'."""
+    words = appearance_words(scene)
+    shape = scene.shape if scene.count == 1 else scene.shape.replace("square", "squares").replace(
+        "circle", "circles").replace("triangle", "triangles").replace("ring", "rings")
+    adjectives = ", ".join(words)
+    article = "an" if adjectives[:1] in "aeiou" else "a"
+    return (f"{article} {adjectives} {rng.choice(NOUNS)} of {COUNT_WORDS[scene.count]} {scene.colour} {shape} "
+            f"on a {scene.background} background")
+
+
+def render(scene: Scene, rng: np.random.Generator, size: int = 224,
+           appearance: np.random.Generator | None = None) -> Image.Image:
+    """The scene's RGB image, ``size`` x ``size``: layout and texture from ``rng``, the degradations' random
+    parts (noise) from ``appearance`` (default ``rng``)."""
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / (size - 1)
+    base = np.array(BACKGROUNDS[scene.background], dtype=np.float32)
+    tone = rng.uniform(-40, 40, 3).astype(np.float32)
+    direction = rng.uniform(0, 2 * np.pi)
+    ramp = (np.cos(direction) * xx + np.sin(direction) * yy)[..., None]
+    image = Image.fromarray(np.clip(base + ramp * tone, 0, 255).astype(np.uint8), "RGB")
+    draw = ImageDraw.Draw(image)
+    colour = COLOURS[scene.colour]
+    for _ in range(scene.count):
+        r = rng.uniform(0.12, 0.24) * size
+        cx, cy = rng.uniform(r, size - r, 2)
+        box = [cx - r, cy - r, cx + r, cy + r]
+        if scene.shape == "circle":
+            draw.ellipse(box, fill=colour)
+        elif scene.shape == "ring":
+            draw.ellipse(box, outline=colour, width=max(3, int(r / 3)))
+        elif scene.shape == "triangle":
+            draw.polygon([(cx, cy - r), (cx - r, cy + r), (cx + r, cy + r)], fill=colour)
+        else:
+            draw.rectangle(box, fill=colour)
+            if scene.shape == "striped square":
+                step = max(4, int(r / 3))
+                for x in range(int(cx - r), int(cx + r), 2 * step):
+                    draw.rectangle([x, cy - r, x + step - 1, cy + r], fill=tuple(255 - c for c in colour))
+    pixels = np.asarray(image, dtype=np.float32)
+    theta, period = rng.uniform(0, np.pi), rng.uniform(3.0, 8.0)
+    grating = 10.0 * np.sin(2 * np.pi * (xx * np.cos(theta) + yy * np.sin(theta)) * (size - 1) / period)
+    pixels = pixels + grating[..., None] + rng.normal(0.0, 3.0, pixels.shape).astype(np.float32)
+    image = Image.fromarray(np.clip(np.rint(pixels), 0, 255).astype(np.uint8), "RGB")
+    return degrade(image, scene, appearance if appearance is not None else rng)
+
+
+def degrade(image: Image.Image, scene: Scene, rng: np.random.Generator) -> Image.Image:
+    """Apply the scene's degradations: blur, noise, JPEG, palette, then brightness and saturation."""
+    if scene.blur:
+        image = image.filter(ImageFilter.GaussianBlur(scene.blur))
+    if scene.noise:
+        noisy = np.asarray(image, dtype=np.float32) + rng.normal(0, scene.noise, (image.height, image.width, 3))
+        image = Image.fromarray(np.clip(np.rint(noisy), 0, 255).astype(np.uint8), "RGB")
+    if scene.jpeg:
+        buffer = io.BytesIO()
+        image.save(buffer, format="JPEG", quality=scene.jpeg)
+        image = Image.open(io.BytesIO(buffer.getvalue())).convert("RGB")
+    if scene.palette:
+        image = image.quantize(colors=scene.palette, method=Image.Quantize.MEDIANCUT).convert("RGB")
+    if scene.brightness != 1:
+        image = ImageEnhance.Brightness(image).enhance(scene.brightness)
+    if scene.saturation != 1:
+        image = ImageEnhance.Color(image).enhance(scene.saturation)
+    return image
+
+
+def _rngs(seed: int, index: int, variant: int) -> tuple[np.random.Generator, np.random.Generator]:
+    """(content RNG of scene ``index``, appearance RNG of its ``variant``): the variants of a scene share
+    shapes, colours, layout and texture and differ in their degradations (hard negatives for the captions'
+    perceptual words)."""
+    return (np.random.default_rng([SCENE_NAMESPACE, int(seed), int(index)]),
+            np.random.default_rng([SCENE_NAMESPACE, int(seed), int(index), 1 + int(variant)]))
+
+
+def scene_caption(seed: int, index: int, variant: int = 0) -> tuple[str, Scene]:
+    """Caption and parameters of variant ``variant`` of scene ``index`` of set ``seed``, without drawing it."""
+    rng, appearance = _rngs(seed, index, variant)
+    scene = sample_scene(rng, appearance)
+    return caption(scene, appearance), scene
+
+
+def make_pair(seed: int, index: int, size: int = 224, variant: int = 0) -> tuple[Image.Image, str, Scene]:
+    """Image, caption and parameters of variant ``variant`` of scene ``index`` of set ``seed`` (deterministic)."""
+    rng, appearance = _rngs(seed, index, variant)
+    scene = sample_scene(rng, appearance)
+    text = caption(scene, appearance)
+    return render(scene, rng, size, appearance), text, scene

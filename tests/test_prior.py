@@ -1,0 +1,101 @@
+"""The demo's image-text prior (issue 13): generated scenes and captions, the pre-training, the shipped
+weights and how they load (through timm's pretrained configuration with a local file)."""
+import dataclasses
+import hashlib
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from percept import backbones
+from percept.prior import scenes
+from percept.prior.pretrain import PretrainConfig, WEIGHTS_FILE, pretrain
+from percept.prior.text import Tokenizer
+
+def test_captions_describe_the_drawn_parameters_and_are_deterministic():
+    tokenizer = Tokenizer()
+    for i in range(300):
+        text, scene = scenes.scene_caption(0, i)
+        image, again, same = scenes.make_pair(0, i, size=64) if i < 5 else (None, text, scene)
+        assert (again, same) == (text, scene)
+        assert ("very blurry" in text) == (scene.blur >= 2.8)
+        assert ("crisp, clean" in text) == (not (scene.blur or scene.noise or scene.jpeg or scene.palette))
+        assert ("dark" in text) == (scene.brightness < 1) and (f" {scene.colour} " in text)
+        tokenizer([text])                                              # every caption is in the vocabulary
+    a, b = scenes.make_pair(0, 7, size=64)[0], scenes.make_pair(0, 7, size=64)[0]
+    assert np.array_equal(np.asarray(a), np.asarray(b))
+    # the variants of a scene share its content and differ in appearance (the pre-training's hard negatives)
+    variants = [scenes.scene_caption(0, 7, v)[1] for v in range(4)]
+    assert len({(v.shape, v.colour, v.background, v.count) for v in variants}) == 1
+    assert len({(v.blur, v.noise, v.jpeg, v.palette, v.brightness, v.saturation) for v in variants}) == 4
+    with pytest.raises(ValueError, match="not in the prior's vocabulary"):
+        tokenizer(["a glossy photo"])
+
+
+def test_prior_images_are_disjoint_from_the_demo_sets(tmp_path):
+    from percept.data.synthetic import generate_synthetic_iqa, make_reference_image
+    # different generators and RNG streams: the demo's are seeded (seed, index), the scenes' (namespace, seed, index)
+    assert scenes.SCENE_NAMESPACE not in range(0, 1000)
+    demo = {hashlib.sha256(np.asarray(make_reference_image(i, size=224).crop((16, 0, 240, 224))).tobytes()).digest()
+            for i in range(12)}
+    prior = {hashlib.sha256(np.asarray(scenes.make_pair(0, i)[0]).tobytes()).digest() for i in range(40)}
+    assert not demo & prior
+
+
+@pytest.fixture(scope="module")
+def small_prior(tmp_path_factory):
+    """A few steps of the pre-training on a handful of scenes, written as the shipped files would be."""
+    out = tmp_path_factory.mktemp("prior")
+    config = PretrainConfig(n_scenes=6, variants=2, steps=4, batch_size=4, warmup=2, threads=1)
+    record = pretrain(config, out, log=lambda *a: None)
+    return out, config, record
+
+
+def test_pretraining_is_deterministic_and_replays_its_recorded_curve(small_prior):
+    out, config, record = small_prior
+    saved = json.loads((out / WEIGHTS_FILE).with_suffix(".json").read_text())
+    assert saved["losses"] == record["losses"] and len(saved["losses"]) == 4
+    assert saved["sha256"] == hashlib.sha256((out / WEIGHTS_FILE).read_bytes()).hexdigest()
+    replay = pretrain(PretrainConfig(**saved["config"]), out=None, log=lambda *a: None, stop_after=2)
+    assert replay["losses"] == saved["losses"][:2]                     # bit for bit on the same machine
+    other = pretrain(PretrainConfig(**{**saved["config"], "seed": 1}), out=None, log=lambda *a: None, stop_after=2)
+    assert other["losses"] != replay["losses"]
+
+
+def test_prior_weights_load_through_timm_and_are_verified(small_prior, tmp_path, monkeypatch):
+    from safetensors.torch import load_file
+    import percept
+    out, _, _ = small_prior
+    spec = backbones.get_spec("tiny_clip_prior")
+    target = tmp_path / WEIGHTS_FILE
+    monkeypatch.setitem(backbones.BACKBONES, "tiny_clip_prior", dataclasses.replace(spec, shipped_weights=str(target)))
+    with pytest.raises(backbones.PretrainedWeightsUnavailable, match=r"missing.*python -m percept.prior.pretrain"):
+        backbones.create_backbone("tiny_clip_prior", pretrained=True)
+    shutil.copy(out / WEIGHTS_FILE, target)
+    shutil.copy((out / WEIGHTS_FILE).with_suffix(".json"), target.with_suffix(".json"))
+    model = percept.build_model(backbone="tiny_clip_prior", pretrained=True)   # timm's pretrained cfg, local file
+    shipped = load_file(str(target))
+    vit = model.vit
+    assert torch.equal(vit.patch_embed.proj[0].weight, shipped["patch_embed.proj.0.weight"].float())
+    q = vit.blocks[0].attn.q.weight
+    assert torch.equal(q, shipped["blocks.0.attn.qkv.weight"].float()[:q.shape[0]])   # split q/k/v of the fused file
+    assert torch.equal(vit.head.weight, shipped["head.weight"].float())               # the projection is kept
+    counts = model.parameter_counts()
+    assert 0 < counts["lora"] and counts["trainable"] < counts["total"]               # the paper's recipe: LoRA + head
+    data = bytearray(target.read_bytes())
+    data[-10] ^= 0xFF
+    target.write_bytes(bytes(data))
+    with pytest.raises(backbones.PretrainedWeightsUnavailable, match=r"do not match the SHA-256.*regenerate"):
+        backbones.create_backbone("tiny_clip_prior", pretrained=True)
+
+
+def test_pretrain_command_writes_the_weights_and_a_linear_probe(tmp_path):
+    from percept.prior.pretrain import main
+    assert main(["--out", str(tmp_path / "w"), "--n-scenes", "4", "--variants", "2", "--steps", "2", "--batch-size",
+                 "4", "--warmup", "1", "--threads", "1", "--probe-data", str(tmp_path / "demo")]) == 0
+    record = json.loads((tmp_path / "w" / WEIGHTS_FILE).with_suffix(".json").read_text())
+    assert set(record["linear_probe_srcc"]) == {"prior", "random_init"}
+    assert all(-1 <= v <= 1 for v in record["linear_probe_srcc"].values())
+    assert record["config"]["steps"] == 2 and len(record["losses"]) == 2
