@@ -35,7 +35,7 @@ def test_captions_describe_the_drawn_parameters_and_are_deterministic():
 
 
 def test_prior_images_are_disjoint_from_the_demo_sets(tmp_path):
-    from percept.data.synthetic import generate_synthetic_iqa, make_reference_image
+    from percept.data.synthetic import make_reference_image
     # different generators and RNG streams: the demo's are seeded (seed, index), the scenes' (namespace, seed, index)
     assert scenes.SCENE_NAMESPACE not in range(0, 1000)
     demo = {hashlib.sha256(np.asarray(make_reference_image(i, size=224).crop((16, 0, 240, 224))).tobytes()).digest()
