@@ -238,10 +238,11 @@ def _run_cross(config: dict, exp: dict, data_root: Path, out: Path, log) -> tupl
     from .results import results_tables
     spec = get_table_spec(exp["tables"][0])
     selected = results_tables(out / "runs")["selected"]
+    fills = pd.Series([spec.row_for(run_configuration(r)[0]) is not None for _, r in selected.iterrows()],
+                      index=selected.index, dtype=bool)   # the table's PerceptCLIP configuration only
     records, first_error = [], None
     for train_name, test_name in exp["pairs"]:
-        fills = [spec.row_for(run_configuration(r)[0]) is not None for _, r in selected.iterrows()]
-        runs = selected[(selected["datasets"] == train_name) & pd.Series(fills, index=selected.index, dtype=bool)]
+        runs = selected[(selected["datasets"] == train_name) & fills]
         if runs.empty:
             message = f"no finished run of table {spec.table}'s configuration on {train_name}: run {exp.get('uses')}"
             log(f"  {message}")

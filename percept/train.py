@@ -295,6 +295,7 @@ def train(config: TrainConfig, run_dir: str | Path, log=print) -> dict:
     train_sets = [s.dataset(splits[s.name], "train", test_crops=config.test_crops, cache_dir=config.cache_dir,
                             normalization=model.normalization)   # the backbone's mean/std (CLIP, ImageNet)
                   for s in sources]
+    image_counts = [t.n_rows for t in train_sets]   # §3.2: batches in proportion to images, not replicas
     workers = resolve_workers(config.num_workers, device, processes=dist.world)
     to_device = None
     if config.device_augment == "on" or (config.device_augment == "auto" and device.type == "cuda"):
@@ -303,7 +304,6 @@ def train(config: TrainConfig, run_dir: str | Path, log=print) -> dict:
         to_device = partial(_normalize_batch, device=device, mean=plan.mean, std=plan.std,
                             channels_last=device.type == "cuda")
     union = _Union(train_sets)
-    image_counts = [s.dataset(splits[s.name], "train").n_rows for s in sources]   # §3.2: in proportion to images
     min_items = [config.min_batch_items if TASK_LOSS[s.task] == "plcc" else 1 for s in sources]
     epochs = progress(range(state["epoch"] + 1, config.max_epochs + 1), desc="epochs", initial=state["epoch"],
                       total=config.max_epochs)
