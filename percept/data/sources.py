@@ -3,7 +3,7 @@
 A :class:`DataConfig` names a dataset and where it lives; :func:`open_source` turns it into a
 :class:`DatasetSource`: the manifest rows with split columns ``split1..splitK`` attached, the task
 (``iqa`` / ``memorability`` / ``emotion``: transforms and loss), the label column, the class names,
-and the IQA training replicas and LoDa pre-resize from the dataset card. ``source.dataset(k, part)``
+and the IQA training replicas from the dataset card (LoDa's pre-resize: :func:`dataset_transform`). ``source.dataset(k, part)``
 returns the :class:`~percept.data.dataset.ManifestDataset` of split ``k``'s ``part`` with the task's
 transform (App. A.1).
 
@@ -107,7 +107,6 @@ class DatasetSource:
     root: Path
     frame: pd.DataFrame          # manifest rows + split1..splitK
     replicas: int = 1            # IQA: LoDa's per-dataset repeats of each training image per epoch
-    resize: object = None        # IQA: LoDa's per-dataset pre-resize (informational: see dataset_transform)
     split_label_column: str | None = None   # LaMem: "memorability_split{k}", split k's own official scores
 
     @property
@@ -205,9 +204,8 @@ def open_source(config: DataConfig) -> DatasetSource:
     if not root.is_dir():
         raise FileNotFoundError(f"{card.name}: dataset root {root} is not a folder")
     frame = _real_frame(config)
-    preset = LODA_IQA_PRESETS.get(card.name, {})
     return DatasetSource(card.name, card.task, config.label_column or card.label_column, card.classes, root, frame,
-                         replicas=int(card.train_replicas or 1), resize=preset.get("resize"),
+                         replicas=int(card.train_replicas or 1),
                          split_label_column=None if config.label_column else card.split_label_column)
 
 
