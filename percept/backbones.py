@@ -52,7 +52,7 @@ class ConvStemPatchEmbed(PatchEmbed):
             raise ValueError(f"patch size {self.patch_size[0]} is not 2**{len(stem_channels)} times an integer")
         layers, channels = [], in_chans
         for width in stem_channels:
-            layers += [nn.Conv2d(channels, width, 3, 2, 1), nn.GroupNorm(1, width), nn.GELU()]
+            layers += [nn.Conv2d(channels, width, 3, 2, 1), nn.GroupNorm(min(8, width), width), nn.GELU()]
             channels = width
         layers.append(nn.Conv2d(channels, embed_dim, last, last))
         self.proj = nn.Sequential(*layers)

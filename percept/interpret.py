@@ -256,6 +256,14 @@ def top_heads(table: pd.DataFrame, k: int = 5, value: str = "importance") -> pd.
     return top
 
 
+def importance_contrast(table: pd.DataFrame, value: str = "importance") -> float:
+    """How much the most important head stands out: its importance over the median head's (absolute values;
+    ``inf`` when the median head has no effect). About 1 when every head matters alike (no structure)."""
+    magnitude = table[value].abs()
+    median = float(magnitude.median())
+    return float(magnitude.max()) / median if median > 0 else float("inf")
+
+
 def most_affected_images(table: pd.DataFrame, layer: int, head: int, n: int = 5) -> np.ndarray:
     """Indices of the ``n`` images whose prediction the ablation of (layer, head) changed most —
     the images the paper shows for the most influential heads (§6, Figure 4)."""

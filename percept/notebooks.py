@@ -9,10 +9,11 @@ Helpers keep the notebooks to calls, displays and plots:
   torch's default of one thread per core makes the tiny demo model ~10x *slower* when another
   process keeps a core busy (measured on 2 cores: 54 s vs 5 s per epoch).
 * :func:`demo_config` / :func:`train_run` — a run of the training engine on the embedded demo data
-  (``tiny_clip``, random weights, CPU, seconds) or on a prepared real dataset, placed at
+  (``tiny_clip_prior``: the demo's own shipped prior, CPU, seconds) or on a prepared real dataset, placed at
   ``runs_dir/<budget>/<datasets>/<variant>/split<k>/lr<lr>``.
 * :func:`dataset_markdown`, :func:`split_counts`, :func:`read_log`, :func:`metrics_table`,
-  :func:`sample_images`, :func:`parameter_table` — what the notebooks display.
+  :func:`sample_images`, :func:`parameter_table` — what the notebooks display; :func:`headline` — the number
+  the runner prints beside the notebook's time.
 
 Runner: :func:`run_notebooks` executes notebooks with papermill (kernel ``python3`` of this
 environment), writes the executed copies to ``out_dir/<name>.ipynb``, prints each notebook's time and,
@@ -89,6 +90,28 @@ def resolve_paths(name: str, out_dir=None, figures_dir=None, runs_dir=None, data
     return paths
 
 
+HEADLINE_FILE = "headline.txt"
+
+
+def headline(paths: NotebookPaths, text: str) -> str:
+    """Record the notebook's headline number (``paths.out_dir/headline.txt``), which the runner prints beside
+    its time (``make demo``: one line per notebook); returns ``text`` for display."""
+    from .checkpoint import atomic_path
+    with atomic_path(paths.out_dir / HEADLINE_FILE) as tmp:
+        tmp.write_text(text.strip() + "\n")
+    return text
+
+
+def test_summary(run_dir) -> str:
+    """``synthetic_iqa: test SRCC 0.912`` — a run's selection metric on each of its test sets."""
+    from .data.sources import TASK_KIND, TASK_SELECT_METRIC, dataset_task
+    parts = []
+    for dataset, values in read_metrics(run_dir)["test"].items():
+        metric = TASK_SELECT_METRIC[TASK_KIND[dataset_task(dataset)]]
+        parts.append(f"{dataset}: test {'SRCC' if metric == 'srcc' else metric} {values[metric]:.3f}")
+    return "; ".join(parts)
+
+
 def setup(cpu_threads: int | None = 1, seed: int = 0) -> dict:
     """Threads (``None``: torch's default), seeds, figure style; returns the environment for display."""
     import torch
@@ -152,13 +175,14 @@ def data_config(dataset: str, data_root, dataset_root=None, manifest=None):
 
 
 def demo_config(datasets, data_root, *, dataset_root=None, manifest=None, dataset_roots: Mapping | None = None,
-                backbone: str = "tiny_clip",
-                pretrained: bool = False, epochs: int = 2, patience: int = 2, lr: float = 1e-3,
+                backbone: str = "tiny_clip_prior",
+                pretrained: bool = True, epochs: int = 8, patience: int = 4, lr: float = 1e-3,
                 batch_size: int = 16, test_crops: int = 3, split: int = 1, head_finetune: bool = False,
                 seed: int = 0, device: str = "auto", **model):
     """A :class:`~percept.train.TrainConfig` for the notebooks. ``datasets``: a name or a list (several =
     multi-dataset; real ones need ``dataset_root`` or ``dataset_roots={name: folder}``); ``model``: ModelConfig overrides (``strategy``, ``head``, ``lora_r``, ``lora_alpha``).
-    Defaults are the demo's (tiny random encoder, 2 epochs, 3 test crops); the paper's are 40 epochs,
+    Defaults are the demo's (the shipped tiny image-text prior ``tiny_clip_prior`` + LoRA, 8 epochs, patience 4,
+    3 test crops); the paper's are 40 epochs,
     patience 12, batch 32, 15 IQA test crops, ``clip_vit_l14`` pretrained."""
     from .model import ModelConfig
     from .train import TrainConfig
@@ -256,14 +280,15 @@ def multi_dataset_view(aggregated: pd.DataFrame, datasets: Sequence[str], metric
 
 
 def variant_of(row: Mapping) -> str:
-    """A short label of a model variant: ``lora r16/a8 + mlp``, ``frozen + linear``."""
+    """A short label of a model variant: ``lora r16/a8 + mlp``, ``frozen + linear``, ``random init, full + mlp``."""
     strategy = f"lora r{int(row['lora_r'])}/a{float(row['lora_alpha']):g}" if row["strategy"] == "lora" \
         else str(row["strategy"])
-    return f"{strategy} + {row['head']}"
+    start = "random init, " if row.get("weights") == "random" else ""
+    return f"{start}{strategy} + {row['head']}"
 
 
 # ------------------------------------------------------------------------------------------ displays
-def caption(text: str, datasets, backbone: str = "tiny_clip", pretrained: bool = False) -> str:
+def caption(text: str, datasets, backbone: str = "tiny_clip_prior", pretrained: bool = True) -> str:
     """A figure/table caption (markdown) that says what the data and the model are."""
     from .paper import PAPER_DATASET_NAMES
     names = [datasets] if isinstance(datasets, str) else list(datasets)
@@ -276,6 +301,9 @@ def caption(text: str, datasets, backbone: str = "tiny_clip", pretrained: bool =
     if real:
         parts.append(f"real dataset{'s' if len(real) > 1 else ''} {', '.join(real)} (human judgements)")
     model = f"`{backbone}` encoder, {'pretrained' if pretrained else 'random-initialised'}"
+    if pretrained and backbone == "tiny_clip_prior":
+        model = (f"`{backbone}` encoder, the demo's own prior: image-text pre-trained by percept on generated images "
+                 f"and generated captions (no human judgement anywhere)")
     verdict = "" if pretrained and not synthetic else " A pipeline check, not a paper result."
     return f"**{text}** Data: {'; '.join(parts)}. Model: {model}.{verdict}"
 
@@ -464,7 +492,8 @@ def run_notebooks(names: Iterable[str] | None = None, out_dir: str | os.PathLike
                   timeout: int | None = 1200, stop_on_error: bool = True, log=print) -> list[dict]:
     """Execute notebooks with papermill; executed copies go to ``out_dir/<name>.ipynb``.
 
-    Every notebook gets ``parameters`` plus ``out_dir=out_dir/<name>``, ``runs_dir=out_dir/runs`` and
+    One line per notebook: its time and its headline (what it wrote with :func:`headline`). Every notebook
+    gets ``parameters`` plus ``out_dir=out_dir/<name>``, ``runs_dir=out_dir/runs`` and
     ``data_root=out_dir/data`` unless given (so that one call shares its runs and data between notebooks);
     ``per_notebook[name]`` adds parameters for one notebook. The kernel runs with the notebook's folder as
     its working directory. Returns ``[{"notebook", "seconds", "status", "output", "error"}]``; raises
@@ -482,13 +511,19 @@ def run_notebooks(names: Iterable[str] | None = None, out_dir: str | os.PathLike
         for path in paths:
             params = {"out_dir": str(out_dir / path.stem), **shared, **((per_notebook or {}).get(path.stem, {}))}
             output = out_dir / path.name
+            headline_file = Path(params["out_dir"]) / HEADLINE_FILE
+            headline_file.unlink(missing_ok=True)   # a stale headline never speaks for this execution
             started = time.time()
-            record = {"notebook": path.stem, "output": str(output), "error": None}
+            record = {"notebook": path.stem, "output": str(output), "error": None, "headline": ""}
             try:
+                # the kernel's own log at ERROR: ipykernel warns about unencrypted TCP on every start (a local
+                # kernel on the loopback interface, as JupyterLab's), which buried the runner's lines
                 pm.execute_notebook(str(path), str(output), parameters=params, kernel_name=kernel,
                                     cwd=str(path.parent), progress_bar=False, log_output=False,
-                                    execution_timeout=timeout)
+                                    execution_timeout=timeout, extra_arguments=["--IPKernelApp.log_level=ERROR"])
                 record["status"] = "ok"
+                if headline_file.is_file():
+                    record["headline"] = headline_file.read_text().strip()
             except Exception as err:   # papermill wraps kernel errors; report the notebook and cell
                 failure = _failure(path, err)
                 record.update(status="failed", error=str(failure))
@@ -501,7 +536,7 @@ def run_notebooks(names: Iterable[str] | None = None, out_dir: str | os.PathLike
                 continue
             record["seconds"] = round(time.time() - started, 1)
             results.append(record)
-            log(f"{path.stem:24s} {record['seconds']:6.1f} s  -> {output}")
+            log(f"{path.stem:24s} {record['seconds']:6.1f} s  {record['headline'] or '-> ' + str(output)}")
     total = sum(r["seconds"] for r in results)
     log(f"{len(results)} notebooks, {sum(r['status'] == 'ok' for r in results)} ok, {total:.0f} s in all")
     return results

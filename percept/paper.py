@@ -205,9 +205,10 @@ def ours_from_results(aggregated: pd.DataFrame, tables: Iterable | None = None, 
                                                 and not is_synthetic(run["dataset"])),
                              "source": _source(run["dataset"], run["backbone"], run["n_splits"], dataset_stand_in,
                                                backbone_stand_in, name, str(run.get("weights", "pretrained"))),
+                             "weights": str(run.get("weights", "pretrained")),
                              "our_note": "; ".join(x for x in (row.note, short and f"ours: only {short}") if x)})
     return pd.DataFrame(rows, columns=["table", *KEYS, "ours", "our_dataset", "our_datasets", "backbone", "n_splits",
-                                       "statistic", "stand_in", "comparable", "source", "our_note"])
+                                       "statistic", "stand_in", "comparable", "source", "weights", "our_note"])
 
 
 def ours_from_cross(records: Iterable[Mapping], tables: Iterable = CROSS_TABLES,
@@ -247,7 +248,7 @@ def ours_from_cross(records: Iterable[Mapping], tables: Iterable = CROSS_TABLES,
                              "stand_in": train_stand or test_stand or backbone_stand_in,
                              "weights": variant["weights"], "seed": variant["seed"], "our_note": row.note})
     columns = ["table", *KEYS, "ours", "our_dataset", "our_datasets", "backbone", "n_splits", "statistic",
-               "stand_in", "comparable", "source", "our_note"]
+               "stand_in", "comparable", "source", "weights", "our_note"]
     if not rows:
         return pd.DataFrame(columns=columns)
     frame = pd.DataFrame(rows)
@@ -277,7 +278,8 @@ def compare(ours: pd.DataFrame | None, table_id) -> pd.DataFrame:
 
     ``ours``: rows of :func:`ours_from_results` / :func:`ours_from_cross` (any tables; None or empty:
     the paper alone). When a comparable row (real data, the paper's weights) and a demo or random-weights
-    row fill the same cell, the comparable one is kept; two comparable rows for one cell (e.g. two seeds in
+    row fill the same cell, the comparable one is kept (and a pretrained demo row before a random one: the prior
+    ablation's random-init runs fill no cell the pretrained demo run fills); two comparable rows for one cell (e.g. two seeds in
     one run tree) are an error, never a silent choice. Columns: ``table, method, train_dataset, test_dataset, metric, paper, ours, difference`` (ours −
     paper), ``status`` (``both`` / ``paper only`` / ``ours only``), ``comparable``, ``source``, ``note``.
     Rows without a paper cell show our own dataset names (a stand-in name would suggest a paper cell)."""
@@ -298,7 +300,8 @@ def compare(ours: pd.DataFrame | None, table_id) -> pd.DataFrame:
         raise ValueError(f"table {table_id}: {len(same)} comparable results fill the cell {cell['method']} / "
                          f"{cell['test_dataset']} / {cell['metric']} ({'; '.join(same['source'])}); compare "
                          f"one configuration per cell (e.g. one seed per run tree)")
-    rank = np.where(mine["comparable"], 0, np.where(mine["stand_in"].astype(bool), 2, 1))
+    random = mine["weights"].astype(str).eq("random") if "weights" in mine.columns else False
+    rank = np.where(mine["comparable"], 0, np.where(mine["stand_in"].astype(bool), 2, 1) + 2 * random)
     mine = mine.assign(_rank=rank).sort_values("_rank", kind="mergesort").drop_duplicates(KEYS, keep="first")
     if "our_note" not in mine.columns:
         mine["our_note"] = ""

@@ -37,9 +37,9 @@ PLAIN_METRICS = {"srcc": "SRCC", "plcc_logistic": "PLCC", "mse": "MSE", "acc_2":
 CLASS_METRICS = {"accuracy": "ACC", "mAP": "mAP", "macro_f1": "macro-F1", "weighted_f1": "weighted-F1"}
 EMOTION_CLASS_COUNTS = {"EmoSet": 8, "EmotionROI": 6}
 
-# Random test encoders that stand in for the paper's CLIP ViT-L/14 in the embedded demo: rows they fill
+# Tiny encoders (random, or the demo's own prior) that stand in for the paper's CLIP ViT-L/14 in the embedded demo: rows they fill
 # are marked stand-ins and never comparable with the paper.
-BACKBONE_STAND_INS = {"tiny_clip": "clip_vit_l14", "tiny_clip_p16": "clip_vit_l14"}
+BACKBONE_STAND_INS = {"tiny_clip": "clip_vit_l14", "tiny_clip_p16": "clip_vit_l14", "tiny_clip_prior": "clip_vit_l14"}
 
 
 @dataclass(frozen=True)

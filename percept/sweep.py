@@ -40,11 +40,15 @@ LR_GRID = (5e-5, 1e-4, 5e-4, 1e-3)   # paper §3.1
 
 
 def run_name(config: TrainConfig) -> str:
-    """``<datasets>/split<k>/lr<lr>`` (+ the model variant when it is not the paper's default)."""
+    """``<datasets>/split<k>/lr<lr>`` (+ the model variant when it is not the paper's default; ``random-init``
+    when a backbone that has weights is trained from random ones, as in the prior ablation)."""
+    from .backbones import get_spec
     m = config.model
     variant = []
     if m.backbone != "clip_vit_l14":
         variant.append(m.backbone)
+    if not m.pretrained and m.weights_path is None and get_spec(m.backbone).has_pretrained:
+        variant.append("random-init")
     if m.strategy != "lora":
         variant.append(m.strategy)
     if m.head != "mlp":

@@ -25,7 +25,7 @@ def test_demo_is_one_engine_run_reproducible_and_loadable(tmp_path, capsys):
     preds = pd.read_csv(tmp_path / "a" / "run" / "predictions.csv")
     test_refs = set(table.set_index("image").loc[preds["id"], "reference"])
     assert test_refs and len(preds) == 20 * len(test_refs)
-    assert load_model(tmp_path / "a" / "run" / "best.safetensors").config.backbone == "tiny_clip"
+    assert load_model(tmp_path / "a" / "run" / "best.safetensors").config.backbone == "tiny_clip_prior"
 
 
 def test_cli_params_counts(capsys):

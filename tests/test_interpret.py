@@ -229,3 +229,13 @@ def test_cost_formula_and_timing(regressor):
     assert interpret.estimate_seconds(1000, 0.01)["batched"] == pytest.approx(2010)
     timing = interpret.time_head_importance(regressor, X[:2], batch_size=2)
     assert timing["batched_s"] > 0 and timing["naive_s"] > 0 and timing["speedup"] > 0
+
+
+def test_importance_contrast_is_the_top_head_over_the_median_head():
+    import pandas as pd
+    from percept.interpret import importance_contrast
+    table = pd.DataFrame({"layer": [0, 0, 1, 1, 2], "head": [0, 1, 0, 1, 0],
+                          "importance": [0.01, -0.02, 0.5, 0.03, 0.02]})
+    assert importance_contrast(table) == pytest.approx(0.5 / 0.02)       # |values|: median 0.02, top 0.5
+    assert importance_contrast(table.assign(importance=0.1)) == pytest.approx(1.0)   # no structure
+    assert importance_contrast(table.assign(importance=[0, 0, 0.5, 0, 0])) == float("inf")

@@ -70,6 +70,7 @@ def test_notebook_executes(path, executed):
     results, out, figures_dir = executed
     record = results[path.stem]
     assert record["status"] == "ok", record["error"]          # names the notebook and the failing cell
+    assert record["headline"], f"{path.name} wrote no headline (nb.headline) for the runner's line"
     book = nbformat.read(out / path.name, as_version=4)
     images = [o for c in book.cells if c.cell_type == "code" for o in c.outputs
               if o.output_type == "display_data" and "image/png" in o.data]
@@ -83,7 +84,7 @@ def test_figures_are_saved_as_png_and_pdf_named_after_the_paper(executed):
     assert pngs == {p.stem for p in figures_dir.glob("*.pdf")}
     for name in ("table1_iqa_training_curves_demo", "fig4_attention_heads_emotion_demo",
                  "fig4_attention_gallery_iqa_demo", "fig4_attention_gallery_memorability_demo", "figA3_confusion_matrix_demo",
-                 "table2_cross_dataset_demo", "table5_multi_dataset_demo", "table6_strategy_demo",
+                 "table2_cross_dataset_demo", "table5_multi_dataset_demo", "table6_strategy_demo", "table6_prior_ablation_demo",
                  "paper_tables_coverage_demo", "fig2_parameter_counts"):
         assert name in pngs, f"{name}.png missing; have {sorted(pngs)}"
     # the notebooks wrote their tables where they were told to, not into the repository

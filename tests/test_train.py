@@ -259,6 +259,20 @@ def test_predict_on_real_images(data_root, synth, tmp_path):
     assert predict_images(images[:1], run, device="cpu")["score"][0] == pytest.approx(table["score"][0], abs=1e-6)
 
 
+def test_random_init_variants_get_their_own_run_names(synth):
+    """The prior ablation (notebook 08) trains a backbone that has weights from random ones too: the two runs
+    must not share a directory (a finished one would be reused for the other); a backbone without weights
+    (tiny_clip) keeps its plain name."""
+    from percept.sweep import expand_grid
+    base = config(synth, max_epochs=1)
+    base.model = ModelConfig(backbone="tiny_clip_prior", pretrained=True)
+    grid = expand_grid(base, lrs=[1e-3], model_variants=[{}, {"pretrained": False}, {"pretrained": False, "strategy": "full"}])
+    assert sorted(grid) == ["synthetic_iqa/tiny_clip_prior/split1/lr0.001",
+                            "synthetic_iqa/tiny_clip_prior_random-init/split1/lr0.001",
+                            "synthetic_iqa/tiny_clip_prior_random-init_full/split1/lr0.001"]
+    assert [c.model.pretrained for c in grid.values()] == [True, False, False]
+
+
 def test_sweep_runs_grid_skips_finished_and_selects_by_validation(synth, tmp_path):
     from percept.sweep import expand_grid, run_sweep
     grid = expand_grid(config(synth, max_epochs=1), lrs=[1e-3, 1e-4], splits=[1, 2])

@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 from torch import nn
 
 from . import scenes
@@ -40,9 +41,9 @@ WEIGHTS_FILE = "tiny_clip_prior.safetensors"
 
 @dataclass
 class PretrainConfig:
-    n_scenes: int = 1500
-    variants: int = 4              # per scene: same content, other degradations (hard negatives)
-    steps: int = 3000
+    n_scenes: int = 4000           # contents; every step draws fresh appearances of them (ScenePool)
+    per_scene: int = 4             # appearances of one content per batch (hard negatives for the perceptual words)
+    steps: int = 4200
     batch_size: int = 32
     lr: float = 1e-3
     warmup: int = 100
@@ -55,32 +56,29 @@ class PretrainConfig:
 
 
 class ScenePool:
-    """``variants`` variants of scenes ``0..n-1`` of set ``seed`` (row ``scene * variants + variant``) as a
-    uint8 (3, H, W) image store, drawn on first use and kept: the first steps of a run can be replayed (tests)
-    without drawing the thousands of images a full run uses."""
+    """The undegraded images of scenes ``0..n-1`` of set ``seed``, drawn on first use and kept; a batch gives
+    each of its scenes ``per_scene`` *fresh* appearances (variants ``per_scene * step + v``: new degradations,
+    noise and caption at every step). The contents repeat across the run, the appearances never do, so the
+    towers cannot memorise an image's caption; they have to read the blur, noise and compression. (With a fixed
+    set of degraded images, issue 13 measured a run's features telling them apart on held-out scenes no better
+    than random features.)"""
 
-    def __init__(self, seed: int, n: int, variants: int, size: int):
-        self.seed, self.n, self.variants, self.size = seed, n, variants, size
-        self.captions = [scenes.scene_caption(seed, i, v)[0] for i in range(n) for v in range(variants)]
-        self.images = torch.zeros(n * variants, 3, size, size, dtype=torch.uint8)
-        self.drawn = torch.zeros(n * variants, dtype=torch.bool)
+    def __init__(self, seed: int, n: int, size: int):
+        self.seed, self.n, self.size = seed, n, size
+        self.content: dict[int, Image.Image] = {}
 
-    def __len__(self) -> int:
-        return self.n * self.variants
-
-    def batch_rows(self, batch_size: int, generator: torch.Generator) -> torch.Tensor:
-        """``batch_size // 2`` random scenes, two different variants of each."""
-        scene = torch.randint(self.n, (batch_size // 2,), generator=generator)
-        first = torch.randint(self.variants, (len(scene),), generator=generator)
-        second = (first + torch.randint(1, self.variants, (len(scene),), generator=generator)) % self.variants
-        return torch.cat([scene * self.variants + first, scene * self.variants + second])
-
-    def __getitem__(self, rows: torch.Tensor) -> torch.Tensor:
-        for row in rows[~self.drawn[rows]].unique().tolist():
-            image, _, _ = scenes.make_pair(self.seed, row // self.variants, self.size, row % self.variants)
-            self.images[row] = torch.from_numpy(np.array(image)).permute(2, 0, 1)
-            self.drawn[row] = True
-        return self.images[rows]
+    def batch(self, scene_ids: list[int], step: int, per_scene: int = 2) -> tuple[torch.Tensor, list[str]]:
+        """(per_scene * len(scene_ids), 3, H, W) uint8 images and their captions: every scene's variant
+        ``per_scene * step``, then every scene's variant ``per_scene * step + 1``, ..."""
+        images, captions = [], []
+        for v in range(per_scene):
+            for index in scene_ids:
+                if index not in self.content:
+                    self.content[index] = scenes.draw_scene_content(self.seed, index, self.size)
+                image, text, _ = scenes.make_variant(self.content[index], self.seed, index, per_scene * step + v)
+                images.append(torch.from_numpy(np.array(image)).permute(2, 0, 1))
+                captions.append(text)
+        return torch.stack(images), captions
 
 
 def image_tower() -> nn.Module:
@@ -108,10 +106,7 @@ def pretrain(config: PretrainConfig, out: str | Path | None = None, log=print, s
     from ..backbones import get_spec
     torch.set_num_threads(config.threads)
     torch.manual_seed(config.seed)
-    images = ScenePool(config.seed, config.n_scenes, config.variants, config.image_size)
-    tokens = Tokenizer()(images.captions)
-    _, caption_ids = np.unique(np.array(images.captions), return_inverse=True)
-    caption_ids = torch.from_numpy(caption_ids)
+    pool, tokenizer = ScenePool(config.seed, config.n_scenes, config.image_size), Tokenizer()
     mean, std = (torch.tensor(v).view(1, 3, 1, 1) * 255 for v in get_spec(BACKBONE).normalization)
     towers = nn.ModuleDict({"image": image_tower(), "text": TextTower(len(Tokenizer().words), config.text_width,
                                                                       config.text_layers, out_dim=64)})
@@ -126,12 +121,13 @@ def pretrain(config: PretrainConfig, out: str | Path | None = None, log=print, s
     losses, start = [], time.time()
     towers.train()
     for step in range(config.steps if stop_after is None else min(stop_after, config.steps)):
-        rows = images.batch_rows(config.batch_size, generator)
-        flip = torch.rand(config.batch_size, generator=generator) < 0.5
-        x = images[rows].float()
-        x = torch.where(flip.view(-1, 1, 1, 1), x.flip(3), x)
-        loss = contrastive_loss(towers["image"]((x - mean) / std), towers["text"](tokens[rows]),
-                                log_scale.exp().clamp(max=100), caption_ids[rows])
+        scene_ids = torch.randperm(config.n_scenes, generator=generator)[:config.batch_size // config.per_scene]
+        x, captions = pool.batch(scene_ids.tolist(), step, config.per_scene)
+        flip = torch.rand(len(x), generator=generator) < 0.5
+        x = torch.where(flip.view(-1, 1, 1, 1), x.flip(3), x).float()
+        _, caption_ids = np.unique(np.array(captions), return_inverse=True)
+        loss = contrastive_loss(towers["image"]((x - mean) / std), towers["text"](tokenizer(captions)),
+                                log_scale.exp().clamp(max=100), torch.from_numpy(caption_ids))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(towers.parameters(), 1.0)

@@ -25,7 +25,7 @@ def vocabulary() -> list[str]:
     words = {"a", "an", "of", "on", "background", ",", *scenes.NOUNS, *scenes.COUNT_WORDS.values()}
     words |= {w for name in (*scenes.COLOURS, *scenes.BACKGROUNDS) for w in _words(name)}
     words |= {w for shape in scenes.SHAPES for form in (shape, shape + "s") for w in _words(form)}
-    for phrase in ("slightly soft", "blurry", "very blurry", "slightly grainy", "grainy", "very noisy", "compressed",
+    for phrase in ("slightly soft", "soft", "blurry", "very blurry", "slightly grainy", "grainy", "very noisy", "compressed",
                    "blocky", "heavily compressed", "slightly banded", "posterized", "heavily posterized", "dark",
                    "bright", "dull", "vivid", "crisp, clean"):
         words |= set(_words(phrase))
