@@ -56,10 +56,12 @@ def test_smoke_fills_each_row_from_its_own_variant(smoke):
 
 def test_multi_dataset_group_split_k_uses_each_datasets_split_k(smoke):
     _, out = smoke
-    metrics = json.loads((out / "runs" / "emoset+emotionroi" / "2phase" / "split2" / "lr5e-05" /
+    # the smoke plan trains random one-block encoders: run names say so (random-init), as sweep.run_name does
+    metrics = json.loads((out / "runs" / "emoset+emotionroi" / "random-init_2phase" / "split2" / "lr5e-05" /
                           "metrics.json").read_text())
     assert metrics["splits"] == {"emoset": 1, "emotionroi": 2}      # EmoSet's one official split, EmotionROI's k
-    lamem = json.loads((out / "runs" / "lamem+things" / "2phase" / "split2" / "lr5e-05" / "metrics.json").read_text())
+    lamem = json.loads((out / "runs" / "lamem+things" / "random-init_2phase" / "split2" / "lr5e-05" /
+                        "metrics.json").read_text())
     assert lamem["splits"] == {"lamem": 2, "things": 2}
 
 
