@@ -38,7 +38,7 @@ from .attention import split_qkv
 class ConvStemPatchEmbed(PatchEmbed):
     """timm's patch embedding with its single linear patchify replaced by early convolutions (Xiao et al.,
     "Early convolutions help transformers see better", NeurIPS 2021): ``len(stem_channels)`` 3x3 stride-2
-    convolutions, each with GroupNorm(1) and GELU, then a ``k x k`` stride-``k`` convolution to
+    convolutions, each with GroupNorm (groups of channels: min(8, C) groups) and GELU, then a ``k x k`` stride-``k`` convolution to
     ``embed_dim`` so that the token grid is that of ``patch_size``. Used by the demo prior
     (``tiny_clip_prior``): a tiny ViT whose patchify is linear does not learn the demo's blur, noise and
     compression from scratch within minutes on a CPU (the patch's high-frequency energy needs a
@@ -192,7 +192,12 @@ def shipped_weights_path(spec: BackboneSpec) -> Path:
         raise PretrainedWeightsUnavailable(f"the shipped weights of backbone {spec.name!r} are missing: "
                                            f"{path if not path.is_file() else sidecar}; regenerate them with "
                                            f"{regenerate}")
-    expected = json.loads(sidecar.read_text())["sha256"]
+    try:
+        expected = json.loads(sidecar.read_text())["sha256"]
+    except (ValueError, KeyError, TypeError) as err:
+        raise PretrainedWeightsUnavailable(f"the record {sidecar} of the shipped weights of backbone {spec.name!r} "
+                                           f"is unreadable or has no 'sha256' ({type(err).__name__}: {err}); "
+                                           f"regenerate both files with {regenerate}") from err
     actual = hashlib.sha256(path.read_bytes()).hexdigest()
     if actual != expected:
         raise PretrainedWeightsUnavailable(f"the shipped weights of backbone {spec.name!r} at {path} do not match "

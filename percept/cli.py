@@ -133,7 +133,7 @@ def _add_train_args(p) -> None:
     _add_data_args(p)
     g = p.add_argument_group("model (ablations: Tables 6, 7, A.7, A.8, A.10, A.11)")
     g.add_argument("--backbone", default="clip_vit_l14", help="clip_vit_l14 (paper), clip_vit_b16, clip_vit_b32, "
-                   "dinov2_vit_l14, mae_vit_l16, tiny_clip (tests/demo)")
+                   "dinov2_vit_l14, mae_vit_l16, tiny_clip_prior (the demo's shipped prior), tiny_clip (tests)")
     g.add_argument("--strategy", default="lora", choices=["lora", "frozen", "full"])
     g.add_argument("--head", default="mlp", choices=["mlp", "linear"])
     g.add_argument("--lora-r", type=int, default=16)
@@ -168,11 +168,12 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     demo = commands.add_parser("demo", help="offline end-to-end run on embedded synthetic data (CPU, minutes)",
-                               description="Generate the synthetic KADID-style IQA set, train a tiny "
-                                           "random-initialised PerceptCLIP (LoRA + MLP head, PLCC loss) and "
-                                           "report test SRCC/PLCC. A pipeline check, not a paper result.")
+                               description="Generate the synthetic KADID-style IQA set, adapt the demo's "
+                                           "own tiny image-text prior (tiny_clip_prior) with LoRA + MLP head (PLCC "
+                                           "loss) and report test SRCC/PLCC. The recipe in miniature, not a paper "
+                                           "result.")
     demo.add_argument("--out", required=True, help="output directory (synthetic/ data and run/ directory)")
-    demo.add_argument("--epochs", type=int, default=8, help="maximum epochs (early stopping patience 3)")
+    demo.add_argument("--epochs", type=int, default=8, help="maximum epochs (early stopping patience 4)")
     demo.add_argument("--seed", type=int, default=0, help="seed for data, split and training")
     demo.add_argument("--quiet", action="store_true", help="no per-epoch log")
     demo.set_defaults(run=_demo)

@@ -197,9 +197,16 @@ def demo_config(datasets, data_root, *, dataset_root=None, manifest=None, datase
 
 def budget_tag(config) -> str:
     """The settings that change results but are not in the sweep's run name (epochs, patience, batch,
-    test crops, seed): runs of different budgets never share a directory."""
-    return (f"e{config.max_epochs}-p{config.patience}-b{config.batch_size}-c{config.test_crops}"
-            f"-s{config.seed}{'' if config.model.pretrained else '-random'}")
+    test crops, seed, and the shipped prior's SHA-256 prefix): runs of different budgets never share a directory."""
+    tag = (f"e{config.max_epochs}-p{config.patience}-b{config.batch_size}-c{config.test_crops}"
+           f"-s{config.seed}{'' if config.model.pretrained else '-random'}")
+    from .backbones import get_spec, shipped_weights_path
+    spec = get_spec(config.model.backbone)
+    if config.model.pretrained and spec.shipped_weights and config.model.weights_path is None:
+        # which shipped prior: runs adapted from one prior are never reused for a regenerated one
+        import hashlib
+        tag += "-prior" + hashlib.sha256(shipped_weights_path(spec).read_bytes()).hexdigest()[:8]
+    return tag
 
 
 def run_dir_for(config, runs_dir) -> Path:
@@ -266,6 +273,8 @@ def multi_dataset_view(aggregated: pd.DataFrame, datasets: Sequence[str], metric
                       & (aggregated["head"] == "mlp") & (aggregated["lora_r"] == 16)
                       & (aggregated["lora_alpha"] == 8)]
     rows = rows[rows["datasets"].isin(list(datasets) + ["+".join(datasets)])]
+    if "weights" in rows and rows["weights"].ne("random").any():   # notebook 08's random-init runs share the folder
+        rows = rows[rows["weights"].ne("random")]
     out = []
     for _, row in rows.iterrows():
         for metric in metrics:

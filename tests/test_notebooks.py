@@ -132,6 +132,18 @@ def _aggregated(**config):
     return pd.DataFrame([{**row, **config}])
 
 
+def test_a_pretrained_demo_run_fills_a_cell_before_the_same_run_from_random_weights():
+    """Notebook 08's prior ablation puts random-init runs of the demo prior beside the pretrained ones: both are
+    stand-ins (never comparable); the cell shows the pretrained one, whichever comes first."""
+    both = pd.concat([_aggregated(backbone="tiny_clip_prior", weights="random", median_srcc=0.03),
+                      _aggregated(backbone="tiny_clip_prior", weights="pretrained", median_srcc=0.66)])
+    for frame in (both, both.iloc[::-1]):
+        compared = paper.compare(paper.ours_from_results(frame, tables=["1"]), "1")
+        cell = compared[(compared["method"] == "PerceptCLIP (3M)") & (compared["metric"] == "SRCC")
+                        & (compared["status"] == "both")]
+        assert cell["ours"].tolist() == [0.66] and not cell["comparable"].any()
+
+
 def test_our_runs_become_paper_cells_with_stand_ins_marked():
     ours = paper.ours_from_results(_aggregated())
     table1 = ours[ours["table"] == "1"]

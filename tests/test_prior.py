@@ -90,6 +90,9 @@ def test_prior_weights_load_through_timm_and_are_verified(small_prior, tmp_path,
     target.write_bytes(bytes(data))
     with pytest.raises(backbones.PretrainedWeightsUnavailable, match=r"do not match the SHA-256.*regenerate"):
         backbones.create_backbone("tiny_clip_prior", pretrained=True)
+    target.with_suffix(".json").write_text("{ truncated")
+    with pytest.raises(backbones.PretrainedWeightsUnavailable, match=r"unreadable.*python -m percept.prior.pretrain"):
+        backbones.create_backbone("tiny_clip_prior", pretrained=True)
 
 
 def test_pretrain_command_writes_the_weights_and_a_linear_probe(tmp_path):

@@ -67,7 +67,7 @@ class ScenePool:
         self.seed, self.n, self.size = seed, n, size
         self.content: dict[int, Image.Image] = {}
 
-    def batch(self, scene_ids: list[int], step: int, per_scene: int = 2) -> tuple[torch.Tensor, list[str]]:
+    def batch(self, scene_ids: list[int], step: int, per_scene: int = 4) -> tuple[torch.Tensor, list[str]]:
         """(per_scene * len(scene_ids), 3, H, W) uint8 images and their captions: every scene's variant
         ``per_scene * step``, then every scene's variant ``per_scene * step + 1``, ..."""
         images, captions = [], []
@@ -102,9 +102,20 @@ def contrastive_loss(image: torch.Tensor, text: torch.Tensor, scale: torch.Tenso
 def pretrain(config: PretrainConfig, out: str | Path | None = None, log=print, stop_after: int | None = None) -> dict:
     """Train (``config.steps`` steps) and, with ``out``, write the weights and their record; returns the record
     (``losses``: the loss of every step). ``stop_after``: replay only the first steps (the schedule is still
-    the full run's), as the test that compares them with the recorded curve does."""
-    from ..backbones import get_spec
+    the full run's), as the test that compares them with the recorded curve does. Runs on ``config.threads``
+    CPU threads (part of what makes it deterministic) and restores the caller's thread count."""
+    if config.batch_size % config.per_scene:
+        raise ValueError(f"batch_size {config.batch_size} is not a multiple of per_scene {config.per_scene}")
+    threads = torch.get_num_threads()
     torch.set_num_threads(config.threads)
+    try:
+        return _pretrain(config, out, log, stop_after)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _pretrain(config: PretrainConfig, out, log, stop_after) -> dict:
+    from ..backbones import get_spec
     torch.manual_seed(config.seed)
     pool, tokenizer = ScenePool(config.seed, config.n_scenes, config.image_size), Tokenizer()
     mean, std = (torch.tensor(v).view(1, 3, 1, 1) * 255 for v in get_spec(BACKBONE).normalization)

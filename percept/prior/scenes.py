@@ -4,8 +4,8 @@ Each scene is drawn from a parameter set (:class:`Scene`): a two-colour backgrou
 (a faint grating and pixel noise, so that blur and compression visibly change it), one to three shapes of
 one named colour, then degradations drawn on continuous scales (Gaussian blur radius, noise sigma, JPEG
 quality, palette size, brightness and saturation factors). The caption is written from the same
-parameters, describing the content *and* the appearance, e.g. "a dark, very blurry photo of two red
-circles on a teal background" or "a crisp, clean picture of a striped yellow square on a grey background":
+parameters, describing the content *and* the appearance, e.g. "a very blurry, dark photo of two red
+circles on a teal background" or "a crisp, clean picture of a yellow striped square on a grey background":
 the perceptual words that CLIP met in human-written captions, here produced by code. Nothing in it is a
 human judgement.
 
@@ -179,7 +179,7 @@ def content_rng(seed: int, index: int) -> np.random.Generator:
 
 def appearance_rng(seed: int, index: int, variant: int) -> np.random.Generator:
     """The RNG of variant ``variant`` of scene ``index``: its degradations, their noise and its caption's
-    noun. The pre-training draws variant ``2 * step + v`` (v = 0, 1) at ``step``, so that every image it
+    noun. The pre-training draws variant ``per_scene * step + v`` (v < per_scene) at ``step``, so that every image it
     sees is a fresh appearance of a cached content image, and any of them can be redrawn from its numbers."""
     return np.random.default_rng([SCENE_NAMESPACE, int(seed), int(index), 1 + int(variant)])
 
