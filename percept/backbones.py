@@ -183,6 +183,15 @@ def shipped_weights_path(spec: BackboneSpec) -> Path:
     """The verified file of a backbone whose weights ship with percept: it must exist and match the SHA-256
     recorded in its JSON sidecar (written by ``percept.prior.pretrain``); otherwise an error names the file
     and the command that regenerates it - never silent random weights."""
+    return _verified_shipped_weights(spec)[0]
+
+
+def shipped_weights_sha256(spec: BackboneSpec) -> str:
+    """The SHA-256 of a backbone's shipped weights file, verified as :func:`shipped_weights_path` does."""
+    return _verified_shipped_weights(spec)[1]
+
+
+def _verified_shipped_weights(spec: BackboneSpec) -> tuple[Path, str]:
     import hashlib
     import json
     path = Path(__file__).resolve().parent / spec.shipped_weights
@@ -204,7 +213,7 @@ def shipped_weights_path(spec: BackboneSpec) -> Path:
                                            f"the SHA-256 recorded in {sidecar.name} ({actual[:12]}... != "
                                            f"{expected[:12]}...): the file is corrupted or was replaced; "
                                            f"regenerate it with {regenerate}")
-    return path
+    return path, actual
 
 
 def _load_local_weights(model: nn.Module, path: Path, spec: BackboneSpec) -> None:

@@ -200,12 +200,11 @@ def budget_tag(config) -> str:
     test crops, seed, and the shipped prior's SHA-256 prefix): runs of different budgets never share a directory."""
     tag = (f"e{config.max_epochs}-p{config.patience}-b{config.batch_size}-c{config.test_crops}"
            f"-s{config.seed}{'' if config.model.pretrained else '-random'}")
-    from .backbones import get_spec, shipped_weights_path
+    from .backbones import get_spec, shipped_weights_sha256
     spec = get_spec(config.model.backbone)
     if config.model.pretrained and spec.shipped_weights and config.model.weights_path is None:
         # which shipped prior: runs adapted from one prior are never reused for a regenerated one
-        import hashlib
-        tag += "-prior" + hashlib.sha256(shipped_weights_path(spec).read_bytes()).hexdigest()[:8]
+        tag += "-prior" + shipped_weights_sha256(spec)[:8]
     return tag
 
 
