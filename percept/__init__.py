@@ -7,7 +7,7 @@ import importlib
 
 _LAZY = {"ModelConfig": "model", "PerceptCLIP": "model", "build_model": "model", "load_model": "model",
          "load_weights": "model", "save_weights": "model", "OFFICIAL_CHECKPOINTS": "official",
-         "load_official": "official"}
+         "load_official": "official", "RunDir": "runs"}
 
 
 def __getattr__(name: str):
@@ -18,5 +18,5 @@ def __getattr__(name: str):
 
 
 __all__ = ["ModelConfig", "PerceptCLIP", "build_model", "load_model", "load_weights", "save_weights",
-           "OFFICIAL_CHECKPOINTS", "load_official"]
+           "OFFICIAL_CHECKPOINTS", "load_official", "RunDir"]
 __version__ = "0.1.0"

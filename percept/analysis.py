@@ -18,7 +18,6 @@ classification ``prob_<class name>`` per class in class order.
 """
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Sequence
@@ -30,6 +29,7 @@ from matplotlib.figure import Figure
 from sklearn.metrics import confusion_matrix
 
 from .metrics import valence_of
+from .runs import RunDir
 from .transforms import CLIP_MEAN, CLIP_STD
 
 REQUIRED_COLUMNS = ("id", "label", "prediction")
@@ -47,17 +47,17 @@ def load_predictions(run_dir: str | os.PathLike, dataset: str | None = None) -> 
     """
     run_dir = Path(run_dir)
     if run_dir.is_file():
-        run_dir, path = run_dir.parent, run_dir
+        run, path = RunDir(run_dir.parent), run_dir
     else:
-        path = run_dir / ("predictions.csv" if dataset is None else f"predictions_{dataset}.csv")
-    if not run_dir.is_dir():
-        raise FileNotFoundError(f"run directory {str(run_dir)!r} does not exist")
+        run = RunDir(run_dir)
+        path = run.predictions_file(dataset)
+    if not run.path.is_dir():
+        raise FileNotFoundError(f"run directory {str(run.path)!r} does not exist")
     if not path.is_file():
-        others = sorted(p.name for p in run_dir.glob("predictions*.csv"))
+        others = [p.name for p in run.prediction_files()]
         hint = f" (this directory has {others}: pass dataset=...)" if others else " (evaluate the run first)"
         raise FileNotFoundError(f"no predictions file {str(path)!r}{hint}")
-    config_path = run_dir / "config.json"
-    config = json.loads(config_path.read_text()) if config_path.is_file() else {}
+    config = run.read_config() if run.config_file.is_file() else {}
     pred = pd.read_csv(path, dtype={"id": str})
     expected = list(REQUIRED_COLUMNS) + [f"prob_{name}" for name in (config.get("class_names") or [])]
     missing = [column for column in expected if column not in pred.columns]

@@ -194,7 +194,8 @@ def shipped_weights_sha256(spec: BackboneSpec) -> str:
 def _verified_shipped_weights(spec: BackboneSpec) -> tuple[Path, str]:
     import hashlib
     import json
-    path = Path(__file__).resolve().parent / spec.shipped_weights
+    from .resources import package_path
+    path = package_path("percept", *Path(spec.shipped_weights).parts)
     sidecar = path.with_suffix(".json")
     regenerate = f"`python -m percept.prior.pretrain --out {path.parent}` (or `git checkout -- {path.name}`)"
     if not path.is_file() or not sidecar.is_file():

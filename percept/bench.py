@@ -61,12 +61,12 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Sampler
 
-from .checkpoint import atomic_write_text
-from .evaluate import autocast, collate
+from .files import atomic_write_text
+from .evaluate import collate
 from .losses import get_loss
+from .tasks import get_task
 from .model import ModelConfig, PerceptCLIP, build_model
-from .fastpath import cast_frozen_weights, compile_or_eager  # noqa: F401 (re-exported)
-from .train import resolve_device, resolve_workers
+from .runtime import autocast, cast_frozen_weights, compile_or_eager, resolve_device, resolve_workers  # noqa: F401
 
 # Dense (no sparsity) bf16 tensor-core peaks, TFLOP/s, from the vendors' data sheets; first match wins.
 PEAK_BF16_TFLOPS = (("H100 NVL", 835.0), ("H100 PCIe", 756.0), ("H100", 989.0), ("H200", 989.0),
@@ -271,7 +271,7 @@ def benchmark(backbone: str = "tiny_clip", batch_size: int = 32, precision: str 
     ``backbone``: a percept backbone (random weights: speed does not depend on their values).
     ``precision``/``device``: as ``percept train`` (auto = bf16 on GPU, fp32 on CPU). ``data_root``: the
     dataset folder (default: the embedded synthetic IQA set, generated in a temporary folder);
-    ``max_images`` caps the training images used. ``num_workers`` default: :func:`percept.train.resolve_workers`.
+    ``max_images`` caps the training images used. ``num_workers`` default: :func:`percept.runtime.resolve_workers`.
     ``channels_last`` and ``frozen_bf16`` default to on for GPU bf16. ``data=False`` skips the data-pipeline
     measurements (random tensors only). ``precision_check_epochs`` > 0 adds :func:`compare_precisions`
     (a short fp32 and bf16 training run of ``backbone`` on ``dataset``) as ``precision_check``.
@@ -613,12 +613,12 @@ def compare_precisions(backbone: str = "tiny_clip", dataset: str = "synthetic_iq
     same seed and compare the test metrics: ``within_tolerance`` says whether every compared metric differs
     by at most ``tolerance``. On GPU this is the bf16 numerics check of issue 7; on CPU (bf16 autocast
     exists there too) it exercises the same code."""
-    from .data.sources import TASK_KIND, DataConfig, dataset_task
+    from .data.sources import DataConfig, dataset_task
     from .train import TrainConfig, train
     root = data_root or os.path.join(tempfile.gettempdir(), "percept-bench-synthetic")
     run_dir = Path(run_dir or tempfile.mkdtemp(prefix="percept-precision-"))
     task = dataset_task(dataset)
-    metrics = ("accuracy",) if TASK_KIND[task] == "classification" else ("srcc", "plcc", "plcc_logistic")
+    metrics = ("accuracy",) if get_task(task).is_classification else ("srcc", "plcc", "plcc_logistic")
     runs_ = {}
     for precision in ("fp32", "bf16"):
         config = TrainConfig(data=[DataConfig(dataset, str(root))], model=ModelConfig(backbone=backbone,

@@ -1,4 +1,4 @@
-"""Checkpoint files: atomic writes, safetensors for what we write, strict key/shape checks for what we read.
+"""Checkpoint files: safetensors for what we write, strict key/shape checks for what we read.
 
 We write :mod:`safetensors` files (no pickle) whose metadata carries the model configuration as JSON,
 so a file is self-describing. Whatever we read that is not safetensors goes through
@@ -8,41 +8,18 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, Mapping
+from typing import Any, Mapping
 
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from .files import atomic_path
+
 
 class CheckpointMismatch(ValueError):
     """A state dict does not fit the model: missing or unexpected keys, or wrong shapes."""
-
-
-@contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path next to ``path``; on success move it over ``path`` atomically.
-
-    A crash mid-write leaves the previous file intact (never a half-written one).
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        yield Path(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_text(text)
 
 
 def check_state_dict(model: nn.Module, state: Mapping[str, torch.Tensor], source: str, what: str = "checkpoint",
@@ -94,3 +71,44 @@ def torch_load_weights(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ValueError(f"{path} does not contain a flat state dict of tensors")
     return dict(state)
+
+
+# ------------------------------------------------------------------------------------- training checkpoint
+def save_checkpoint(path: str | os.PathLike, trainable: Mapping[str, torch.Tensor],
+                    optimizer: torch.optim.Optimizer | None, state: Mapping[str, Any]) -> None:
+    """One safetensors file: ``model.*`` trainable weights, ``optim.<i>.<name>`` AdamW tensors, and the loop
+    state + optimizer param groups as JSON metadata."""
+    tensors = {f"model.{k}": v.detach() for k, v in trainable.items()}
+    meta: dict[str, Any] = {"format": "percept-checkpoint", "state": dict(state)}
+    if optimizer is not None:
+        sd = optimizer.state_dict()
+        for index, values in sd["state"].items():
+            for name, value in values.items():
+                value = value if torch.is_tensor(value) else torch.tensor(value)
+                tensors[f"optim.{index}.{name}"] = value
+        meta["param_groups"] = sd["param_groups"]
+    save_tensors(path, {k: v.contiguous().cpu() for k, v in tensors.items()}, meta)
+
+
+def load_checkpoint(path: str | os.PathLike, model: nn.Module,
+                    optimizer: torch.optim.Optimizer | None) -> dict:
+    """Restore :func:`save_checkpoint`'s weights (and optimizer state) in place; returns the loop state."""
+    tensors, meta = load_tensors(path)
+    if meta.get("format") != "percept-checkpoint":
+        raise ValueError(f"{path} is not a percept training checkpoint")
+    weights = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
+    own = dict(model.named_parameters())
+    missing = sorted(set(k for k, p in own.items() if p.requires_grad) - set(weights))
+    unknown = sorted(set(weights) - set(model.state_dict()))
+    if missing or unknown:
+        raise ValueError(f"checkpoint {path} does not fit the model (missing {missing[:3]}, unexpected "
+                         f"{unknown[:3]}); it belongs to a different configuration")
+    model.load_state_dict(weights, strict=False)
+    if optimizer is not None and "param_groups" in meta:
+        state: dict[int, dict] = {}
+        for key, value in tensors.items():
+            if key.startswith("optim."):
+                _, index, name = key.split(".", 2)
+                state.setdefault(int(index), {})[name] = value
+        optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+    return dict(meta["state"])

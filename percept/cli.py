@@ -64,17 +64,17 @@ def _train_config(args):
 
 
 def _train(args) -> None:
-    from .runs import CONFIG, read_json
+    from .runs import RunDir
     from .train import TrainConfig, train
-    from pathlib import Path
+    run = RunDir(args.run_dir)
     if args.dataset:
         config = _train_config(args)
-    elif (Path(args.run_dir) / CONFIG).is_file():   # resume a run (or one prepared by a sweep)
-        config = TrainConfig.from_dict(read_json(Path(args.run_dir) / CONFIG))
+    elif run.config_file.is_file():   # resume a run (or one prepared by a sweep)
+        config = TrainConfig.from_dict(run.read_config())
         config.quiet = args.quiet
     else:
         raise ValueError(f"give --dataset and --root, or --run-dir of an existing run to resume "
-                         f"({args.run_dir} has no config.json)")
+                         f"({run.config_file} does not exist)")
     result = train(config, args.run_dir)
     print(json.dumps({"run_dir": args.run_dir, "val_score": result["val_score"], "test": result["test"]}, indent=2))
 
@@ -107,7 +107,7 @@ def _results(args) -> None:
     table = tables[args.level] if args.level != "wide" else wide_table(
         tables["aggregated"], metrics=args.metrics, statistic=args.statistic)
     if args.csv:
-        from .runs import write_csv
+        from .files import write_csv
         write_csv(args.csv, table.reset_index() if args.level == "wide" else table)
     with pd.option_context("display.max_columns", 50, "display.width", 200):
         print(table.to_string())

@@ -10,7 +10,6 @@ order never mix images.
 from __future__ import annotations
 
 import os
-from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -19,13 +18,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from .metrics import NEGATIVE_EMOTIONS, POSITIVE_EMOTIONS, classification_metrics, regression_metrics
-
-
-def autocast(device: torch.device, precision: str):
-    """bf16 autocast on GPU when ``precision`` is ``bf16``; plain fp32 otherwise."""
-    if precision == "bf16":
-        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-    return nullcontext()
+from .runtime import autocast, resolve_device, resolve_workers
 
 
 def collate(items: list[dict]) -> dict:
@@ -156,15 +149,13 @@ def evaluate_run(run_dir: str | os.PathLike, data, *, split: int | None = None, 
     ``predictions.csv`` to ``out`` (default ``RUN_DIR/eval/<dataset>_<split or all>_<part>``)."""
     from .data.sources import open_source
     from .model import load_model
-    from .runs import BEST, read_json, write_csv, write_json
-    from .train import resolve_device, resolve_workers
+    from .runs import RunDir
 
-    run_dir = Path(run_dir)
-    if not (run_dir / BEST).is_file():
-        raise FileNotFoundError(f"{run_dir} has no {BEST}; train the run first (percept train)")
-    config = read_json(run_dir / "config.json")
+    run = RunDir(run_dir)
+    weights = run.require_weights()
+    config = run.read_config()
     device, precision = resolve_device(device, config.get("precision", "auto"))
-    model = load_model(run_dir / BEST).to(device)
+    model = load_model(weights).to(device)
     source = open_source(data)
     heads = model.head_names()
     if head is None:
@@ -177,10 +168,9 @@ def evaluate_run(run_dir: str | os.PathLike, data, *, split: int | None = None, 
     metrics, frame = evaluate_source(model, source, split, part, head=head, batch_size=batch_size, device=device,
                                      precision=precision, num_workers=resolve_workers(num_workers, device),
                                      test_crops=int(config.get("test_crops", 15)))
-    out = Path(out) if out else run_dir / "eval" / f"{source.name}_{'all' if split is None else f'split{split}'}_{part}"
-    out.mkdir(parents=True, exist_ok=True)
-    write_csv(out / "predictions.csv", frame)
-    record = {"run": str(run_dir), "trained_on": [d["dataset"] for d in config["data"]], "head": head,
+    out = RunDir(out) if out else run.eval_dir(f"{source.name}_{'all' if split is None else f'split{split}'}_{part}")
+    out.write_predictions(frame)
+    record = {"run": str(run.path), "trained_on": [d["dataset"] for d in config["data"]], "head": head,
               "dataset": source.name, "split": split, "part": part, "metrics": metrics, "status": "complete"}
-    write_json(out / "metrics.json", record)
+    out.write_metrics(record)
     return record

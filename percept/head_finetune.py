@@ -17,9 +17,10 @@ import math
 import numpy as np
 import torch
 
-from .data.sources import TASK_LOSS
-from .evaluate import autocast, loader, task_metrics
+from .evaluate import loader, task_metrics
+from .runtime import autocast
 from .losses import get_loss
+from .tasks import get_task, selection_score
 
 
 @torch.no_grad()
@@ -63,7 +64,6 @@ def finetune_heads(model, sources, config, device, precision, metric: str, log=p
                    splits: dict[str, int] | None = None) -> dict:
     """Freeze the encoder and fine-tune ``model.heads[source.name]`` for each source; returns, per dataset,
     ``{"val_score", "best_epoch", "epochs_run"}``. The best head replaces the stage-1 head in ``model``."""
-    from .train import selection_score
 
     trainable = {name: p.requires_grad for name, p in model.named_parameters()}
     model.freeze_encoder()
@@ -78,7 +78,7 @@ def finetune_heads(model, sources, config, device, precision, metric: str, log=p
                               device, precision, config.eval_batch_size)
         head = model.heads[source.name]
         train_x, val_x = train_x.to(device), val_x.to(device)
-        loss_fn = get_loss(TASK_LOSS[source.task])
+        loss_fn = get_loss(get_task(source.task).loss)
         optimizer = torch.optim.AdamW(head.parameters(), lr=config.lr, weight_decay=config.weight_decay)
         best = {"score": -math.inf, "value": None, "epoch": 0, "state": copy.deepcopy(head.state_dict())}
         waited, epoch = 0, 0

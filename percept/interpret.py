@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-KINDS = ("regression", "classification")
+from .tasks import KINDS
 
 
 # ----------------------------------------------------------------------------- partial forward

@@ -36,6 +36,7 @@ from typing import Iterable, Mapping, Sequence
 import pandas as pd
 
 from .data.sources import is_synthetic
+from .tasks import get_task
 
 # percept.train imports tqdm.auto, which warns in a kernel without ipywidgets; progress bars are off anyway.
 warnings.filterwarnings("ignore", message="IProgress not found")
@@ -96,7 +97,7 @@ HEADLINE_FILE = "headline.txt"
 def headline(paths: NotebookPaths, text: str) -> str:
     """Record the notebook's headline number (``paths.out_dir/headline.txt``), which the runner prints beside
     its time (``make demo``: one line per notebook); returns ``text`` for display."""
-    from .checkpoint import atomic_path
+    from .files import atomic_path
     with atomic_path(paths.out_dir / HEADLINE_FILE) as tmp:
         tmp.write_text(text.strip() + "\n")
     return text
@@ -104,10 +105,10 @@ def headline(paths: NotebookPaths, text: str) -> str:
 
 def test_summary(run_dir) -> str:
     """``synthetic_iqa: test SRCC 0.912`` — a run's selection metric on each of its test sets."""
-    from .data.sources import TASK_KIND, TASK_SELECT_METRIC, dataset_task
+    from .data.sources import dataset_task
     parts = []
     for dataset, values in read_metrics(run_dir)["test"].items():
-        metric = TASK_SELECT_METRIC[TASK_KIND[dataset_task(dataset)]]
+        metric = get_task(dataset_task(dataset)).select_metric
         parts.append(f"{dataset}: test {'SRCC' if metric == 'srcc' else metric} {values[metric]:.3f}")
     return "; ".join(parts)
 
@@ -252,8 +253,8 @@ def run_data_root(run_dir, dataset: str | None = None) -> Path:
 
 def cross_records(root) -> list[dict]:
     """Every finished cross-dataset evaluation (``RUN/eval/*/metrics.json``) below ``root``."""
-    from .runs import read_json
-    records = [read_json(p) for p in sorted(Path(root).rglob("eval/*/metrics.json"))]
+    from .runs import RunDir
+    records = [run.read_metrics() for run in RunDir.find(root, evaluations=True)]
     return [r for r in records if r.get("status") == "complete"]
 
 
@@ -344,20 +345,20 @@ def split_counts(source) -> pd.DataFrame:
 
 def read_log(run_dir) -> pd.DataFrame:
     """A run's per-epoch ``log.csv``."""
-    from .runs import LOG
-    return pd.read_csv(Path(run_dir) / LOG)
+    from .runs import RunDir
+    return RunDir(run_dir).read_log()
 
 
 def read_config(run_dir) -> dict:
     """A run's ``config.json``."""
-    from .runs import CONFIG, read_json
-    return read_json(Path(run_dir) / CONFIG)
+    from .runs import RunDir
+    return RunDir(run_dir).read_config()
 
 
 def read_metrics(run_dir) -> dict:
     """A run's ``metrics.json``."""
-    from .runs import METRICS, read_json
-    return read_json(Path(run_dir) / METRICS)
+    from .runs import RunDir
+    return RunDir(run_dir).read_metrics()
 
 
 def run_datasets(run_dir) -> list[str]:

@@ -33,11 +33,11 @@ from typing import Iterable, Mapping
 import numpy as np
 import pandas as pd
 
+from .resources import resource_path
 from .paper_specs import (CROSS_TABLES, PAPER_CONFIG, TABLE_SPECS, get_table_spec, paper_metric, run_configuration,  # noqa: F401
                           run_weights)
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-PAPER_CSV = REPO_ROOT / "paper" / "paper_results.csv"
+PAPER_CSV = resource_path("paper", "paper_results.csv")   # package data (see percept.resources)
 COLUMNS = ("table", "method", "train_dataset", "test_dataset", "metric", "value", "note")
 KEYS = ["method", "train_dataset", "test_dataset", "metric"]
 
@@ -71,8 +71,8 @@ def load_paper_results(path: str | os.PathLike | None = None) -> pd.DataFrame:
     """Every cell of the paper (``paper/paper_results.csv``), ``table`` as text ('1', 'A.4')."""
     path = Path(path) if path else PAPER_CSV
     if not path.is_file():
-        raise FileNotFoundError(f"the paper's reference numbers are not at {path} (paper/paper_results.csv "
-                                f"of the repository)")
+        raise FileNotFoundError(f"the paper's reference numbers are not at {path} (package data of "
+                                f"percept: percept/resources/paper; restore it with git checkout or reinstall percept)")
     frame = pd.read_csv(path, dtype={"table": str, "note": str}, keep_default_na=False,
                         na_values={"value": [""]})
     missing = [c for c in COLUMNS if c not in frame.columns]
@@ -217,11 +217,11 @@ def ours_from_cross(records: Iterable[Mapping], tables: Iterable = CROSS_TABLES,
     and A.1, filled by the runs whose configuration matches the table's row (:mod:`percept.paper_specs`).
     Several records of the same (train, test) pair (one per split) are combined with the table's statistic
     (median for IQA, mean for memorability)."""
-    import json
     from .data.sources import dataset_task, is_synthetic
+    from .runs import RunDir
     rows = []
     for record in records:
-        config = json.loads((Path(record["run"]) / "config.json").read_text())
+        config = RunDir(record["run"]).read_config()
         model = config["model"]
         trained = "+".join(record["trained_on"])
         variant = {"datasets": trained, "backbone": model["backbone"], "strategy": model["strategy"],

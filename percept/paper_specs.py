@@ -27,11 +27,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Mapping
 
+from .tasks import TASKS
+
 CONFIG_FIELDS = ("backbone", "strategy", "head", "lora_r", "lora_alpha", "head_finetune", "multi")
 PAPER_MODEL = {"backbone": "clip_vit_l14", "strategy": "lora", "head": "mlp", "lora_r": 16, "lora_alpha": 8.0}
 ONE_STAGE_SINGLE = {"head_finetune": False, "multi": False}
 PAPER_CONFIG = {**PAPER_MODEL, **ONE_STAGE_SINGLE}            # PerceptCLIP as in §3.1, one dataset, one stage
-TASK_STATISTIC = {"iqa": "median", "memorability": "mean", "emotion": "mean"}
+TASK_STATISTIC = {name: task.statistic for name, task in TASKS.items()}   # the registry's, per task
 
 PLAIN_METRICS = {"srcc": "SRCC", "plcc_logistic": "PLCC", "mse": "MSE", "acc_2": "ACC-2"}
 CLASS_METRICS = {"accuracy": "ACC", "mAP": "mAP", "macro_f1": "macro-F1", "weighted_f1": "weighted-F1"}

@@ -19,23 +19,23 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+from .runs import RunDir
+from .tasks import get_task
 from .transforms import center_crop_transform, load_rgb
 
 
-def _run_predictor(run_dir: Path):
+def _run_predictor(run: RunDir):
     from .data.cards import CARDS
-    from .data.sources import SYNTHETIC, TASK_KIND, dataset_transform
-    from .model import load_model
-    from .runs import BEST, CONFIG, read_json
+    from .data.sources import SYNTHETIC, dataset_transform
 
-    config = read_json(run_dir / CONFIG)
+    config = run.read_config()
     first = config["data"][0]["dataset"]
     task, classes = (SYNTHETIC[first][0], SYNTHETIC[first][2]) if first in SYNTHETIC else \
         (CARDS[first].task, CARDS[first].classes)
-    model = load_model(run_dir / BEST)
+    model = run.load_model()
     transform = dataset_transform(first, train=False, test_crops=int(config.get("test_crops", 15)),
                                   normalization=model.normalization)   # what evaluation of the run uses
-    return model, first, TASK_KIND[task], classes, transform
+    return model, first, get_task(task).kind, classes, transform
 
 
 def _official_predictor(source: str):
@@ -51,9 +51,9 @@ def load_predictor(model: str | os.PathLike):
     """(model, head, kind, class names, transform) for a run directory or an official checkpoint name/file."""
     path = Path(model)
     if path.is_dir():
-        if not (path / "best.safetensors").is_file():
-            raise FileNotFoundError(f"{path} is not a finished run directory (no best.safetensors)")
-        return _run_predictor(path)
+        run = RunDir(path)
+        run.require_weights()
+        return _run_predictor(run)
     return _official_predictor(os.fspath(model))
 
 
@@ -61,7 +61,7 @@ def load_predictor(model: str | os.PathLike):
 def predict_images(images: list[str | os.PathLike], model: str | os.PathLike = "official-iqa",
                    device: str = "auto", batch_size: int = 8) -> pd.DataFrame:
     """Scores for ``images`` (files) with ``model`` (a run directory or an official checkpoint)."""
-    from .train import resolve_device
+    from .runtime import resolve_device
     paths = [Path(p) for p in images]
     missing = [str(p) for p in paths if not p.is_file()]
     if missing:

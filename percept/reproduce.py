@@ -291,7 +291,7 @@ def reproduce(out: str | os.PathLike, config_path: str | os.PathLike | None = No
 def _execute(config: dict, names: list[str], root: Path, out: Path, gpus, log) -> Reproduction:
     from .paper import compare, ours_from_cross, ours_from_results, table_sort_key
     from .results import results_tables
-    from .runs import write_csv
+    from .files import write_csv
     result, records = Reproduction(), []
     # cross-dataset evaluations use the runs of the training experiments: those go first, whatever the file's order
     for name in sorted(names, key=lambda n: config["experiments"][n]["kind"] == "cross"):

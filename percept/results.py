@@ -17,9 +17,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import runs
 from .paper_specs import TASK_STATISTIC, run_weights
-from .train import LOWER_IS_BETTER, PROTOCOL
+from .runs import PROTOCOL, RunDir
+from .tasks import LOWER_IS_BETTER
 
 CONFIG_COLUMNS = ["datasets", "backbone", "weights", "strategy", "head", "lora_r", "lora_alpha", "head_finetune",
                   "seed"]
@@ -28,17 +28,15 @@ PAPER_STATISTIC = TASK_STATISTIC   # per task; each table's own is in percept.pa
 
 def collect_runs(root: str | os.PathLike) -> pd.DataFrame:
     """Every finished run below ``root`` (any depth), one row per dataset it was tested on. Runs of another
-    protocol (``percept.train.PROTOCOL``: what an older percept computed differently) are left out, with a
+    protocol (``percept.runs.PROTOCOL``: what an older percept computed differently) are left out, with a
     warning naming them: they must never fill a table beside this version's runs."""
     rows, stale = [], []
-    for metrics_path in sorted(Path(root).rglob(runs.METRICS)):
-        run_dir = metrics_path.parent
-        if not (run_dir / runs.CONFIG).is_file():
-            continue   # e.g. a cross-dataset evaluation folder
-        metrics = runs.read_json(metrics_path)
+    for run in RunDir.find(root):   # (a cross-dataset evaluation folder has no config.json: not a run)
+        run_dir = run.path
+        metrics = run.read_metrics()
         if metrics.get("status") != "complete":
             continue
-        config = runs.read_json(run_dir / runs.CONFIG)
+        config = run.read_config()
         if config.get("protocol") != PROTOCOL:
             stale.append(f"{run_dir} (protocol {config.get('protocol', 1)})")
             continue
@@ -54,7 +52,7 @@ def collect_runs(root: str | os.PathLike) -> pd.DataFrame:
             rows.append({**base, "dataset": dataset, **{f"test_{k}": v for k, v in test.items()}})
     if stale:
         warnings.warn(f"{len(stale)} finished run(s) below {root} were made under another percept protocol and are "
-                      f"left out (this version: protocol {PROTOCOL}, percept.train.PROTOCOL); rerun them in a new "
+                      f"left out (this version: protocol {PROTOCOL}, percept.runs.PROTOCOL); rerun them in a new "
                       f"folder: {', '.join(stale[:3])}{', ...' if len(stale) > 3 else ''}", stacklevel=2)
     if not rows:
         raise FileNotFoundError(f"no finished runs (metrics.json with status complete) below {root}")

@@ -10,14 +10,18 @@ Layout (``percept train`` and :func:`percept.train.train`)::
       best.safetensors         weights of the best validation epoch (loadable with percept.model.load_model)
       predictions.csv          test predictions per image (multi-dataset: predictions_<dataset>.csv)
       metrics.json             final metrics; ``"status": "complete"`` marks a finished run
+      eval/<dataset>_<split>_<part>/{metrics.json, predictions.csv}   ``percept evaluate`` on other data
+      train.log                a sweep's subprocess output (``percept sweep``)
 
-Every file is replaced atomically (temp file + ``os.replace``): a crash leaves the previous version.
+:class:`RunDir` owns this layout: no other module spells a run file's name. Every file is replaced atomically (temp file + ``os.replace``): a crash leaves the previous version.
 The checkpoint is a single file, so its weights, optimizer state and loop state always agree.
+
+:data:`PROTOCOL` says what this version of percept computes beyond a run's configuration fields; it is saved
+in ``config.json``, and a run directory of another protocol is never resumed nor collected into tables.
 """
 from __future__ import annotations
 
 import datetime
-import json
 import os
 import platform
 import subprocess
@@ -25,31 +29,160 @@ import sys
 from pathlib import Path
 from typing import Any, Mapping
 
-import pandas as pd
-import torch
+from .files import read_json, write_csv, write_json
 
-from .checkpoint import atomic_path, atomic_write_text, load_tensors, save_tensors
+# What a run computes beyond its configuration fields (saved in config.json; see above).
+# History: 1 - until issue 12; 2 - LaMem split-k targets, image-proportional sampling with min_batch_items,
+# LoDa's per-dataset interpolation, per-backbone normalisation, IQA test crops keyed by the file's base name.
+PROTOCOL = 2
 
 CONFIG, ENVIRONMENT, LOG = "config.json", "environment.json", "log.csv"
 CHECKPOINT, BEST, METRICS = "checkpoint.safetensors", "best.safetensors", "metrics.json"
+PREDICTIONS, EVAL, OUTPUT = "predictions.csv", "eval", "train.log"
 
 
 class IncompatibleRunError(ValueError):
     """A run directory holds a run with a different configuration."""
 
 
-def write_json(path: str | os.PathLike, data: Any) -> None:
-    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
+class RunDir:
+    """The directory of one training run (or of one evaluation, below ``RUN/eval/``) and its files."""
+
+    def __init__(self, path: str | os.PathLike | "RunDir"):
+        self.path = Path(path.path if isinstance(path, RunDir) else path)
+
+    def __repr__(self) -> str:
+        return f"RunDir({str(self.path)!r})"
+
+    def __fspath__(self) -> str:
+        return str(self.path)
+
+    # ------------------------------------------------------------------ the files
+    @property
+    def config_file(self) -> Path:
+        return self.path / CONFIG
+
+    @property
+    def environment_file(self) -> Path:
+        return self.path / ENVIRONMENT
+
+    @property
+    def log_file(self) -> Path:
+        return self.path / LOG
+
+    @property
+    def checkpoint_file(self) -> Path:
+        return self.path / CHECKPOINT
+
+    @property
+    def best_weights(self) -> Path:
+        return self.path / BEST
+
+    @property
+    def metrics_file(self) -> Path:
+        return self.path / METRICS
+
+    @property
+    def output_file(self) -> Path:
+        """The console output of a run that a sweep started in a subprocess."""
+        return self.path / OUTPUT
+
+    def predictions_file(self, dataset: str | None = None) -> Path:
+        """``predictions.csv``; a multi-dataset run's test set ``dataset``: ``predictions_<dataset>.csv``."""
+        return self.path / (PREDICTIONS if dataset is None else f"predictions_{dataset}.csv")
+
+    def prediction_files(self) -> list[Path]:
+        """Every predictions file of the run, sorted."""
+        return sorted(self.path.glob("predictions*.csv"))
+
+    def eval_dir(self, name: str) -> "RunDir":
+        """Where ``percept evaluate`` writes one evaluation (``name`` = ``<dataset>_<split>_<part>``)."""
+        return RunDir(self.path / EVAL / name)
+
+    @classmethod
+    def find(cls, root: str | os.PathLike, evaluations: bool = False) -> list["RunDir"]:
+        """Every directory below ``root`` holding a ``metrics.json`` with a ``config.json`` beside it (runs),
+        or every evaluation below ``RUN/eval/`` (``evaluations=True``), in sorted order."""
+        pattern = f"{EVAL}/*/{METRICS}" if evaluations else METRICS
+        found = [cls(p.parent) for p in sorted(Path(root).rglob(pattern))]
+        return found if evaluations else [r for r in found if r.config_file.is_file()]
+
+    # ------------------------------------------------------------------ reading
+    def read_config(self) -> dict:
+        return read_json(self.config_file)
+
+    def read_metrics(self) -> dict:
+        return read_json(self.metrics_file)
+
+    def read_log(self) -> "pandas.DataFrame":
+        import pandas as pd
+        if not self.log_file.is_file():
+            raise FileNotFoundError(f"{self.log_file} does not exist; the run has not finished an epoch yet")
+        return pd.read_csv(self.log_file)
+
+    def is_complete(self) -> bool:
+        """True when ``metrics.json`` says ``"status": "complete"``."""
+        if not self.metrics_file.is_file():
+            return False
+        try:
+            return read_json(self.metrics_file).get("status") == "complete"
+        except ValueError:
+            return False
+
+    def require_weights(self) -> Path:
+        """The best epoch's weights; a clear error when the run has not produced them."""
+        if not self.best_weights.is_file():
+            raise FileNotFoundError(f"{self.path} is not a trained run directory (no {BEST}); train it first "
+                                    f"(percept train --run-dir {self.path})")
+        return self.best_weights
+
+    def load_model(self, **kwargs):
+        """The run's model with its best epoch's weights, in eval mode (:func:`percept.model.load_model`)."""
+        from .model import load_model
+        return load_model(self.require_weights(), **kwargs)
+
+    # ------------------------------------------------------------------ writing
+    def open(self, config: Mapping, ignore: tuple[str, ...] = ()) -> "RunDir":
+        """Create the directory with ``config.json``, or check that an existing run has the same configuration
+        (keys in ``ignore`` — execution settings such as the device — may differ)."""
+        import json
+        self.path.mkdir(parents=True, exist_ok=True)
+        config = json.loads(json.dumps(config, default=str))   # normalise tuples -> lists, as stored
+        if self.config_file.is_file():
+            diff = _differences(self.read_config(), config, ignore)
+            if diff:
+                raise IncompatibleRunError(
+                    f"{self.path} holds a run with a different configuration ({'; '.join(diff[:6])}"
+                    f"{'; ...' if len(diff) > 6 else ''}); refusing to resume it. Use a new run directory, or "
+                    f"delete {self.path} to start over")
+        else:
+            write_json(self.config_file, config)
+        return self
+
+    def write_environment(self, device, **extra) -> None:
+        write_json(self.environment_file, {**environment_info(device), **extra})
+
+    def write_log(self, frame: "pandas.DataFrame") -> None:
+        write_csv(self.log_file, frame)
+
+    def write_predictions(self, frame: "pandas.DataFrame", dataset: str | None = None) -> None:
+        write_csv(self.predictions_file(dataset), frame)
+
+    def write_metrics(self, metrics: Mapping) -> None:
+        write_json(self.metrics_file, metrics)
 
 
-def read_json(path: str | os.PathLike) -> Any:
-    path = Path(path)
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{path} does not exist") from None
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{path} is not valid JSON ({err}); the file was edited or damaged") from err
+def _differences(old: Mapping, new: Mapping, ignore: tuple[str, ...], prefix: str = "") -> list[str]:
+    out = []
+    for key in sorted(set(old) | set(new)):
+        if key in ignore:
+            continue
+        a, b = old.get(key, "<absent>"), new.get(key, "<absent>")
+        if isinstance(a, Mapping) and isinstance(b, Mapping):
+            out += _differences(a, b, ignore, f"{prefix}{key}.")
+        elif a != b:
+            out.append(f"{prefix}{key}: {a!r} in the run, {b!r} now")
+    return out
 
 
 def _git_commit() -> str | None:
@@ -65,9 +198,10 @@ def _git_commit() -> str | None:
     return out.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
 
 
-def environment_info(device: torch.device | str) -> dict:
+def environment_info(device) -> dict:
     import peft
     import timm
+    import torch
     info = {"python": platform.python_version(), "platform": platform.platform(), "torch": torch.__version__,
             "timm": timm.__version__, "peft": peft.__version__, "git_commit": _git_commit(),
             "device": str(device), "argv": sys.argv,
@@ -89,83 +223,3 @@ def _differences(old: Mapping, new: Mapping, ignore: tuple[str, ...], prefix: st
         elif a != b:
             out.append(f"{prefix}{key}: {a!r} in the run, {b!r} now")
     return out
-
-
-def open_run_dir(run_dir: str | os.PathLike, config: Mapping, ignore: tuple[str, ...] = ()) -> Path:
-    """Create ``run_dir`` with ``config.json``, or check that an existing run has the same configuration
-    (keys in ``ignore`` — execution settings such as the device — may differ)."""
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    path = run_dir / CONFIG
-    config = json.loads(json.dumps(config, default=str))   # normalise tuples -> lists, as stored
-    if path.is_file():
-        diff = _differences(read_json(path), config, ignore)
-        if diff:
-            raise IncompatibleRunError(
-                f"{run_dir} holds a run with a different configuration ({'; '.join(diff[:6])}"
-                f"{'; ...' if len(diff) > 6 else ''}); refusing to resume it. Use a new run directory, or "
-                f"delete {run_dir} to start over")
-    else:
-        write_json(path, config)
-    return run_dir
-
-
-def is_complete(run_dir: str | os.PathLike) -> bool:
-    path = Path(run_dir) / METRICS
-    if not path.is_file():
-        return False
-    try:
-        return read_json(path).get("status") == "complete"
-    except ValueError:
-        return False
-
-
-# --------------------------------------------------------------------------------------------- checkpoint
-def save_checkpoint(path: str | os.PathLike, trainable: Mapping[str, torch.Tensor],
-                    optimizer: torch.optim.Optimizer | None, state: Mapping[str, Any]) -> None:
-    """One safetensors file: ``model.*`` trainable weights, ``optim.<i>.<name>`` AdamW tensors, and the loop
-    state + optimizer param groups as JSON metadata."""
-    tensors = {f"model.{k}": v.detach() for k, v in trainable.items()}
-    meta: dict[str, Any] = {"format": "percept-checkpoint", "state": dict(state)}
-    if optimizer is not None:
-        sd = optimizer.state_dict()
-        for index, values in sd["state"].items():
-            for name, value in values.items():
-                value = value if torch.is_tensor(value) else torch.tensor(value)
-                tensors[f"optim.{index}.{name}"] = value
-        meta["param_groups"] = sd["param_groups"]
-    save_tensors(path, {k: v.contiguous().cpu() for k, v in tensors.items()}, meta)
-
-
-def load_checkpoint(path: str | os.PathLike, model: torch.nn.Module,
-                    optimizer: torch.optim.Optimizer | None) -> dict:
-    """Restore :func:`save_checkpoint`'s weights (and optimizer state) in place; returns the loop state."""
-    tensors, meta = load_tensors(path)
-    if meta.get("format") != "percept-checkpoint":
-        raise ValueError(f"{path} is not a percept training checkpoint")
-    weights = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
-    own = dict(model.named_parameters())
-    missing = sorted(set(k for k, p in own.items() if p.requires_grad) - set(weights))
-    unknown = sorted(set(weights) - set(model.state_dict()))
-    if missing or unknown:
-        raise ValueError(f"checkpoint {path} does not fit the model (missing {missing[:3]}, unexpected "
-                         f"{unknown[:3]}); it belongs to a different configuration")
-    model.load_state_dict(weights, strict=False)
-    if optimizer is not None and "param_groups" in meta:
-        state: dict[int, dict] = {}
-        for key, value in tensors.items():
-            if key.startswith("optim."):
-                _, index, name = key.split(".", 2)
-                state.setdefault(int(index), {})[name] = value
-        optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
-    return dict(meta["state"])
-
-
-# --------------------------------------------------------------------------------------------- tables
-def write_csv(path: str | os.PathLike, frame: pd.DataFrame) -> None:
-    with atomic_path(path) as tmp:
-        frame.to_csv(tmp, index=False, lineterminator="\n")
-
-
-def predictions_path(run_dir: str | os.PathLike, dataset: str, multi: bool) -> Path:
-    return Path(run_dir) / (f"predictions_{dataset}.csv" if multi else "predictions.csv")

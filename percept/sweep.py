@@ -33,7 +33,7 @@ from typing import Iterable
 
 import torch
 
-from . import runs
+from .runs import IncompatibleRunError, RunDir
 from .train import EXECUTION_FIELDS, TrainConfig, train
 
 LR_GRID = (5e-5, 1e-4, 5e-4, 1e-3)   # paper §3.1
@@ -80,12 +80,12 @@ def expand_grid(base: TrainConfig, lrs: Iterable[float] = LR_GRID, splits: Itera
     return grid
 
 
-def _launch(run_dir: Path, gpu: int | None) -> int:
+def _launch(run: RunDir, gpu: int | None) -> int:
     env = dict(os.environ)
     if gpu is not None:
         env["CUDA_VISIBLE_DEVICES"] = str(gpu)
-    with open(run_dir / "train.log", "ab") as logfile:
-        return subprocess.run([sys.executable, "-m", "percept", "train", "--run-dir", str(run_dir), "--quiet"],
+    with open(run.output_file, "ab") as logfile:
+        return subprocess.run([sys.executable, "-m", "percept", "train", "--run-dir", str(run.path), "--quiet"],
                               env=env, stdout=logfile, stderr=subprocess.STDOUT).returncode
 
 
@@ -99,14 +99,14 @@ def run_sweep(grid: dict[str, TrainConfig], out: str | os.PathLike, gpus: list[i
     status: dict[str, str] = {}
     todo = []
     for name, config in grid.items():
-        run_dir = out / name
+        run = RunDir(out / name)
         try:   # a run directory of another configuration (or an older protocol) is never reused, finished or not
-            runs.open_run_dir(run_dir, config.to_dict(), ignore=EXECUTION_FIELDS)
-        except runs.IncompatibleRunError as err:
+            run.open(config.to_dict(), ignore=EXECUTION_FIELDS)
+        except IncompatibleRunError as err:
             status[name] = f"failed: {err}"
             log(f"  {name}: {status[name]}")
             continue
-        if runs.is_complete(run_dir):
+        if run.is_complete():
             status[name] = "skipped"
             continue
         todo.append(name)
@@ -136,9 +136,9 @@ def run_sweep(grid: dict[str, TrainConfig], out: str | os.PathLike, gpus: list[i
                 name = jobs.get_nowait()
             except queue.Empty:
                 return
-            code = _launch(out / name, gpu)
+            code = _launch(RunDir(out / name), gpu)
             with lock:
-                status[name] = "done" if code == 0 else f"failed: exit {code}, see {out / name / 'train.log'}"
+                status[name] = "done" if code == 0 else f"failed: exit {code}, see {RunDir(out / name).output_file}"
                 log(f"GPU {gpu}: {name} -> {status[name]}")
 
     threads = [threading.Thread(target=worker, args=(g,)) for g in gpus]

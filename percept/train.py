@@ -27,7 +27,6 @@ so a resumed run reproduces an uninterrupted one exactly (on the same device and
 from __future__ import annotations
 
 import math
-import os
 import time
 from contextlib import nullcontext
 from functools import partial
@@ -40,22 +39,18 @@ import torch
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
-from . import runs
-from .data.sources import TASK_LOSS, TASK_SELECT_METRIC, DataConfig, check_trainable, open_source
-from .fastpath import cast_frozen_weights, compile_or_eager
+from .checkpoint import load_checkpoint, save_checkpoint
+from .data.sources import DataConfig, check_trainable, open_source
 from .gpu_augment import DeviceAugmentDataset, normalize_on_device
 from .distributed import DistContext, barrier, gather_rows, init_distributed
-from .evaluate import autocast, evaluate_source, loader
+from .evaluate import evaluate_source, loader
 from .losses import get_loss
 from .model import ModelConfig, build_model, load_weights, save_weights
+from .runtime import autocast, cast_frozen_weights, compile_or_eager, resolve_device, resolve_workers
+from .runs import PROTOCOL, RunDir
 from .sampling import ProportionalBatchSampler
+from .tasks import get_task, selection_score
 
-LOWER_IS_BETTER = ("mse", "rmse")
-# What a run computes, beyond its configuration fields; saved in config.json. A run directory of another
-# protocol is never resumed nor collected into tables (percept.sweep, percept.results). History:
-# 1 - until issue 12; 2 - LaMem split-k targets, image-proportional sampling with min_batch_items, LoDa's
-#     per-dataset interpolation, per-backbone normalisation, IQA test crops keyed by the file's base name.
-PROTOCOL = 2
 # Settings that change speed, not results: they may differ when a run resumes.
 EXECUTION_FIELDS = ("device", "num_workers", "eval_batch_size", "quiet", "cache_dir", "device_augment", "compile")
 
@@ -110,7 +105,7 @@ class TrainConfig:
             raise ValueError(f"device_augment must be auto, on or off, got {self.device_augment!r}")
         if self.protocol != PROTOCOL:
             raise ValueError(f"this run was configured under percept protocol {self.protocol}; this version "
-                             f"trains with protocol {PROTOCOL} (percept.train.PROTOCOL): start a new run directory")
+                             f"trains with protocol {PROTOCOL} (percept.runs.PROTOCOL): start a new run directory")
         if self.precision not in ("auto", "fp32", "bf16"):
             raise ValueError(f"precision must be auto, fp32 or bf16, got {self.precision!r}")
 
@@ -125,30 +120,6 @@ class TrainConfig:
         return cls(**data)
 
 
-def resolve_device(device: str = "auto", precision: str = "auto") -> tuple[torch.device, str]:
-    """``auto``: the GPU when there is one. Precision ``auto``: bf16 autocast on GPU, fp32 on CPU."""
-    device = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
-                          "cpu" if device == "auto" else device)
-    if precision == "auto":
-        precision = "bf16" if device.type == "cuda" else "fp32"
-    return device, precision
-
-
-def resolve_workers(num_workers: int | None, device: torch.device, processes: int = 1) -> int:
-    """DataLoader worker processes; ``None``: 0 on CPU (the tiny models are faster in-process), and on GPU
-    the CPU cores shared among the ``processes`` of this machine, at most 16: decoding, cropping and flipping
-    224 px images takes about 2 ms per image per core, so a training step of 128 images at GPU speed
-    (~0.1 s) needs several cores (issue 7)."""
-    if num_workers is not None:
-        if num_workers < 0:
-            raise ValueError(f"num_workers must be >= 0, got {num_workers}")
-        return int(num_workers)
-    if device.type != "cuda":
-        return 0
-    return max(1, min(16, (os.cpu_count() or 1) // max(1, processes)))
-
-
-# ------------------------------------------------------------------------------------------ batches
 class _Union(Dataset):
     """Concatenated datasets; each item says which dataset it came from (``"dataset"``)."""
 
@@ -173,8 +144,8 @@ def train_one_epoch(model, batches, sources, optimizer, device, precision, epoch
     the gathered global batch (:mod:`percept.distributed`)."""
     encoder = encoder or model.encoder
     model.train()
-    losses = [get_loss(TASK_LOSS[s.task]) for s in sources]
-    smallest = [2 if TASK_LOSS[s.task] == "plcc" else 1 for s in sources]   # PLCC of one sample is undefined
+    losses = [get_loss(get_task(s.task).loss) for s in sources]
+    smallest = [2 if get_task(s.task).loss == "plcc" else 1 for s in sources]   # PLCC of one sample is undefined
     batch_losses = []
     for step, batch in enumerate(progress(batches, desc=f"epoch {epoch}", leave=False)):
         x = to_device(batch) if to_device is not None else batch["image"].to(device, non_blocking=True)
@@ -228,24 +199,17 @@ def _normalize_batch(batch, *, device, mean, std, channels_last):
                                channels_last=channels_last)
 
 
-def selection_score(value: float, metric: str) -> float:
-    """Higher is better; NaN (e.g. SRCC of constant predictions) never wins."""
-    if not np.isfinite(value):
-        return -math.inf
-    return -value if metric in LOWER_IS_BETTER else value
-
-
 # ------------------------------------------------------------------------------------------ the run
 def train(config: TrainConfig, run_dir: str | Path, log=print) -> dict:
     """Train (or resume, or return the result of a finished) run in ``run_dir``; returns its metrics."""
-    run_dir = Path(run_dir)
+    run = RunDir(run_dir)
     dist = init_distributed()                      # torchrun: one process per GPU; else a single process
     main = dist.is_main
     if main:
-        runs.open_run_dir(run_dir, config.to_dict(), ignore=EXECUTION_FIELDS)
+        run.open(config.to_dict(), ignore=EXECUTION_FIELDS)
     barrier(dist)
-    if runs.is_complete(run_dir):
-        return runs.read_json(run_dir / runs.METRICS)
+    if run.is_complete():
+        return run.read_metrics()
     log = (lambda *a, **k: None) if config.quiet or not main else log
     progress = (lambda it, **k: it) if config.quiet or not main else (lambda it, **k: tqdm(it, **k))
     device_name = config.device
@@ -254,8 +218,7 @@ def train(config: TrainConfig, run_dir: str | Path, log=print) -> dict:
         torch.cuda.set_device(dist.local_rank)
     device, precision = resolve_device(device_name, config.precision)
     if main:
-        runs.write_json(run_dir / runs.ENVIRONMENT, {**runs.environment_info(device), "precision": precision,
-                                                    "world_size": dist.world})
+        run.write_environment(device, precision=precision, world_size=dist.world)
 
     sources = [open_source(d) for d in config.data]
     if len({s.kind for s in sources}) > 1:
@@ -265,7 +228,7 @@ def train(config: TrainConfig, run_dir: str | Path, log=print) -> dict:
     splits = {s.name: s.group_split(config.split) if len(sources) > 1 else config.split for s in sources}
     for s in sources:
         check_trainable(s, splits[s.name], config.batch_size)
-    metric = config.select_metric or TASK_SELECT_METRIC[sources[0].kind]
+    metric = config.select_metric or get_task(sources[0].task).select_metric
 
     torch.manual_seed(config.seed)
     model = build_model(config.model, heads={s.name: s.num_outputs for s in sources}).to(device)
@@ -274,9 +237,9 @@ def train(config: TrainConfig, run_dir: str | Path, log=print) -> dict:
                                   fused=device.type == "cuda")
     state = {"epoch": 0, "best_score": -math.inf, "best_value": None, "best_epoch": 0, "waited": 0,
              "stopped": False, "history": []}
-    if (run_dir / runs.CHECKPOINT).is_file():
-        state = runs.load_checkpoint(run_dir / runs.CHECKPOINT, model, optimizer)
-        log(f"resuming {run_dir} after epoch {state['epoch']}")
+    if run.checkpoint_file.is_file():
+        state = load_checkpoint(run.checkpoint_file, model, optimizer)
+        log(f"resuming {run.path} after epoch {state['epoch']}")
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     if precision == "bf16" and (config.model.pretrained or config.model.weights_path):
@@ -304,7 +267,7 @@ def train(config: TrainConfig, run_dir: str | Path, log=print) -> dict:
         to_device = partial(_normalize_batch, device=device, mean=plan.mean, std=plan.std,
                             channels_last=device.type == "cuda")
     union = _Union(train_sets)
-    min_items = [config.min_batch_items if TASK_LOSS[s.task] == "plcc" else 1 for s in sources]
+    min_items = [config.min_batch_items if get_task(s.task).loss == "plcc" else 1 for s in sources]
     epochs = progress(range(state["epoch"] + 1, config.max_epochs + 1), desc="epochs", initial=state["epoch"],
                       total=config.max_epochs)
     for epoch in epochs if not state["stopped"] else []:
@@ -330,14 +293,14 @@ def train(config: TrainConfig, run_dir: str | Path, log=print) -> dict:
         if score > state["best_score"] or state["best_epoch"] == 0:
             state.update(best_score=score, best_value=value, best_epoch=epoch, waited=0)
             if main:
-                save_weights(model, run_dir / runs.BEST)
+                save_weights(model, run.best_weights)
         else:
             state["waited"] += 1
         state["epoch"] = epoch
         state["stopped"] = state["waited"] >= config.patience
         if main:
-            runs.write_csv(run_dir / runs.LOG, pd.DataFrame(state["history"]))
-            runs.save_checkpoint(run_dir / runs.CHECKPOINT, model.trainable_state_dict(), optimizer, state)
+            run.write_log(pd.DataFrame(state["history"]))
+            save_checkpoint(run.checkpoint_file, model.trainable_state_dict(), optimizer, state)
         barrier(dist)
         log(f"epoch {epoch:3d}  train loss {train_loss:.4f}  val {metric} {value:.4f}"
             f"{'  *' if state['best_epoch'] == epoch else ''}")
@@ -345,14 +308,14 @@ def train(config: TrainConfig, run_dir: str | Path, log=print) -> dict:
             log(f"early stopping: no better validation {metric} for {config.patience} epochs")
             break
 
-    load_weights(model, run_dir / runs.BEST)
+    load_weights(model, run.best_weights)
     result = {"status": "complete", "select_metric": metric, "splits": splits, "best_epoch": state["best_epoch"],
               "epochs_run": state["epoch"], "val_score": state["best_value"], "parameters": counts}
     if config.head_finetune:
         from .head_finetune import finetune_heads
         result["stage2"] = finetune_heads(model, sources, config, device, precision, metric, log, splits=splits)
         if main:   # every process ran the same stage 2 on all images (it is cheap: cached features)
-            save_weights(model, run_dir / runs.BEST)
+            save_weights(model, run.best_weights)
         result["val_score"] = float(np.mean([r["val_score"] for r in result["stage2"].values()]))
     result["val"], result["test"] = {}, {}
     for s in sources:
@@ -362,9 +325,9 @@ def train(config: TrainConfig, run_dir: str | Path, log=print) -> dict:
         result["val"][s.name] = evaluate_source(model, s, splits[s.name], "val", **kwargs)[0]
         result["test"][s.name], frame = evaluate_source(model, s, splits[s.name], "test", **kwargs)
         if main:
-            runs.write_csv(runs.predictions_path(run_dir, s.name, multi=len(sources) > 1), frame)
+            run.write_predictions(frame, s.name if len(sources) > 1 else None)
     if main:
-        runs.write_json(run_dir / runs.METRICS, result)
+        run.write_metrics(result)
     barrier(dist)
     for name, m in result["test"].items():
         shown = {k: round(v, 4) for k, v in m.items() if k in ("srcc", "plcc_logistic", "mse", "accuracy")}

@@ -9,7 +9,8 @@ import torch
 from PIL import Image
 
 from conftest import randomize_lora
-from percept.bench import cast_frozen_weights, main, model_flops, project_tables, train_step
+from percept.bench import main, model_flops, project_tables, train_step
+from percept.runtime import cast_frozen_weights
 from percept.data.dataset import ManifestDataset
 from percept.data.sources import DataConfig, open_source
 from percept.data.synthetic import generate_synthetic_iqa

@@ -7,7 +7,7 @@ import torch
 
 from percept.cli import main
 from percept.demo import run_demo
-from percept.runs import read_json
+from percept.files import read_json
 from percept.model import load_model
 
 

@@ -227,7 +227,7 @@ def test_runs_of_an_older_protocol_are_neither_reused_nor_tabled(tmp_path):
     import json
     from percept.results import collect_runs
     from percept.sweep import expand_grid, run_sweep
-    from percept.train import PROTOCOL
+    from percept.runs import PROTOCOL
     base = TrainConfig(data=[DataConfig("lamem", str(tmp_path))], model=ModelConfig(backbone="tiny_clip",
                        pretrained=False), max_epochs=1)
     (name, config), = expand_grid(base, lrs=[1e-3], splits=[1]).items()

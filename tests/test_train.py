@@ -16,7 +16,8 @@ from percept.data.synthetic import generate_synthetic_iqa
 from percept.evaluate import evaluate_run
 from percept.model import ModelConfig, load_model
 from percept.results import aggregate, collect_runs, select_by_validation
-from percept.runs import IncompatibleRunError, read_json
+from percept.files import read_json
+from percept.runs import IncompatibleRunError
 from percept.train import ProportionalBatchSampler, TrainConfig, TrainingError, train
 
 
@@ -197,14 +198,15 @@ def test_class_indices_outside_the_classes_are_refused_before_training(synth):
 
 
 def test_data_loader_workers_default_to_none_on_cpu_and_the_cores_on_gpu(monkeypatch):
-    from percept.train import resolve_workers
+    from percept import runtime
+    from percept.runtime import resolve_workers
     assert config(None).num_workers is None
     assert resolve_workers(None, torch.device("cpu")) == 0
     assert resolve_workers(3, torch.device("cpu")) == 3
-    monkeypatch.setattr(train_module.os, "cpu_count", lambda: 64)
+    monkeypatch.setattr(runtime.os, "cpu_count", lambda: 64)
     assert resolve_workers(None, torch.device("cuda")) == 16
     assert resolve_workers(None, torch.device("cuda"), processes=8) == 8   # torchrun: cores shared per process
-    monkeypatch.setattr(train_module.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(runtime.os, "cpu_count", lambda: 2)
     assert resolve_workers(None, torch.device("cuda"), processes=4) == 1
     with pytest.raises(ValueError, match="num_workers must be >= 0"):
         resolve_workers(-1, torch.device("cpu"))

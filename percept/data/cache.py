@@ -33,7 +33,7 @@ from typing import Iterable
 import numpy as np
 from PIL import Image
 
-from ..checkpoint import atomic_path, atomic_write_text
+from ..files import atomic_path, atomic_write_text
 from ..transforms import load_rgb
 from .task_transforms import ResizeSpec
 

@@ -18,9 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..metrics import EMOSET_CLASSES, EMOTIONROI_CLASSES
+from ..resources import resource_path
+from ..tasks import TASK_NAMES
 
-TASKS = ("iqa", "memorability", "emotion")
-CARDS_DIR = Path(__file__).resolve().parents[2] / "data_manifests" / "cards"
+CARDS_DIR = resource_path("data_manifests", "cards")   # package data (see percept.resources)
 
 
 @dataclass(frozen=True)
@@ -52,8 +53,8 @@ class DatasetCard:
     paper_splits: int | None = None         # splits the paper's numbers aggregate (Table 1: 10, Table 3: 5, ...)
 
     def __post_init__(self):
-        if self.task not in TASKS:
-            raise ValueError(f"card {self.name!r}: task must be one of {TASKS}, got {self.task!r}")
+        if self.task not in TASK_NAMES:
+            raise ValueError(f"card {self.name!r}: task must be one of {TASK_NAMES}, got {self.task!r}")
         if (self.task == "iqa") != (self.quality_sign is not None):
             raise ValueError(f"card {self.name!r}: quality_sign is required for IQA cards and only for them")
         if (self.task == "emotion") != (self.classes is not None):
@@ -401,7 +402,7 @@ def render_card_markdown(card: DatasetCard) -> str:
 
 def write_card_files(directory: str | Path = CARDS_DIR) -> list[Path]:
     """(Re)write every markdown card into ``directory``; returns the paths written."""
-    from ..checkpoint import atomic_path
+    from ..files import atomic_path
     directory = Path(directory)
     paths = []
     for card in CARDS.values():

@@ -20,7 +20,8 @@ from torch.utils.data import Dataset
 
 from ..transforms import load_rgb
 from .cards import CARDS
-from .task_transforms import TASKS, build_transform
+from ..tasks import get_task
+from .task_transforms import build_transform
 
 DEFAULT_LABEL_COLUMN = {"iqa": "quality", "memorability": "memorability", "emotion": "label"}
 
@@ -56,8 +57,7 @@ class ManifestDataset(Dataset):
     def __init__(self, manifest: pd.DataFrame | str | os.PathLike, root: str | os.PathLike,
                  split: str | None = "split1", part: str = "train", *, task: str, label_column: str | None = None,
                  transform=None, replicas: int = 1, cache=None):
-        if task not in TASKS:
-            raise ValueError(f"unknown task {task!r}; valid tasks: {', '.join(TASKS)}")
+        get_task(task)
         if isinstance(replicas, bool) or not isinstance(replicas, (int, np.integer)) or replicas < 1:
             raise ValueError(f"replicas must be a positive integer, got {replicas!r}")
         if not isinstance(manifest, pd.DataFrame):

@@ -24,7 +24,7 @@ from typing import Any, Mapping
 import numpy as np
 import pandas as pd
 
-from ..checkpoint import atomic_path
+from ..files import atomic_path
 from .cards import DatasetCard, get_card
 
 FORMAT_VERSION = 1

@@ -27,11 +27,12 @@ from typing import Callable
 
 import pandas as pd
 
+from ..resources import resource_path
 from .splits import (DATASET_PROTOCOLS, SplitError, attach_splits, carve_validation_parts, emotionroi_splits,
                      iqa_authentic_splits, iqa_synthetic_splits, read_splits, split_columns, sun_memorability_splits,
                      things_splits, validate_split_columns)
 
-PINNED_SPLITS_DIR = Path(__file__).resolve().parents[2] / "data_manifests" / "splits"
+PINNED_SPLITS_DIR = resource_path("data_manifests", "splits")   # package data (see percept.resources)
 PINNED_DATASETS = ("livec", "koniq10k", "emotionroi")  # datasets with a committed split file
 REGENERATE = "python -m percept.data.pin_splits --data-root PATH"
 # protocols whose splits are official ones that the prepared manifest already carries as split columns
@@ -137,8 +138,8 @@ def compute_splits(dataset: str, manifest_df: pd.DataFrame) -> pd.DataFrame:
 def load_pinned_splits(dataset: str, directory: str | os.PathLike | None = None) -> pd.DataFrame:
     """The committed split table of ``dataset``, verified against its sidecar (checksum, counts, protocol)."""
     path = pinned_split_path(dataset, directory)
-    how = (f"restore it (`git checkout -- data_manifests/splits`) or regenerate it from the official label "
-           f"files with `{REGENERATE}`")
+    how = (f"restore it (`git checkout -- percept/resources/data_manifests/splits`, or reinstall percept) or "
+           f"regenerate it from the official label files with `{REGENERATE}`")
     if not path.is_file():
         raise FileNotFoundError(f"{dataset}: pinned split file {str(path)!r} is missing; {how}")
     try:

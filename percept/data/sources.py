@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..tasks import get_task
 from ..transforms import CLIP_MEAN, CLIP_STD
 from .cards import CARDS, get_card
 from .dataset import LODA_IQA_PRESETS, ManifestDataset
@@ -39,10 +40,6 @@ from .pinned import splits_for_manifest
 from .splits import split_columns
 from .synthetic import DISTORTIONS, generate_synthetic_iqa
 from .task_transforms import N_TEST_CROPS, TaskTransform, build_transform
-
-TASK_KIND = {"iqa": "regression", "memorability": "regression", "emotion": "classification"}
-TASK_LOSS = {"iqa": "plcc", "memorability": "mse", "emotion": "cross_entropy"}   # §4.1, §4.2, §4.3
-TASK_SELECT_METRIC = {"regression": "srcc", "classification": "accuracy"}         # §3.1 "validation score"
 
 SYNTHETIC = {
     # name: (task, label column, class names)
@@ -111,7 +108,7 @@ class DatasetSource:
 
     @property
     def kind(self) -> str:
-        return TASK_KIND[self.task]
+        return get_task(self.task).kind
 
     @property
     def num_outputs(self) -> int:

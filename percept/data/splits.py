@@ -43,7 +43,7 @@ from typing import Hashable, Sequence
 import numpy as np
 import pandas as pd
 
-from percept.checkpoint import atomic_path
+from ..files import atomic_path
 
 PARTS = ("train", "val", "test")
 SEED = 3407  # LoDa's seed (scripts/process_*.py: get_random_splits(seed=3407))

@@ -50,20 +50,15 @@ from PIL import Image
 from torchvision import transforms as T
 from torchvision.transforms import functional as TF
 
+from ..tasks import get_task
 from ..transforms import CLIP_MEAN, CLIP_STD
 
-TASKS = ("iqa", "memorability", "emotion")
 CROP_SIZE = 224
 N_TEST_CROPS = 15
 _PIL_FILTERS = {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.BILINEAR}
 _TV_MODES = {"bicubic": T.InterpolationMode.BICUBIC, "bilinear": T.InterpolationMode.BILINEAR}
 
 Resize = Union[None, int, tuple[int, int]]
-
-
-def _check_task(task: str) -> None:
-    if task not in TASKS:
-        raise ValueError(f"unknown task {task!r}; valid tasks: {', '.join(TASKS)}")
 
 
 def _check_resize(resize) -> Resize:
@@ -226,7 +221,7 @@ def deterministic_resize(task: str, train: bool, resize: Resize = None, interpol
     shorter side of ``size``, the memorability/emotion-test resize).  Memorability and emotion test resize
     the shorter side to 224 by definition (App. A.1), so ``resize`` must be None.
     """
-    _check_task(task)
+    get_task(task)
     resize = _check_resize(resize)
     resize_interpolation = resize_interpolation or interpolation
     if task == "iqa":

@@ -159,7 +159,7 @@ def _pretrain(config: PretrainConfig, out, log, stop_after) -> dict:
 def save(tower: nn.Module, out: str | Path, record: dict) -> dict:
     """Write the image tower (fp16, timm layout) and its JSON record (with the file's SHA-256) atomically."""
     from safetensors.torch import save
-    from ..checkpoint import atomic_path
+    from ..files import atomic_path
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     data = save({k: v.detach().to(torch.float16).contiguous() for k, v in tower.state_dict().items()},
@@ -212,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
         path = Path(args.out) / WEIGHTS_FILE
         sidecar = json.loads(path.with_suffix(".json").read_text())
         sidecar["linear_probe_srcc"] = probe
-        from ..checkpoint import atomic_path
+        from ..files import atomic_path
         with atomic_path(path.with_suffix(".json")) as tmp:
             tmp.write_text(json.dumps(sidecar, indent=1))
     return 0

@@ -1,5 +1,11 @@
-"""GPU fast-path pieces used by training (``percept.train``) and measured by ``percept bench``.
+"""Where and how a run computes: device, precision, DataLoader workers, autocast, ``torch.compile``.
 
+Every engine module (training, evaluation, stage 2, prediction, benchmarks) asks these functions, so a
+choice such as "bf16 autocast on GPU, fp32 on CPU" is made in one place:
+
+* :func:`resolve_device` — ``auto`` = the GPU when there is one; precision ``auto`` = bf16 on GPU, fp32 on CPU;
+* :func:`resolve_workers` — DataLoader worker processes for a device;
+* :func:`autocast` — the autocast context of a precision;
 * :func:`cast_frozen_weights` — frozen Linear/Conv weights stored in bf16 (identical results under bf16
   autocast, less memory traffic);
 * :func:`compile_or_eager` — ``torch.compile`` when it works, eager otherwise (the reason is recorded).
@@ -8,12 +14,45 @@ Device-side augmentation lives in :mod:`percept.gpu_augment`.
 """
 from __future__ import annotations
 
+import os
 import time
+from contextlib import nullcontext
 
 import torch
 from torch import nn
 
-from .evaluate import autocast
+
+def resolve_device(device: str = "auto", precision: str = "auto") -> tuple[torch.device, str]:
+    """``auto``: the GPU when there is one. Precision ``auto``: bf16 autocast on GPU, fp32 on CPU."""
+    device = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
+                          "cpu" if device == "auto" else device)
+    if precision == "auto":
+        precision = "bf16" if device.type == "cuda" else "fp32"
+    return device, precision
+
+
+def resolve_workers(num_workers: int | None, device: torch.device, processes: int = 1) -> int:
+    """DataLoader worker processes; ``None``: 0 on CPU (the tiny models are faster in-process), and on GPU
+    the CPU cores shared among the ``processes`` of this machine, at most 16: decoding, cropping and flipping
+    224 px images takes about 2 ms per image per core, so a training step of 128 images at GPU speed
+    (~0.1 s) needs several cores (issue 7)."""
+    if num_workers is not None:
+        if num_workers < 0:
+            raise ValueError(f"num_workers must be >= 0, got {num_workers}")
+        return int(num_workers)
+    if device.type != "cuda":
+        return 0
+    return max(1, min(16, (os.cpu_count() or 1) // max(1, processes)))
+
+
+# ------------------------------------------------------------------------------------------ batches
+
+
+def autocast(device: torch.device, precision: str):
+    """bf16 autocast when ``precision`` is ``bf16``; plain fp32 otherwise."""
+    if precision == "bf16":
+        return torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16)
+    return nullcontext()
 
 
 def cast_frozen_weights(model: nn.Module, dtype: torch.dtype = torch.bfloat16) -> int:

@@ -1,0 +1,41 @@
+"""The package's layers, as data: a module imports only from its own layer or the layers below it.
+
+``tests/test_architecture.py`` parses every import of the package (module-level and inside functions) and
+fails on an upward import, on an import cycle, and on a module that is not placed here. Read from the
+bottom up:
+
+==============  ===========================================================================================
+layer           modules
+==============  ===========================================================================================
+core            the task registry, atomic files, package data, metrics, image loading + CLIP statistics, checkpoint files
+model           attention (public hook points), heads, backbones, the PerceptCLIP model, the official layout
+data            dataset cards, manifests, preparers, splits, datasets, task transforms, cache, demo sets
+engine          device/precision (runtime), losses, sampling, training, evaluation, stage 2, run directories,
+                prediction, the demo prior's pre-training
+experiments     the paper's tables as data, results, sweeps, reproduce, benchmarks, the demo runner
+analysis        interpretability (head importance, attention maps), error analysis, figures
+interface       the command line and the notebooks' helpers
+==============  ===========================================================================================
+"""
+from __future__ import annotations
+
+LAYERS: dict[str, tuple[str, ...]] = {
+    "core": ("tasks", "files", "resources", "metrics", "transforms", "checkpoint"),
+    "model": ("attention", "heads", "backbones", "model", "official", "official_reference"),
+    "data": ("data",),
+    "engine": ("runtime", "distributed", "losses", "sampling", "gpu_augment", "runs", "evaluate", "head_finetune",
+               "train", "predict", "prior"),
+    "experiments": ("paper_specs", "results", "paper", "sweep", "reproduce", "bench", "demo"),
+    "analysis": ("interpret", "analysis", "figures"),
+    "interface": ("cli", "notebooks", "__main__", "layers"),
+}
+LAYER_ORDER = tuple(LAYERS)
+
+
+def layer_of(module: str) -> str | None:
+    """The layer of ``percept.<module>`` (a subpackage's modules share its layer); None if unplaced."""
+    name = module.removeprefix("percept.")
+    for layer, members in LAYERS.items():
+        if any(name == m or name.startswith(m + ".") for m in members):
+            return layer
+    return None

@@ -1,0 +1,79 @@
+"""percept works when pip-installed, not only from a git checkout (issue 14): a wheel built from this tree,
+installed into a throw-away folder outside the checkout, finds its package data (pinned splits, dataset cards,
+the paper's numbers, the demo prior's weights) through importlib.resources."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+CHECK = r"""
+import json, sys
+from pathlib import Path
+import percept
+from percept import backbones
+from percept.data.cards import CARDS_DIR, get_card, render_card_markdown
+from percept.data.pinned import load_pinned_splits
+from percept.paper import paper_table
+
+splits = load_pinned_splits("koniq10k")          # verified against its sidecar (checksum, counts)
+table1 = paper_table("1")
+card = (CARDS_DIR / "koniq10k.md").read_text()
+spec = backbones.get_spec("tiny_clip_prior")
+print(json.dumps({
+    "percept": percept.__file__, "cards": str(CARDS_DIR), "n_images": len(splits), "columns": list(splits.columns),
+    "koniq_srcc": float(table1[(table1.method == "PerceptCLIP (3M)") & (table1.test_dataset == "KonIQ-10k")
+                               & (table1.metric == "SRCC")].value.iloc[0]),
+    "card_matches": card == render_card_markdown(get_card("koniq10k")),
+    "prior": str(backbones.shipped_weights_path(spec)),
+}))
+"""
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory):
+    """A wheel of this tree installed with pip into a folder outside the checkout (no dependencies: the
+    test's own environment provides them)."""
+    pytest.importorskip("setuptools", reason="building the wheel needs setuptools (the dev extra installs it)")
+    work = tmp_path_factory.mktemp("wheel")
+    source = work / "src"   # a copy, so that the build leaves no build/ or egg-info in the checkout
+    shutil.copytree(REPO / "percept", source / "percept",
+                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc"), symlinks=False)
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy2(REPO / name, source / name)
+    wheels, target = work / "dist", work / "site"
+    pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "--no-input"]
+    subprocess.run(pip + ["wheel", "--no-deps", "--no-build-isolation", "--no-index", "-q", "-w", str(wheels),
+                          str(source)], check=True, capture_output=True, text=True, cwd=work)
+    wheel = next(wheels.glob("percept-*.whl"))
+    subprocess.run(pip + ["install", "--no-deps", "--no-index", "-q", "--target", str(target), str(wheel)],
+                   check=True, capture_output=True, text=True, cwd=work)
+    return target, wheel
+
+
+def test_installed_wheel_finds_its_package_data_outside_the_checkout(installed):
+    target, wheel = installed
+    env = {**os.environ, "PYTHONPATH": str(target)}
+    out = subprocess.run([sys.executable, "-c", CHECK], capture_output=True, text=True, cwd=target.parent, env=env)
+    assert out.returncode == 0, out.stderr[-3000:]
+    found = json.loads(out.stdout.strip().splitlines()[-1])
+    assert Path(found["percept"]).is_relative_to(target), f"imported the checkout, not the wheel: {found}"
+    assert Path(found["cards"]).is_relative_to(target) and Path(found["prior"]).is_relative_to(target)
+    assert found["n_images"] == 10_073 and found["columns"][:2] == ["image", "split1"]
+    assert found["koniq_srcc"] == pytest.approx(0.945)   # Table 1, PerceptCLIP on KonIQ-10k
+    assert found["card_matches"]
+
+
+def test_wheel_holds_no_test_or_dataset_files(installed):
+    import zipfile
+    _, wheel = installed
+    names = zipfile.ZipFile(wheel).namelist()
+    assert "percept/resources/data_manifests/splits/koniq10k.csv.json" in names
+    assert not [n for n in names if n.startswith("tests/") or n.endswith((".jpg", ".png", ".bmp", ".mat"))]
