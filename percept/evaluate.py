@@ -10,7 +10,6 @@ order never mix images.
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import numpy as np
 import pandas as pd

@@ -27,7 +27,7 @@ import platform
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Mapping
 
 from .files import read_json, write_csv, write_json
 
@@ -210,16 +210,3 @@ def environment_info(device) -> dict:
         info["gpu"] = torch.cuda.get_device_name(torch.device(device))
         info["cuda"] = torch.version.cuda
     return info
-
-
-def _differences(old: Mapping, new: Mapping, ignore: tuple[str, ...], prefix: str = "") -> list[str]:
-    out = []
-    for key in sorted(set(old) | set(new)):
-        if key in ignore:
-            continue
-        a, b = old.get(key, "<absent>"), new.get(key, "<absent>")
-        if isinstance(a, Mapping) and isinstance(b, Mapping):
-            out += _differences(a, b, ignore, f"{prefix}{key}.")
-        elif a != b:
-            out.append(f"{prefix}{key}: {a!r} in the run, {b!r} now")
-    return out
