@@ -35,20 +35,38 @@ from .tasks import KINDS
 
 
 # ----------------------------------------------------------------------------- partial forward
-def tokens_before(model, images: torch.Tensor, layer: int = 0) -> torch.Tensor:
-    """Hidden states entering block ``layer`` (``layer=0``: patch embedding + CLS + positions + pre-norm).
+class _Captured(Exception):
+    """Stops the forward pass once the wanted hidden states are captured."""
 
-    Follows timm ``VisionTransformer.forward_features``: ``patch_embed → _pos_embed → patch_drop →
-    norm_pre → blocks``. LoRA (peft injects it into the q/k/v layers in place) is active unless the
-    caller is inside ``model.encoder.disable_adapter()``.
+
+def tokens_before(model, images: torch.Tensor, layer: int = 0) -> torch.Tensor:
+    """Hidden states entering block ``layer`` (``layer=0``: patch embedding + CLS + positions + pre-norm;
+    ``layer=len(blocks)``: the last block's output, before the final norm).
+
+    Taken with a forward pre-hook (public torch API) on ``vit.blocks[layer]`` during timm's own
+    ``forward_features``, which stops there: whatever timm does before the blocks (positions, prefix tokens,
+    patch dropout, pre-norm) is done by timm itself. LoRA (peft injects it into the q/k/v layers in place) is
+    active unless the caller is inside ``model.encoder.disable_adapter()``.
     """
     model.check_images(images)
     vit = model.vit
-    x = vit.patch_embed(images)
-    x = vit._pos_embed(x)
-    x = vit.patch_drop(x)
-    x = vit.norm_pre(x)
-    return run_blocks(model, x, 0, layer)
+    if not 0 <= layer <= len(vit.blocks):
+        raise ValueError(f"layer {layer} outside the model's blocks 0..{len(vit.blocks)}")
+    target = vit.blocks[layer] if layer < len(vit.blocks) else vit.norm
+    captured = []
+
+    def grab(module, args):
+        captured.append(args[0])
+        raise _Captured
+
+    handle = target.register_forward_pre_hook(grab)
+    try:
+        vit.forward_features(images)
+    except _Captured:
+        pass
+    finally:
+        handle.remove()
+    return captured[0]
 
 
 def run_blocks(model, x: torch.Tensor, start: int, stop: int | None = None) -> torch.Tensor:

@@ -275,6 +275,9 @@ def reproduce(out: str | os.PathLike, config_path: str | os.PathLike | None = No
     if smoke:
         config = smoke_config(config)
         root = _smoke_data(config, names, out, log)
+        # the fixtures' images are small and LoDa's pre-resize enlarges them at every load; the uint8 cache of
+        # pre-resized images (an execution setting: the same results, tested) does that once per image
+        config["defaults"]["train"]["cache_dir"] = str(out / "image_cache")
     else:
         root = Path(data_root or config.get("data_root") or os.environ.get("PERCEPT_DATA_ROOT") or "")
         if not str(root) or not root.is_dir():
