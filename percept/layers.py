@@ -27,7 +27,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
                "train", "predict", "prior"),
     "experiments": ("paper_specs", "results", "paper", "sweep", "reproduce", "bench", "demo"),
     "analysis": ("interpret", "analysis", "figures"),
-    "interface": ("cli", "notebooks", "__main__", "layers"),
+    "interface": ("cli", "notebooks", "notebook_display", "notebook_runner", "__main__", "layers"),
 }
 LAYER_ORDER = tuple(LAYERS)
 

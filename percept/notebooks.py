@@ -1,4 +1,4 @@
-"""The numbered notebooks (``notebooks/NN_name.ipynb``): the helpers they call and the runner that executes them.
+"""The numbered notebooks (``notebooks/NN_name.ipynb``): the helpers they call (``from percept import notebooks as nb``).
 
 Helpers keep the notebooks to calls, displays and plots:
 
@@ -11,51 +11,36 @@ Helpers keep the notebooks to calls, displays and plots:
 * :func:`demo_config` / :func:`train_run` — a run of the training engine on the embedded demo data
   (``tiny_clip_prior``: the demo's own shipped prior, CPU, seconds) or on a prepared real dataset, placed at
   ``runs_dir/<budget>/<datasets>/<variant>/split<k>/lr<lr>``.
-* :func:`dataset_markdown`, :func:`split_counts`, :func:`read_log`, :func:`metrics_table`,
-  :func:`sample_images`, :func:`parameter_table` — what the notebooks display; :func:`headline` — the number
-  the runner prints beside the notebook's time.
-
-Runner: :func:`run_notebooks` executes notebooks with papermill (kernel ``python3`` of this
-environment), writes the executed copies to ``out_dir/<name>.ipynb``, prints each notebook's time and,
-on failure, names the notebook and the failing cell. ``python -m percept.notebooks --out DIR`` (``make
-demo``) runs all of them on the embedded defaults.
+* :func:`headline` — the number the runner prints beside the notebook's time;
+* what the notebooks display (:func:`caption`, :func:`dataset_markdown`, :func:`split_counts`, :func:`read_log`,
+  :func:`metrics_table`, :func:`sample_images`, :func:`parameter_table`, ...) lives in
+  :mod:`percept.notebook_display`, the runner (:func:`run_notebooks`, ``python -m percept.notebooks --out DIR``
+  = ``make demo``) in :mod:`percept.notebook_runner`; both are importable from here.
 """
 from __future__ import annotations
 
-import argparse
-import contextlib
-import json
 import os
 import sys
 import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Mapping, Sequence
+from typing import Mapping, Sequence
 
 import pandas as pd
 
+from .notebook_display import (DEMO_DESCRIPTIONS, caption, dataset_markdown, examples, metrics_table,  # noqa: F401
+                               parameter_table, read_config, read_log, read_metrics, run_caption, run_datasets,
+                               run_task, sample_images, score_titles, split_counts)
+from .notebook_runner import (HEADLINE_FILE, NOTEBOOKS_DIR, REPO_ROOT, NotebookError, main,  # noqa: F401
+                              notebook_paths, parameters_cell, run_notebooks)
 from .data.sources import is_synthetic
 from .tasks import get_task
 
 # percept.train imports tqdm.auto, which warns in a kernel without ipywidgets; progress bars are off anyway.
 warnings.filterwarnings("ignore", message="IProgress not found")
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
 DEMO_DATASETS = {"iqa": "synthetic_iqa", "memorability": "synthetic_strength", "emotion": "synthetic_distortion"}
-DEMO_DESCRIPTIONS = {
-    "synthetic_iqa": "IQA pipeline (PLCC loss, multi-crop test). Label `synthetic_quality` on 1..5 = "
-                     "5 − 0.95·(level − 1) − a small per-type offset: a fixed function of the distortion level.",
-    "synthetic_strength": "memorability pipeline (MSE loss, resize + centre crop). Label `distortion_strength` = "
-                          "(level − 1) / 4 in [0, 1], in the range of a memorability score.",
-    "synthetic_distortion": "emotion pipeline (cross-entropy, RandomResizedCrop). Label = the distortion *type*, "
-                            "4 classes: gaussian_blur, gaussian_noise, jpeg, color_quantization.",
-}
-
-
-class NotebookError(RuntimeError):
-    """A notebook failed; the message names the notebook, the cell and the error."""
 
 
 def repo_root() -> Path:
@@ -91,7 +76,6 @@ def resolve_paths(name: str, out_dir=None, figures_dir=None, runs_dir=None, data
     return paths
 
 
-HEADLINE_FILE = "headline.txt"
 
 
 def headline(paths: NotebookPaths, text: str) -> str:
@@ -296,293 +280,5 @@ def variant_of(row: Mapping) -> str:
     return f"{start}{strategy} + {row['head']}"
 
 
-# ------------------------------------------------------------------------------------------ displays
-def caption(text: str, datasets, backbone: str = "tiny_clip_prior", pretrained: bool = True) -> str:
-    """A figure/table caption (markdown) that says what the data and the model are."""
-    from .paper import PAPER_DATASET_NAMES
-    names = [datasets] if isinstance(datasets, str) else list(datasets)
-    synthetic = [n for n in names if is_synthetic(n)]
-    real = [PAPER_DATASET_NAMES.get(n, n) for n in names if not is_synthetic(n)]
-    parts = []
-    if synthetic:
-        parts.append(f"embedded demo data ({', '.join(f'`{n}`' for n in synthetic)}): synthetic labels computed "
-                     f"from the distortion parameters, **not human judgements**")
-    if real:
-        parts.append(f"real dataset{'s' if len(real) > 1 else ''} {', '.join(real)} (human judgements)")
-    model = f"`{backbone}` encoder, {'pretrained' if pretrained else 'random-initialised'}"
-    if pretrained and backbone == "tiny_clip_prior":
-        model = (f"`{backbone}` encoder, the demo's own prior: image-text pre-trained by percept on generated images "
-                 f"and generated captions (no human judgement anywhere)")
-    verdict = "" if pretrained and not synthetic else " A pipeline check, not a paper result."
-    return f"**{text}** Data: {'; '.join(parts)}. Model: {model}.{verdict}"
-
-
-def dataset_markdown(dataset: str) -> str:
-    """The dataset card (real dataset) or what the embedded demo set is (synthetic), as markdown."""
-    if not is_synthetic(dataset):
-        from .data.cards import get_card, render_card_markdown
-        return render_card_markdown(get_card(dataset))
-    from .data.sources import SYNTHETIC_REFERENCES, SYNTHETIC_SPLITS
-    return (f"### Embedded demo data: `{dataset}`\n\n"
-            f"Procedural reference images (KADID-style) × 4 distortions (blur, noise, JPEG, colour "
-            f"quantisation) × 5 levels; by default {SYNTHETIC_REFERENCES} references = "
-            f"{SYNTHETIC_REFERENCES * 20} images, generated offline and deterministically on first use "
-            f"(`percept.data.synthetic`). {DEMO_DESCRIPTIONS[dataset]}\n\n"
-            f"**These labels are computed from the distortion parameters; they are not human judgements.** "
-            f"Numbers on this set check the pipeline; they say nothing about the paper's results. "
-            f"{SYNTHETIC_SPLITS} splits, by reference image (no reference in two parts).")
-
-
-def split_counts(source) -> pd.DataFrame:
-    """Images per part (rows) and split (columns) of a :class:`~percept.data.sources.DatasetSource`."""
-    from .data.splits import split_columns
-    columns = split_columns(source.frame)
-    table = pd.DataFrame({c: source.frame[c].value_counts() for c in columns}).fillna(0).astype(int)
-    order = [p for p in ("train", "val", "test") if p in table.index] + \
-        [p for p in table.index if p not in ("train", "val", "test")]
-    return table.loc[order].rename_axis("part")
-
-
-def read_log(run_dir) -> pd.DataFrame:
-    """A run's per-epoch ``log.csv``."""
-    from .runs import RunDir
-    return RunDir(run_dir).read_log()
-
-
-def read_config(run_dir) -> dict:
-    """A run's ``config.json``."""
-    from .runs import RunDir
-    return RunDir(run_dir).read_config()
-
-
-def read_metrics(run_dir) -> dict:
-    """A run's ``metrics.json``."""
-    from .runs import RunDir
-    return RunDir(run_dir).read_metrics()
-
-
-def run_datasets(run_dir) -> list[str]:
-    """The datasets a run was trained on."""
-    return [d["dataset"] for d in read_config(run_dir)["data"]]
-
-
-def run_task(run_dir) -> str:
-    """The task (``iqa``, ``memorability``, ``emotion``) of a run's (first) dataset."""
-    from .data.sources import dataset_task
-    return dataset_task(run_datasets(run_dir)[0])
-
-
-def run_caption(text: str, run_dir) -> str:
-    """:func:`caption` for the data and model of a run directory."""
-    config = read_config(run_dir)
-    return caption(text, run_datasets(run_dir), config["model"]["backbone"], config["model"]["pretrained"])
-
-
-def score_titles(scores: pd.DataFrame) -> list[str]:
-    """Gallery captions for :func:`percept.predict.predict_images` output (score or predicted class)."""
-    value = scores["score"].map("score {:.3f}".format) if "score" in scores else "class " + scores["prediction"]
-    return [f"{Path(p).stem}\n{v}" for p, v in zip(scores["image"], value)]
-
-
-def examples(source, split: int = 1, n: int = 8, part: str = "test"):
-    """(PIL images, captions) of ``n`` images of a source's split part, spread evenly over the label range."""
-    from .analysis import gallery_images
-    rows = source.frame[source.frame[f"split{split}"] == part].sort_values([source.label_column, "image"],
-                                                                           kind="mergesort")
-    if len(rows) > n:
-        rows = rows.iloc[[round(i * (len(rows) - 1) / (n - 1)) for i in range(n)]] if n > 1 else rows.head(1)
-    labels = rows[source.label_column]
-    captions = [f"{source.class_names[int(v)]}" if source.class_names else f"label {v:.2f}" for v in labels]
-    return gallery_images(rows["image"].tolist(), source.root), captions
-
-
-def metrics_table(metrics: Mapping, part: str = "test", digits: int = 4) -> pd.DataFrame:
-    """``metrics.json`` of a run (or a dict with it) as a table: rows = datasets, columns = metrics."""
-    table = pd.DataFrame(metrics[part]).T.rename_axis("dataset")
-    if "n_images" in table.columns:
-        table["n_images"] = table["n_images"].astype(int)
-    return table.round(digits)
-
-
-def sample_images(run_dir, n: int = 8, part: str = "test", dataset: str | None = None):
-    """(images (n, 3, H, W) normalised, ids, labels) from a run's dataset with its test transform — single
-    crops (an IQA item's first crop) as :mod:`percept.interpret` expects — normalised with the run's backbone
-    statistics (plot them with ``denormalize=config["model"]["backbone"]``)."""
-    import torch
-    from .backbones import normalization
-    from .data.sources import DataConfig, open_source
-    config = read_config(run_dir)
-    data = config["data"][0] if dataset is None else next(d for d in config["data"] if d["dataset"] == dataset)
-    source = open_source(DataConfig(**data))
-    split = source.group_split(config["split"]) if len(config["data"]) > 1 else config["split"]
-    items = source.dataset(split, part, train_transform=False, test_crops=1,
-                           normalization=normalization(config["model"]["backbone"]))
-    picked = [items[i] for i in range(min(n, len(items)))]
-    images = torch.stack([it["image"][0] if it["image"].ndim == 4 else it["image"] for it in picked])
-    return images, [it["id"] for it in picked], [it["label"] for it in picked]
-
-
-def parameter_table(backbone: str = "tiny_clip", strategies: Sequence[str] = ("lora", "frozen", "full"),
-                    heads: Sequence[str] = ("mlp",), outputs: int = 1, meta: bool = True) -> pd.DataFrame:
-    """Parameter counts per (strategy, head) of ``backbone`` (random weights). ``meta=True`` builds on
-    PyTorch's meta device: exact counts, no memory, about a second even for ViT-L/14."""
-    import torch
-    from .model import build_model
-    rows = []
-    for strategy in strategies:
-        for head in heads:
-            with torch.device("meta") if meta else contextlib.nullcontext():
-                model = build_model(backbone=backbone, pretrained=False, strategy=strategy, head=head,
-                                    heads={"main": outputs})
-            counts = model.parameter_counts()
-            rows.append({"backbone": backbone, "strategy": strategy, "head": head, "lora": counts["lora"],
-                         "head_params": counts["head"], "trainable": counts["trainable"], "total": counts["total"]})
-            del model
-    table = pd.DataFrame(rows)
-    table["trainable %"] = (100 * table["trainable"] / table["total"]).round(3)
-    return table
-
-
-# ------------------------------------------------------------------------------------------ runner
-def notebook_paths(names: Iterable[str] | None = None, directory: str | os.PathLike | None = None) -> list[Path]:
-    """The numbered notebooks (``NN_name.ipynb``) in order; ``names``: some of them, by ``NN``,
-    ``NN_name`` or ``name``."""
-    directory = Path(directory) if directory else NOTEBOOKS_DIR
-    found = sorted(p for p in directory.glob("[0-9][0-9]_*.ipynb"))
-    if names is None:
-        return found
-    picked = []
-    for name in names:
-        stem = Path(str(name)).stem
-        matches = [p for p in found if stem in (p.stem, p.stem[:2], p.stem[3:])]
-        if not matches:
-            raise ValueError(f"no notebook {name!r} in {directory}; notebooks: {', '.join(p.stem for p in found)}")
-        picked += [m for m in matches if m not in picked]
-    return picked
-
-
-def parameters_cell(notebook) -> int | None:
-    """Index of the cell tagged ``parameters`` (None if absent)."""
-    for i, cell in enumerate(notebook.cells):
-        if "parameters" in cell.get("metadata", {}).get("tags", []):
-            return i
-    return None
-
-
-@contextlib.contextmanager
-def _importable_percept():
-    """Make ``import percept`` work in the kernel (a subprocess) even where the package is not installed:
-    the repository goes first on PYTHONPATH for the duration."""
-    old = os.environ.get("PYTHONPATH")
-    os.environ["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT), *([old] if old else [])])
-    try:
-        yield
-    finally:
-        if old is None:
-            os.environ.pop("PYTHONPATH", None)
-        else:
-            os.environ["PYTHONPATH"] = old
-
-
-def _failure(path: Path, err: Exception) -> NotebookError:
-    cell = getattr(err, "cell_index", None)
-    source = (getattr(err, "source", "") or "").strip().splitlines()
-    where = f"cell {cell}" if cell is not None else "a cell"
-    if getattr(err, "exec_count", None) is not None:
-        where += f" (execution count {err.exec_count})"
-    first = f" starting `{source[0][:100]}`" if source else ""
-    what = f"{getattr(err, 'ename', type(err).__name__)}: {getattr(err, 'evalue', err)}"
-    return NotebookError(f"notebook {path.name} failed in {where}{first}: {what}")
-
-
-def run_notebooks(names: Iterable[str] | None = None, out_dir: str | os.PathLike = REPO_ROOT / "outputs" / "notebooks",
-                  parameters: Mapping | None = None, kernel: str | None = "python3",
-                  notebooks_dir: str | os.PathLike | None = None, per_notebook: Mapping[str, Mapping] | None = None,
-                  timeout: int | None = 1200, stop_on_error: bool = True, log=print) -> list[dict]:
-    """Execute notebooks with papermill; executed copies go to ``out_dir/<name>.ipynb``.
-
-    One line per notebook: its time and its headline (what it wrote with :func:`headline`). Every notebook
-    gets ``parameters`` plus ``out_dir=out_dir/<name>``, ``runs_dir=out_dir/runs`` and
-    ``data_root=out_dir/data`` unless given (so that one call shares its runs and data between notebooks);
-    ``per_notebook[name]`` adds parameters for one notebook. The kernel runs with the notebook's folder as
-    its working directory. Returns ``[{"notebook", "seconds", "status", "output", "error"}]``; raises
-    :class:`NotebookError` naming the notebook and the failing cell (``stop_on_error``)."""
-    import papermill as pm
-
-    out_dir = Path(out_dir).resolve()
-    out_dir.mkdir(parents=True, exist_ok=True)
-    paths = notebook_paths(names, notebooks_dir)
-    if not paths:
-        raise ValueError(f"no notebooks in {notebooks_dir or NOTEBOOKS_DIR}")
-    shared = {"runs_dir": str(out_dir / "runs"), "data_root": str(out_dir / "data"), **(parameters or {})}
-    results = []
-    with _importable_percept():
-        for path in paths:
-            params = {"out_dir": str(out_dir / path.stem), **shared, **((per_notebook or {}).get(path.stem, {}))}
-            output = out_dir / path.name
-            headline_file = Path(params["out_dir"]) / HEADLINE_FILE
-            headline_file.unlink(missing_ok=True)   # a stale headline never speaks for this execution
-            started = time.time()
-            record = {"notebook": path.stem, "output": str(output), "error": None, "headline": ""}
-            try:
-                # the kernel's own log at ERROR: ipykernel warns about unencrypted TCP on every start (a local
-                # kernel on the loopback interface, as JupyterLab's), which buried the runner's lines
-                pm.execute_notebook(str(path), str(output), parameters=params, kernel_name=kernel,
-                                    cwd=str(path.parent), progress_bar=False, log_output=False,
-                                    execution_timeout=timeout, extra_arguments=["--IPKernelApp.log_level=ERROR"])
-                record["status"] = "ok"
-                if headline_file.is_file():
-                    record["headline"] = headline_file.read_text().strip()
-            except Exception as err:   # papermill wraps kernel errors; report the notebook and cell
-                failure = _failure(path, err)
-                record.update(status="failed", error=str(failure))
-                record["seconds"] = round(time.time() - started, 1)
-                results.append(record)
-                log(f"{path.stem:24s} FAILED after {record['seconds']:6.1f} s  -> {output}")
-                log(f"  {failure}")
-                if stop_on_error:
-                    raise failure from err
-                continue
-            record["seconds"] = round(time.time() - started, 1)
-            results.append(record)
-            log(f"{path.stem:24s} {record['seconds']:6.1f} s  {record['headline'] or '-> ' + str(output)}")
-    total = sum(r["seconds"] for r in results)
-    log(f"{len(results)} notebooks, {sum(r['status'] == 'ok' for r in results)} ok, {total:.0f} s in all")
-    return results
-
-
-def _value(text: str):
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        return text
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="percept notebooks",
-                                     description="Execute the numbered notebooks with papermill on their embedded "
-                                                 "defaults (offline, CPU); executed copies go to --out.")
-    parser.add_argument("names", nargs="*", help="notebooks to run (NN, NN_name or name; default: all)")
-    parser.add_argument("--out", default=str(REPO_ROOT / "outputs" / "notebooks"), help="output folder")
-    parser.add_argument("-p", "--parameter", action="append", default=[], metavar="KEY=VALUE",
-                        help="parameter for every notebook (VALUE parsed as JSON when it can be; repeatable)")
-    parser.add_argument("--kernel", default="python3", help="Jupyter kernel name (default: %(default)s)")
-    parser.add_argument("--keep-going", action="store_true", help="run the remaining notebooks after a failure")
-    args = parser.parse_args(argv)
-    parameters = {}
-    for item in args.parameter:
-        key, sep, value = item.partition("=")
-        if not sep:
-            parser.error(f"--parameter {item!r}: expected KEY=VALUE")
-        parameters[key] = _value(value)
-    try:
-        results = run_notebooks(args.names or None, args.out, parameters, args.kernel,
-                                stop_on_error=not args.keep_going)
-    except (NotebookError, ValueError) as err:
-        print(f"percept notebooks: error: {err}", file=sys.stderr)
-        return 1
-    return 0 if all(r["status"] == "ok" for r in results) else 1
-
-
-if __name__ == "__main__":
+if __name__ == "__main__":   # make demo: python -m percept.notebooks --out DIR
     sys.exit(main())

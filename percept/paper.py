@@ -352,6 +352,35 @@ def format_comparison(compared: pd.DataFrame, digits: int = 4, missing: str = "â
     return out.reset_index(drop=True)
 
 
+def show(ours: pd.DataFrame | None, tables: Iterable, out_dir: str | os.PathLike | None = None, *,
+         caption: str = "Table {table}, PerceptCLIP cells: the paper beside ours.", printed: bool = True,
+         perceptclip_rows: bool = True) -> dict[str, pd.DataFrame]:
+    """A notebook's "beside the paper" block in one call. For each table id of ``tables``: the paper's table
+    as printed (``printed``), then its rows with the paper's number beside ours (:func:`compare`; only the
+    rows a PerceptCLIP run can fill and ours without a paper cell when ``perceptclip_rows``), under
+    ``caption`` (``{table}`` and ``{title}`` are replaced by the table's id and title). Each full comparison is saved (atomically) to
+    ``out_dir/table_<id>_paper_vs_ours.csv`` and returned by table id. Displays with IPython (a notebook)."""
+    from IPython.display import Markdown, display
+
+    from .files import write_csv
+    shown = {}
+    for table_id in tables:
+        table_id = str(table_id)
+        comparison = compare(ours, table_id)
+        if out_dir is not None:
+            write_csv(Path(out_dir) / f"table_{table_id}_paper_vs_ours.csv", comparison)
+        rows = comparison
+        if perceptclip_rows:
+            rows = comparison[comparison["method"].isin(fillable_methods(table_id))
+                              | (comparison["status"] == "ours only")]
+        blocks = [Markdown(f"**Table {table_id}** â€” {TABLE_TITLES[table_id]} (the paper)"),
+                  format_table(paper_table(table_id, wide=True))] if printed else []
+        display(*blocks, Markdown(caption.format(table=table_id, title=TABLE_TITLES[table_id])),
+                format_comparison(rows))
+        shown[table_id] = comparison
+    return shown
+
+
 def compare_all(ours: pd.DataFrame | None, tables: Iterable | None = None) -> pd.DataFrame:
     """:func:`compare` for every table (default: all of the paper's), concatenated."""
     tables = list(tables) if tables is not None else paper_tables()

@@ -144,6 +144,28 @@ def test_a_pretrained_demo_run_fills_a_cell_before_the_same_run_from_random_weig
         assert cell["ours"].tolist() == [0.66] and not cell["comparable"].any()
 
 
+def test_show_is_the_notebooks_paper_block_saved_and_displayed(tmp_path, monkeypatch):
+    pytest.importorskip("IPython")
+    import IPython.display
+    shown = []
+    monkeypatch.setattr(IPython.display, "display", lambda *objs: shown.append(objs))
+    ours = paper.ours_from_results(_aggregated(median_srcc=0.61), tables=["1", "6"])
+    result = paper.show(ours, ["1", "6"], tmp_path, caption="Table {table} ({title}): beside ours")
+    assert list(result) == ["1", "6"]
+    for table_id, comparison in result.items():
+        saved = pd.read_csv(tmp_path / f"table_{table_id}_paper_vs_ours.csv", dtype={"table": str})
+        expected = paper.compare(ours, table_id)
+        assert len(saved) == len(expected) and saved["method"].tolist() == expected["method"].tolist()
+        pd.testing.assert_frame_equal(comparison, expected)
+    printed, caption, rows = shown[0][1], shown[0][2], shown[0][3]
+    assert printed.equals(paper.format_table(paper.paper_table("1", wide=True)))   # the table as printed first
+    assert caption.data == f"Table 1 ({paper.TABLE_TITLES['1']}): beside ours"
+    assert set(rows["method"]) <= set(paper.fillable_methods("1")) | {"PerceptCLIP"}
+    assert "0.61" in set(rows["ours"])                                             # our run is in the block
+    paper.show(ours, ["6"], printed=False, perceptclip_rows=False)                  # nothing saved without out_dir
+    assert len(shown[-1]) == 2 and len(shown[-1][1]) == len(paper.compare(ours, "6"))
+
+
 def test_our_runs_become_paper_cells_with_stand_ins_marked():
     ours = paper.ours_from_results(_aggregated())
     table1 = ours[ours["table"] == "1"]

@@ -6,10 +6,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from percept.data.split_files import read_splits, sidecar_path, write_splits
 from percept.data.splits import (PROTOCOLS, SplitError, attach_splits, emotionroi_splits, iqa_authentic_splits,
-                                 iqa_synthetic_splits, random_splits, read_splits, sidecar_path,
-                                 split_columns, sun_memorability_splits, things_splits, validate_split_columns,
-                                 write_splits)
+                                 iqa_synthetic_splits, random_splits, split_columns, sun_memorability_splits,
+                                 things_splits, validate_split_columns)
 
 IMAGES = [f"img{i:03d}" for i in range(50)]
 

@@ -8,7 +8,7 @@ For each dataset the official label files are prepared into a temporary manifest
 images need not be present; LIVEC gives the 1,162 rows of the .mat files without the 7 training
 images, KonIQ-10k the 10,073 rows of its CSV, EmotionROI the 1,980 rows of ``ground_truth.txt``), the
 protocol is computed over it (:func:`percept.data.pinned.compute_splits`) and the table is written with
-:func:`percept.data.splits.write_splits`. The output is deterministic: re-running it on the same files
+:func:`percept.data.split_files.write_splits`. The output is deterministic: re-running it on the same files
 gives byte-identical CSVs and sidecars (a test checks this).
 
 LaMem's splits are not written: they are the official split files, which ``percept prepare lamem``
@@ -23,7 +23,8 @@ from pathlib import Path
 
 from .pinned import PINNED_DATASETS, PINNED_SPLITS_DIR, compute_splits, pinned_split_path
 from .prepare import prepare
-from .splits import DATASET_PROTOCOLS, write_splits
+from .split_files import write_splits
+from .splits import DATASET_PROTOCOLS
 
 # where each release sits under --data-root (the layout of the project's ../shared/data)
 SOURCES = {"livec": "livec", "koniq10k": "koniq10k", "emotionroi": "emotion6"}

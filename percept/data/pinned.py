@@ -28,8 +28,9 @@ from typing import Callable
 import pandas as pd
 
 from ..resources import resource_path
+from .split_files import read_splits
 from .splits import (DATASET_PROTOCOLS, SplitError, attach_splits, carve_validation_parts, emotionroi_splits,
-                     iqa_authentic_splits, iqa_synthetic_splits, read_splits, split_columns, sun_memorability_splits,
+                     iqa_authentic_splits, iqa_synthetic_splits, split_columns, sun_memorability_splits,
                      things_splits, validate_split_columns)
 
 PINNED_SPLITS_DIR = resource_path("data_manifests", "splits")   # package data (see percept.resources)

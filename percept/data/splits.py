@@ -25,26 +25,19 @@ Our additions, which LoDa does not have (LoDa trains without a validation set): 
 position, shuffle them with a separate ``random.Random(3407 + k)`` and move the first
 ``int(round(0.1 * n_train))`` to ``"val"``; the test part is exactly LoDa's.
 
-Pinning: :func:`write_splits` writes the CSV atomically with a JSON sidecar holding counts and the
-SHA-256 of the CSV bytes; :func:`read_splits` refuses a file that no longer matches its sidecar.
+Pinning (:mod:`percept.data.split_files`): ``write_splits`` writes the CSV atomically with a JSON sidecar
+holding counts and the SHA-256 of the CSV bytes; ``read_splits`` refuses a file that no longer matches it.
 Which protocol a dataset uses (:data:`DATASET_PROTOCOLS`, keyed by card name), the committed split
 files in ``data_manifests/splits`` and the splits of a given manifest are in :mod:`percept.data.pinned`.
 """
 from __future__ import annotations
 
-import copy
-import hashlib
-import io
-import json
 import random
 import re
-from pathlib import Path
 from typing import Hashable, Sequence
 
 import numpy as np
 import pandas as pd
-
-from ..files import atomic_path
 
 PARTS = ("train", "val", "test")
 SEED = 3407  # LoDa's seed (scripts/process_*.py: get_random_splits(seed=3407))
@@ -353,96 +346,3 @@ def attach_splits(manifest_df: pd.DataFrame, splits_df: pd.DataFrame) -> pd.Data
         if missing:
             raise SplitError(f"{len(missing)} {what}, e.g. {missing[:5]}")
     return manifest_df.merge(splits_df[["image", *cols]], on="image", how="left", validate="one_to_one")
-
-
-# ------------------------------------------------------------------------------------------- pinning
-
-def sidecar_path(path: str | Path) -> Path:
-    """``splits.csv`` → ``splits.csv.json``."""
-    path = Path(path)
-    return path.with_name(path.name + ".json")
-
-
-def _part_counts(df: pd.DataFrame) -> dict[str, dict[str, int]]:
-    return {c: {p: int((df[c] == p).sum()) for p in PARTS} for c in split_columns(df)}
-
-
-def write_splits(df: pd.DataFrame, path: str | Path, dataset: str, protocol: str,
-                 groups: Sequence[Hashable] | None = None) -> Path:
-    """Validate and write ``image,split1,...`` to ``path`` and a JSON sidecar (counts, SHA-256), both atomically."""
-    validate_split_columns(df, groups)
-    if protocol not in PROTOCOLS:
-        raise SplitError(f"unknown protocol {protocol!r}; known: {sorted(PROTOCOLS)}")
-    cols = split_columns(df)
-    table = df[["image", *cols]].copy()
-    table[cols] = table[cols].fillna("").astype(str)
-    data = table.to_csv(index=False, lineterminator="\n").encode("utf-8")
-    meta = {"format": _FORMAT, "generator": "percept.data.splits", "dataset": dataset, "protocol": protocol,
-            "n_images": len(table), "n_splits": len(cols), "counts": _part_counts(table),
-            "sha256": hashlib.sha256(data).hexdigest()}
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(data)
-    with atomic_path(sidecar_path(path)) as tmp:
-        tmp.write_bytes((json.dumps(meta, indent=2) + "\n").encode("utf-8"))
-    return path
-
-
-def read_splits(path: str | Path, dataset: str | None = None, protocol: str | None = None) -> pd.DataFrame:
-    """Read a split file written by :func:`write_splits`, refusing it unless it matches its sidecar.
-
-    The sidecar's metadata is returned in ``df.attrs["splits"]``.
-    """
-    path = Path(path)
-    side = sidecar_path(path)
-    fix = ("The split file was edited or corrupted; do not edit split files by hand — regenerate it "
-           "with the project's code (percept.data.splits: the protocol function, then write_splits).")
-    if not path.is_file():
-        raise FileNotFoundError(f"split file {str(path)!r} does not exist")
-    if not side.is_file():
-        raise SplitError(f"split file {path} has no sidecar {side.name}. {fix}")
-    data, side_text = path.read_bytes(), side.read_text(encoding="utf-8")
-    digest = hashlib.sha256(data).hexdigest()
-    key = (digest, side_text, dataset, protocol)
-    if key in _VERIFIED:   # these very bytes passed every check below already (in this process)
-        return _copy_table(_VERIFIED[key])
-    try:
-        meta = json.loads(side_text)
-        expected_sha = meta["sha256"]
-    except (ValueError, KeyError) as e:
-        raise SplitError(f"sidecar {side} of split file {path} is unreadable ({e}). {fix}") from None
-    if digest != expected_sha:
-        raise SplitError(f"split file {path}: SHA-256 does not match its sidecar {side.name}. {fix}")
-    df = pd.read_csv(io.BytesIO(data), dtype=str, keep_default_na=False)
-    problems = []
-    if meta.get("n_images") != len(df):
-        problems.append(f"{len(df)} images, sidecar says {meta.get('n_images')}")
-    if meta.get("n_splits") != len(split_columns(df)):
-        problems.append(f"{len(split_columns(df))} splits, sidecar says {meta.get('n_splits')}")
-    if meta.get("counts") != _part_counts(df):
-        problems.append("train/val/test counts differ from the sidecar's")
-    for key, want in (("dataset", dataset), ("protocol", protocol)):
-        if want is not None and meta.get(key) != want:
-            problems.append(f"{key} is {meta.get(key)!r}, expected {want!r}")
-    if problems:
-        raise SplitError(f"split file {path} does not match its sidecar {side.name}: {'; '.join(problems)}. {fix}")
-    try:
-        validate_split_columns(df)
-    except SplitError as e:
-        raise SplitError(f"split file {path}: {e}. {fix}") from None
-    df.attrs["splits"] = meta
-    if len(_VERIFIED) >= 16:
-        _VERIFIED.clear()
-    _VERIFIED[key] = _copy_table(df)
-    return df
-
-
-# Verified split tables by (SHA-256 of the file's bytes, its sidecar's text, dataset, protocol): a file is read
-# and hashed at every call, but parsed and validated (0.1 s for KonIQ-10k's 10,073 rows) once per content.
-_VERIFIED: dict[tuple, pd.DataFrame] = {}
-
-
-def _copy_table(df: pd.DataFrame) -> pd.DataFrame:
-    out = df.copy()
-    out.attrs = copy.deepcopy(df.attrs)
-    return out
