@@ -76,10 +76,7 @@ def predict_outputs(model, dataset, *, head: str | None = None, kind: str = "reg
             x = x.reshape(n * crops, *x.shape[-3:])
             with autocast(device, precision):
                 out = model(x, head).float()
-            out = out.reshape(n, crops, -1)
-            if kind == "classification":
-                out = out.softmax(-1)
-            outputs.append(out.cpu())
+            outputs.append(out.reshape(n, crops, -1).cpu())
             ids += batch["id"]
             index.append(batch["index"])
             labels.append(batch["label"])
@@ -88,17 +85,23 @@ def predict_outputs(model, dataset, *, head: str | None = None, kind: str = "reg
     shards = gather_objects((list(range(dist.rank, full_length, dist.world)), torch.cat(outputs), ids,
                              torch.cat(index), torch.cat(labels)), dist)
     order = np.argsort(np.concatenate([s[0] for s in shards]), kind="stable")   # back to dataset order
-    per_crop = torch.cat([s[1] for s in shards]).numpy().astype(np.float64)[order]   # (N, crops, outputs)
-    result = {"id": np.array(sum((s[2] for s in shards), []), dtype=object)[order],
-              "index": torch.cat([s[3] for s in shards]).numpy()[order],
-              "label": torch.cat([s[4] for s in shards]).numpy()[order]}
+    per_crop = torch.cat([s[1] for s in shards])[torch.from_numpy(order)]      # (N, crops, outputs)
+    return {"id": np.array(sum((s[2] for s in shards), []), dtype=object)[order],
+            "index": torch.cat([s[3] for s in shards]).numpy()[order],
+            "label": torch.cat([s[4] for s in shards]).numpy()[order], **reduce_crops(per_crop, kind)}
+
+
+def reduce_crops(per_crop: torch.Tensor, kind: str) -> dict[str, np.ndarray]:
+    """One prediction per image from the outputs of its crops, ``(N, crops, outputs)`` (App. A.1: the mean over
+    the test crops). Regression: ``prediction`` = the crops' mean of output 0, ``crop_std`` = their standard
+    deviation (0 for one crop). Classification (``per_crop`` = logits): ``probs`` = the mean of the crops'
+    softmax ``(N, C)``, ``prediction`` = its argmax. Used by evaluation, stage 2 and ``percept predict``."""
+    per_crop = per_crop.detach().float().cpu()
     if kind == "classification":
-        result["probs"] = per_crop.mean(1)
-        result["prediction"] = result["probs"].argmax(1)
-    else:
-        result["prediction"] = per_crop[:, :, 0].mean(1)
-        result["crop_std"] = per_crop[:, :, 0].std(1)
-    return result
+        probs = per_crop.softmax(-1).numpy().astype(np.float64).mean(1)
+        return {"probs": probs, "prediction": probs.argmax(1)}
+    scores = per_crop[:, :, 0].numpy().astype(np.float64)
+    return {"prediction": scores.mean(1), "crop_std": scores.std(1)}
 
 
 def predictions_frame(result: dict, class_names=None) -> pd.DataFrame:

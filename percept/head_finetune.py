@@ -14,10 +14,9 @@ from __future__ import annotations
 import copy
 import math
 
-import numpy as np
 import torch
 
-from .evaluate import loader, task_metrics
+from .evaluate import loader, reduce_crops, task_metrics
 from .runtime import autocast
 from .losses import get_loss
 from .tasks import get_task, selection_score
@@ -43,21 +42,13 @@ def _views(dataset) -> int:
     return first.shape[0] if first.ndim == 4 else 1
 
 
-def _head_outputs(head, feats: torch.Tensor, kind: str) -> np.ndarray:
-    out = head(feats.reshape(-1, feats.shape[-1])).float().reshape(feats.shape[0], feats.shape[1], -1)
-    if kind == "classification":
-        return out.softmax(-1).mean(1).cpu().numpy()
-    return out[:, :, 0].mean(1).cpu().numpy()
-
-
 def _metrics(head, feats, labels, source) -> dict:
+    """Task metrics of ``head`` on cached features ``(N, views, D)``: views reduced as evaluation does."""
     head.eval()
     with torch.no_grad():
-        out = _head_outputs(head, feats, source.kind)
+        out = head(feats.reshape(-1, feats.shape[-1])).reshape(feats.shape[0], feats.shape[1], -1)
     head.train()
-    if source.kind == "classification":
-        return task_metrics({"probs": out, "label": labels.numpy()}, "classification", source.class_names)
-    return task_metrics({"prediction": out, "label": labels.numpy()}, "regression")
+    return task_metrics({**reduce_crops(out, source.kind), "label": labels.numpy()}, source.kind, source.class_names)
 
 
 def finetune_heads(model, sources, config, device, precision, metric: str, log=print,

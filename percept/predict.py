@@ -61,7 +61,8 @@ def load_predictor(model: str | os.PathLike):
 def predict_images(images: list[str | os.PathLike], model: str | os.PathLike = "official-iqa",
                    device: str = "auto", batch_size: int = 8) -> pd.DataFrame:
     """Scores for ``images`` (files) with ``model`` (a run directory or an official checkpoint)."""
-    from .runtime import resolve_device
+    from .evaluate import reduce_crops
+    from .runtime import autocast, resolve_device
     paths = [Path(p) for p in images]
     missing = [str(p) for p in paths if not p.is_file()]
     if missing:
@@ -79,14 +80,14 @@ def predict_images(images: list[str | os.PathLike], model: str | os.PathLike = "
             views.append(x if x.ndim == 4 else x.unsqueeze(0))
         n_views = views[0].shape[0]
         x = torch.cat(views).to(device)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
-            out = net(x, head).float().reshape(len(chunk), n_views, -1)
-        for p, o in zip(chunk, out.cpu()):
+        with autocast(device, precision):
+            reduced = reduce_crops(net(x, head).float().reshape(len(chunk), n_views, -1), kind)
+        for i, p in enumerate(chunk):
             if kind == "classification":
-                probs = o.softmax(-1).mean(0)
-                names = classes or [str(i) for i in range(len(probs))]
-                rows.append({"image": str(p), "prediction": names[int(probs.argmax())],
+                probs = reduced["probs"][i]
+                names = classes or [str(c) for c in range(len(probs))]
+                rows.append({"image": str(p), "prediction": names[int(reduced["prediction"][i])],
                              **{f"prob_{c}": float(v) for c, v in zip(names, probs)}})
             else:
-                rows.append({"image": str(p), "score": float(o[:, 0].mean())})
+                rows.append({"image": str(p), "score": float(reduced["prediction"][i])})
     return pd.DataFrame(rows)

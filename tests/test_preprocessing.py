@@ -197,3 +197,18 @@ def test_predict_uses_the_runs_pre_resize_and_backbone(tmp_path):
         unresized = normalized(load_rgb(image_path), *IMAGENET)[:, :224, :224]
         assert abs(float(model(unresized[None], "koniq10k")[0, 0]) - expected) > 1e-4             # it can tell
     assert predict_images([image_path], run, device="cpu")["score"][0] == pytest.approx(expected, abs=1e-5)
+
+
+def test_reduce_crops_is_the_mean_over_crops_for_every_consumer():
+    """Evaluation, stage 2 and `percept predict` reduce crops with one function (App. A.1: the mean over the
+    test crops; for classification the mean of the crops' softmax), checked against scipy."""
+    from scipy.special import softmax
+    from percept.evaluate import reduce_crops
+    logits = torch.randn(5, 3, 4, generator=torch.Generator().manual_seed(0))
+    classes = reduce_crops(logits, "classification")
+    np.testing.assert_allclose(classes["probs"], softmax(logits.double().numpy(), axis=-1).mean(1), atol=1e-6)
+    assert (classes["prediction"] == classes["probs"].argmax(1)).all()
+    scores = reduce_crops(logits[:, :, :1], "regression")
+    np.testing.assert_allclose(scores["prediction"], logits[:, :, 0].double().numpy().mean(1), atol=1e-6)
+    np.testing.assert_allclose(scores["crop_std"], logits[:, :, 0].double().numpy().std(1), atol=1e-6)
+    assert reduce_crops(logits[:, :1, :1], "regression")["crop_std"].tolist() == [0.0] * 5
