@@ -21,6 +21,9 @@ Then, optionally, stage 2 (``head_finetune``: §3.2, Table A.9): the encoder is 
 trained alone on its dataset from cached encoder features (:mod:`percept.head_finetune`). Finally the
 best weights are evaluated on each dataset's test part; predictions and metrics are written.
 
+:func:`train` = :func:`setup` (device, data, model, optimizer, resume) → :func:`fit` (the epochs above) →
+:func:`finish` (best weights, stage 2, test, ``metrics.json``); the run's files are :class:`~percept.runs.RunDir`'s.
+
 Determinism: every epoch reseeds torch (dropout, augmentation) and the sampler from ``(seed, epoch)``,
 so a resumed run reproduces an uninterrupted one exactly (on the same device and settings).
 """
@@ -204,12 +207,54 @@ def train(config: TrainConfig, run_dir: str | Path, log=print) -> dict:
     """Train (or resume, or return the result of a finished) run in ``run_dir``; returns its metrics."""
     run = RunDir(run_dir)
     dist = init_distributed()                      # torchrun: one process per GPU; else a single process
-    main = dist.is_main
-    if main:
+    if dist.is_main:
         run.open(config.to_dict(), ignore=EXECUTION_FIELDS)
     barrier(dist)
     if run.is_complete():
         return run.read_metrics()
+    session = setup(config, run, dist, log)
+    fit(session)
+    return finish(session)
+
+
+@dataclass
+class Session:
+    """What :func:`setup` prepares for :func:`fit` and :func:`finish`: one run's data, model and loop state."""
+
+    config: TrainConfig
+    run: RunDir
+    dist: DistContext
+    log: object
+    progress: object
+    device: torch.device
+    precision: str
+    sources: list
+    splits: dict
+    metric: str
+    model: object
+    optimizer: torch.optim.Optimizer
+    encoder: torch.nn.Module
+    state: dict
+    workers: int
+    train_sets: list = field(default_factory=list)
+    image_counts: list = field(default_factory=list)   # §3.2: batches in proportion to images, not replicas
+    to_device: object = None
+
+    @property
+    def main(self) -> bool:
+        return self.dist.is_main
+
+    def evaluate(self, source, part: str) -> tuple[dict, pd.DataFrame]:
+        c = self.config
+        return evaluate_source(self.model, source, self.splits[source.name], part, head=source.name,
+                               batch_size=c.eval_batch_size, device=self.device, precision=self.precision,
+                               num_workers=self.workers, test_crops=c.test_crops, cache_dir=c.cache_dir, dist=self.dist)
+
+
+def setup(config: TrainConfig, run: RunDir, dist: DistContext, log=print) -> Session:
+    """Device, datasets and splits, the model and AdamW (restored from the checkpoint when resuming), the
+    training datasets with the backbone's normalisation."""
+    main = dist.is_main
     log = (lambda *a, **k: None) if config.quiet or not main else log
     progress = (lambda it, **k: it) if config.quiet or not main else (lambda it, **k: tqdm(it, **k))
     device_name = config.device
@@ -240,6 +285,19 @@ def train(config: TrainConfig, run_dir: str | Path, log=print) -> dict:
     if run.checkpoint_file.is_file():
         state = load_checkpoint(run.checkpoint_file, model, optimizer)
         log(f"resuming {run.path} after epoch {state['epoch']}")
+    session = Session(config, run, dist, log, progress, device, precision, sources, splits, metric, model,
+                      optimizer, _fast_encoder(config, model, device, precision, dist, log), state,
+                      resolve_workers(config.num_workers, device, processes=dist.world))
+    counts = model.parameter_counts()
+    log(f"{', '.join(s.name for s in sources)} split {config.split}: {config.model.backbone} "
+        f"({config.model.strategy}), {counts['trainable']:,} trainable parameters, lr {config.lr:g}, {device}")
+    _training_data(session)
+    return session
+
+
+def _fast_encoder(config: TrainConfig, model, device, precision: str, dist: DistContext, log):
+    """The encoder as the training steps call it: frozen weights in bf16 under bf16 autocast, DDP-wrapped
+    under torchrun when it has trainable weights, compiled when asked (:mod:`percept.runtime`)."""
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     if precision == "bf16" and (config.model.pretrained or config.model.weights_path):
@@ -251,85 +309,91 @@ def train(config: TrainConfig, run_dir: str | Path, log=print) -> dict:
     if config.compile:
         example = torch.zeros(config.batch_size, 3, *model.img_size, device=device)
         encoder, _ = compile_or_eager(encoder, example, precision=precision, log=log)
-    counts = model.parameter_counts()
-    log(f"{', '.join(s.name for s in sources)} split {config.split}: {config.model.backbone} "
-        f"({config.model.strategy}), {counts['trainable']:,} trainable parameters, lr {config.lr:g}, {device}")
+    return encoder
 
-    train_sets = [s.dataset(splits[s.name], "train", test_crops=config.test_crops, cache_dir=config.cache_dir,
-                            normalization=model.normalization)   # the backbone's mean/std (CLIP, ImageNet)
-                  for s in sources]
-    image_counts = [t.n_rows for t in train_sets]   # §3.2: batches in proportion to images, not replicas
-    workers = resolve_workers(config.num_workers, device, processes=dist.world)
-    to_device = None
-    if config.device_augment == "on" or (config.device_augment == "auto" and device.type == "cuda"):
-        train_sets = [DeviceAugmentDataset(t) for t in train_sets]   # uint8 crops in workers, rest on the GPU
-        plan = train_sets[0].plan
-        to_device = partial(_normalize_batch, device=device, mean=plan.mean, std=plan.std,
-                            channels_last=device.type == "cuda")
-    union = _Union(train_sets)
-    min_items = [config.min_batch_items if get_task(s.task).loss == "plcc" else 1 for s in sources]
-    epochs = progress(range(state["epoch"] + 1, config.max_epochs + 1), desc="epochs", initial=state["epoch"],
-                      total=config.max_epochs)
+
+def _training_data(s: Session) -> None:
+    """Each dataset's training part with the backbone's mean/std (CLIP, ImageNet); on the GPU by default the
+    integer crops stay in the loader workers and flips + normalisation run on the device."""
+    c = s.config
+    s.train_sets = [src.dataset(s.splits[src.name], "train", test_crops=c.test_crops, cache_dir=c.cache_dir,
+                                normalization=s.model.normalization) for src in s.sources]
+    s.image_counts = [t.n_rows for t in s.train_sets]
+    if c.device_augment == "on" or (c.device_augment == "auto" and s.device.type == "cuda"):
+        s.train_sets = [DeviceAugmentDataset(t) for t in s.train_sets]
+        plan = s.train_sets[0].plan
+        s.to_device = partial(_normalize_batch, device=s.device, mean=plan.mean, std=plan.std,
+                              channels_last=s.device.type == "cuda")
+
+
+def fit(s: Session) -> None:
+    """Stage 1: epochs of training, validation, selection of the best epoch and early stopping; a checkpoint
+    after every epoch."""
+    c, state = s.config, s.state
+    union = _Union(s.train_sets)
+    min_items = [c.min_batch_items if get_task(src.task).loss == "plcc" else 1 for src in s.sources]
+    epochs = s.progress(range(state["epoch"] + 1, c.max_epochs + 1), desc="epochs", initial=state["epoch"],
+                        total=c.max_epochs)
     for epoch in epochs if not state["stopped"] else []:
         start = time.time()
-        torch.manual_seed(config.seed * 1_000_003 + epoch)          # dropout + augmentation of this epoch
-        sampler = ProportionalBatchSampler([len(t) for t in train_sets], config.batch_size,
-                                           seed=config.seed * 1_000_003 + epoch, dist=dist, images=image_counts,
+        torch.manual_seed(c.seed * 1_000_003 + epoch)          # dropout + augmentation of this epoch
+        sampler = ProportionalBatchSampler([len(t) for t in s.train_sets], c.batch_size,
+                                           seed=c.seed * 1_000_003 + epoch, dist=s.dist, images=s.image_counts,
                                            min_items=min_items)
-        batches = loader(union, config.batch_size, num_workers=workers, device=device,
-                         batch_sampler=sampler, generator=torch.Generator().manual_seed(config.seed + epoch))
-        train_loss = train_one_epoch(model, batches, sources, optimizer, device, precision, epoch, progress,
-                                     encoder=encoder, dist=dist, to_device=to_device)
-        val = {s.name: evaluate_source(model, s, splits[s.name], "val", head=s.name, batch_size=config.eval_batch_size,
-                                       device=device, precision=precision, num_workers=workers,
-                                       test_crops=config.test_crops, cache_dir=config.cache_dir, dist=dist)[0]
-               for s in sources}
-        value = float(np.mean([v[metric] for v in val.values()]))
-        score = selection_score(value, metric)
-        row = {"epoch": epoch, "stage": 1, "lr": config.lr, "train_loss": train_loss, f"val_{metric}": value,
-               **{f"val_{k}_{n}": v[k] for n, v in val.items() for k in v if k != "n_images"},
-               "seconds": round(time.time() - start, 2)}
-        state["history"].append(row)
+        batches = loader(union, c.batch_size, num_workers=s.workers, device=s.device, batch_sampler=sampler,
+                         generator=torch.Generator().manual_seed(c.seed + epoch))
+        train_loss = train_one_epoch(s.model, batches, s.sources, s.optimizer, s.device, s.precision, epoch,
+                                     s.progress, encoder=s.encoder, dist=s.dist, to_device=s.to_device)
+        val = {src.name: s.evaluate(src, "val")[0] for src in s.sources}
+        value = float(np.mean([v[s.metric] for v in val.values()]))
+        score = selection_score(value, s.metric)
+        state["history"].append({"epoch": epoch, "stage": 1, "lr": c.lr, "train_loss": train_loss,
+                                 f"val_{s.metric}": value,
+                                 **{f"val_{k}_{n}": v[k] for n, v in val.items() for k in v if k != "n_images"},
+                                 "seconds": round(time.time() - start, 2)})
         if score > state["best_score"] or state["best_epoch"] == 0:
             state.update(best_score=score, best_value=value, best_epoch=epoch, waited=0)
-            if main:
-                save_weights(model, run.best_weights)
+            if s.main:
+                save_weights(s.model, s.run.best_weights)
         else:
             state["waited"] += 1
         state["epoch"] = epoch
-        state["stopped"] = state["waited"] >= config.patience
-        if main:
-            run.write_log(pd.DataFrame(state["history"]))
-            save_checkpoint(run.checkpoint_file, model.trainable_state_dict(), optimizer, state)
-        barrier(dist)
-        log(f"epoch {epoch:3d}  train loss {train_loss:.4f}  val {metric} {value:.4f}"
-            f"{'  *' if state['best_epoch'] == epoch else ''}")
+        state["stopped"] = state["waited"] >= c.patience
+        if s.main:
+            s.run.write_log(pd.DataFrame(state["history"]))
+            save_checkpoint(s.run.checkpoint_file, s.model.trainable_state_dict(), s.optimizer, state)
+        barrier(s.dist)
+        s.log(f"epoch {epoch:3d}  train loss {train_loss:.4f}  val {s.metric} {value:.4f}"
+              f"{'  *' if state['best_epoch'] == epoch else ''}")
         if state["stopped"]:
-            log(f"early stopping: no better validation {metric} for {config.patience} epochs")
+            s.log(f"early stopping: no better validation {s.metric} for {c.patience} epochs")
             break
 
-    load_weights(model, run.best_weights)
-    result = {"status": "complete", "select_metric": metric, "splits": splits, "best_epoch": state["best_epoch"],
-              "epochs_run": state["epoch"], "val_score": state["best_value"], "parameters": counts}
-    if config.head_finetune:
+
+def finish(s: Session) -> dict:
+    """The best epoch's weights, stage 2 when asked (heads alone on cached features), then every dataset's
+    validation and test metrics and test predictions; ``metrics.json`` marks the run complete."""
+    c, state = s.config, s.state
+    load_weights(s.model, s.run.best_weights)
+    result = {"status": "complete", "select_metric": s.metric, "splits": s.splits, "best_epoch": state["best_epoch"],
+              "epochs_run": state["epoch"], "val_score": state["best_value"], "parameters": s.model.parameter_counts()}
+    if c.head_finetune:
         from .head_finetune import finetune_heads
-        result["stage2"] = finetune_heads(model, sources, config, device, precision, metric, log, splits=splits)
-        if main:   # every process ran the same stage 2 on all images (it is cheap: cached features)
-            save_weights(model, run.best_weights)
+        result["stage2"] = finetune_heads(s.model, s.sources, c, s.device, s.precision, s.metric, s.log,
+                                          splits=s.splits)
+        if s.main:   # every process ran the same stage 2 on all images (it is cheap: cached features)
+            save_weights(s.model, s.run.best_weights)
         result["val_score"] = float(np.mean([r["val_score"] for r in result["stage2"].values()]))
     result["val"], result["test"] = {}, {}
-    for s in sources:
-        kwargs = dict(head=s.name, batch_size=config.eval_batch_size, device=device, precision=precision,
-                      num_workers=workers, test_crops=config.test_crops, cache_dir=config.cache_dir,
-                      dist=dist)
-        result["val"][s.name] = evaluate_source(model, s, splits[s.name], "val", **kwargs)[0]
-        result["test"][s.name], frame = evaluate_source(model, s, splits[s.name], "test", **kwargs)
-        if main:
-            run.write_predictions(frame, s.name if len(sources) > 1 else None)
-    if main:
-        run.write_metrics(result)
-    barrier(dist)
+    for src in s.sources:
+        result["val"][src.name] = s.evaluate(src, "val")[0]
+        result["test"][src.name], frame = s.evaluate(src, "test")
+        if s.main:
+            s.run.write_predictions(frame, src.name if len(s.sources) > 1 else None)
+    if s.main:
+        s.run.write_metrics(result)
+    barrier(s.dist)
     for name, m in result["test"].items():
         shown = {k: round(v, 4) for k, v in m.items() if k in ("srcc", "plcc_logistic", "mse", "accuracy")}
-        log(f"test {name}: {shown} (best epoch {state['best_epoch']})")
+        s.log(f"test {name}: {shown} (best epoch {state['best_epoch']})")
     return result
