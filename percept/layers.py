@@ -21,7 +21,7 @@ from __future__ import annotations
 
 LAYERS: dict[str, tuple[str, ...]] = {
     "core": ("tasks", "files", "resources", "metrics", "transforms", "checkpoint"),
-    "model": ("attention", "heads", "backbones", "model", "official", "official_reference"),
+    "model": ("attention", "heads", "backbones", "model", "official_layout", "official", "official_reference"),
     "data": ("data",),
     "engine": ("runtime", "distributed", "losses", "sampling", "gpu_augment", "runs", "evaluate", "head_finetune",
                "train", "predict", "prior"),

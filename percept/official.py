@@ -10,25 +10,21 @@ a pickled state dict of its ``clip_lora_model`` (transformers 4.45 ``CLIPVisionM
 
 Forward = post-layernorm CLS (``pooler_output``) → ``proj`` → ``mlp``. We map it onto a timm encoder with
 split q/k/v attention (same function), inferring the architecture from tensor shapes (head dim 64 as in
-CLIP). LoRA's alpha is not stored in the weights; the release uses ``lora_alpha=8`` (scaling alpha/r).
+CLIP); the key mapping, in both directions, is :mod:`percept.official_layout`. LoRA's alpha is not stored in the weights; the release uses ``lora_alpha=8`` (scaling alpha/r).
 """
 from __future__ import annotations
 
-import math
 import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
 
 import torch
 
-from .checkpoint import CheckpointMismatch, check_state_dict, torch_load_weights
+from .checkpoint import check_state_dict, torch_load_weights
 from .metrics import EMOSET_CLASSES
 from .model import ModelConfig, PerceptCLIP
-
-PREFIX = "model.base_model.model."
-
+from .official_layout import convert_official_state_dict, infer_architecture
 
 @dataclass(frozen=True)
 class OfficialCheckpoint:
@@ -57,21 +53,6 @@ OFFICIAL_CHECKPOINTS: dict[str, OfficialCheckpoint] = {
 ALIASES = {**{f"official-{k}": k for k in OFFICIAL_CHECKPOINTS},
            **{c.repo_id: k for k, c in OFFICIAL_CHECKPOINTS.items()}, **{k: k for k in OFFICIAL_CHECKPOINTS}}
 
-# official key (after PREFIX) -> timm key; "{i}" is the layer index
-_KEY_MAP = [
-    (r"embeddings\.patch_embedding\.weight", "patch_embed.proj.weight"),
-    (r"embeddings\.class_embedding", "cls_token"),
-    (r"embeddings\.position_embedding\.weight", "pos_embed"),
-    (r"pre_layrnorm\.(weight|bias)", r"norm_pre.\1"),
-    (r"post_layernorm\.(weight|bias)", r"norm.\1"),
-    (r"encoder\.layers\.(\d+)\.layer_norm1\.(weight|bias)", r"blocks.\1.norm1.\2"),
-    (r"encoder\.layers\.(\d+)\.layer_norm2\.(weight|bias)", r"blocks.\1.norm2.\2"),
-    (r"encoder\.layers\.(\d+)\.mlp\.(fc1|fc2)\.(weight|bias)", r"blocks.\1.mlp.\2.\3"),
-    (r"encoder\.layers\.(\d+)\.self_attn\.out_proj\.(weight|bias)", r"blocks.\1.attn.proj.\2"),
-    (r"encoder\.layers\.(\d+)\.self_attn\.(q|k|v)_proj\.(.+)", r"blocks.\1.attn.\2.\3"),
-]
-
-
 def resolve_official(source: str) -> tuple[str, OfficialCheckpoint]:
     """Map a name (``iqa``, ``official-iqa``, ``PerceptCLIP/PerceptCLIP_IQA``) to its checkpoint card."""
     if source not in ALIASES:
@@ -93,64 +74,6 @@ def download_official(source: str) -> Path:
             f"({type(err).__name__}: {err}). Without internet: on a connected machine run "
             f"`huggingface-cli download {card.repo_id} {card.filename}` and pass the file's path "
             f"to load_official(path).") from err
-
-
-def infer_architecture(state: Mapping[str, torch.Tensor]) -> dict:
-    """Architecture of an official state dict, from tensor shapes alone."""
-    def get(key):
-        if key not in state:
-            raise CheckpointMismatch(f"official checkpoint lacks {key!r}; is this a PerceptCLIP .pth state dict?")
-        return state[key]
-
-    width = get(PREFIX + "embeddings.class_embedding").shape[0]
-    patch = get(PREFIX + "embeddings.patch_embedding.weight").shape[-1]
-    positions = get(PREFIX + "embeddings.position_embedding.weight").shape[0]
-    grid = math.isqrt(positions - 1)
-    if grid * grid != positions - 1:
-        raise CheckpointMismatch(f"{positions} position embeddings is not 1 + a square grid")
-    layers = 1 + max(int(m.group(1)) for k in state if (m := re.match(re.escape(PREFIX) + r"encoder\.layers\.(\d+)\.", k)))
-    mlp_width = get(PREFIX + "encoder.layers.0.mlp.fc1.weight").shape[0]
-    lora_key = PREFIX + "encoder.layers.0.self_attn.q_proj.lora_A.default.weight"
-    return {
-        "width": width, "patch_size": patch, "img_size": grid * patch, "depth": layers,
-        "num_heads": width // 64, "mlp_ratio": mlp_width / width,
-        "proj_dim": get("proj.weight").shape[0],
-        "lora_r": get(lora_key).shape[0],
-        "head_hidden": (get("mlp.fc1.weight").shape[0], get("mlp.fc2.weight").shape[0]),
-        "outputs": get("mlp.fc3.weight").shape[0],
-    }
-
-
-def convert_official_state_dict(state: Mapping[str, torch.Tensor], head: str = "main") -> dict[str, torch.Tensor]:
-    """Rename official keys to percept keys (LoRA-wrapped encoder + head ``head``)."""
-    out: dict[str, torch.Tensor] = {}
-    unknown = []
-    for key, value in state.items():
-        if key.endswith("position_ids"):
-            continue   # a buffer of token indices, not a weight
-        if key == "proj.weight":
-            out["encoder.base_model.model.head.weight"] = value
-            out["encoder.base_model.model.head.bias"] = torch.zeros(value.shape[0], dtype=value.dtype)
-        elif key.startswith("mlp."):
-            out[f"heads.{head}.{key[len('mlp.'):]}"] = value
-        elif key.startswith(PREFIX):
-            for pattern, target in _KEY_MAP:
-                if (m := re.fullmatch(pattern, key[len(PREFIX):])):
-                    new = m.expand(target)
-                    if new == "cls_token":
-                        value = value.reshape(1, 1, -1)
-                    elif new == "pos_embed":
-                        value = value.unsqueeze(0)
-                    out["encoder.base_model.model." + new] = value
-                    break
-            else:
-                unknown.append(key)
-        else:
-            unknown.append(key)
-    if unknown:
-        raise CheckpointMismatch(f"unexpected keys in official checkpoint: {unknown[:8]}"
-                                 + (f" ... ({len(unknown)} in all)" if len(unknown) > 8 else ""))
-    return out
 
 
 def load_official(source: str | os.PathLike | Mapping[str, torch.Tensor], lora_alpha: float = 8) -> PerceptCLIP:

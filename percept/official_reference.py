@@ -13,8 +13,8 @@ Forward = ``mlp(proj(model(pixel_values=x).pooler_output))``: the post-layernorm
 :func:`build_reference_model` makes this model (random weights, or transformers' ``eager`` attention
 by default: the plain, unfused implementation) for a percept backbone spec / model config;
 :func:`reference_from_percept` makes one that computes the same function as a given percept model
-(weights copied with :func:`percept_to_official_state_dict`, the inverse of
-:func:`percept.official.convert_official_state_dict`). The two compute the same outputs, and — because
+(weights copied with :func:`percept.official_layout.percept_to_official_state_dict`, the inverse of
+:func:`percept.official_layout.convert_official_state_dict`). The two compute the same outputs, and — because
 peft draws LoRA dropout masks for q, k, v in the same order on tensors of the same shape — even the same
 training-mode outputs and gradients for the same RNG state (``tests/test_bench.py``).
 
@@ -22,7 +22,6 @@ transformers is only needed here (it is a test/benchmark dependency, not a runti
 """
 from __future__ import annotations
 
-import re
 import warnings
 from dataclasses import dataclass
 from typing import Mapping
@@ -32,7 +31,7 @@ from torch import nn
 
 from . import backbones
 from .model import ModelConfig, PerceptCLIP
-from .official import PREFIX, _KEY_MAP, convert_official_state_dict
+from .official_layout import convert_official_state_dict, percept_key_to_official, percept_to_official_state_dict
 
 ATTENTION_IMPLEMENTATIONS = ("eager", "sdpa")
 
@@ -163,68 +162,6 @@ def _head_name(config: ModelConfig, head: str | None) -> str:
     if head not in config.heads:
         raise KeyError(f"unknown head {head!r}; the model has {list(config.heads)}")
     return head
-
-
-# ---------------------------------------------------------------------------------------- key mapping
-# percept (timm, inside peft) key -> official key (after PREFIX); the inverse of official._KEY_MAP
-_INVERSE_KEY_MAP = [
-    (r"patch_embed\.proj\.weight", "embeddings.patch_embedding.weight"),
-    (r"cls_token", "embeddings.class_embedding"),
-    (r"pos_embed", "embeddings.position_embedding.weight"),
-    (r"norm_pre\.(weight|bias)", r"pre_layrnorm.\1"),
-    (r"norm\.(weight|bias)", r"post_layernorm.\1"),
-    (r"blocks\.(\d+)\.norm1\.(weight|bias)", r"encoder.layers.\1.layer_norm1.\2"),
-    (r"blocks\.(\d+)\.norm2\.(weight|bias)", r"encoder.layers.\1.layer_norm2.\2"),
-    (r"blocks\.(\d+)\.mlp\.(fc1|fc2)\.(weight|bias)", r"encoder.layers.\1.mlp.\2.\3"),
-    (r"blocks\.(\d+)\.attn\.proj\.(weight|bias)", r"encoder.layers.\1.self_attn.out_proj.\2"),
-    (r"blocks\.(\d+)\.attn\.(q|k|v)\.(.+)", r"encoder.layers.\1.self_attn.\2_proj.\3"),
-]
-_ENCODER = "encoder.base_model.model."
-assert len(_INVERSE_KEY_MAP) == len(_KEY_MAP)
-
-
-def percept_key_to_official(key: str, head: str = "main") -> str | None:
-    """The official name of percept parameter/buffer ``key`` (None for ``head.bias``, which the release's
-    bias-free projection does not have, and for other heads than ``head``)."""
-    if key == _ENCODER + "head.weight":
-        return "proj.weight"
-    if key == _ENCODER + "head.bias":
-        return None
-    if key.startswith(f"heads.{head}."):
-        return "mlp." + key[len(f"heads.{head}."):]
-    if key.startswith("heads."):
-        return None
-    if key.startswith(_ENCODER):
-        rest = key[len(_ENCODER):]
-        for pattern, target in _INVERSE_KEY_MAP:
-            if (m := re.fullmatch(pattern, rest)):
-                return PREFIX + m.expand(target)
-    raise KeyError(f"percept key {key!r} has no place in the official layout")
-
-
-def percept_to_official_state_dict(state: Mapping[str, torch.Tensor], head: str = "main") -> dict[str, torch.Tensor]:
-    """A percept LoRA model's state dict in the release's layout (head ``head`` → ``mlp``).
-
-    The inverse of :func:`percept.official.convert_official_state_dict`. The projection's bias must be zero
-    (CLIP's projection has none; timm keeps a zero bias); a non-zero bias cannot be expressed and raises.
-    """
-    bias = state.get(_ENCODER + "head.bias")
-    if bias is not None and bool(bias.abs().max() > 0):
-        raise ValueError("the encoder's projection has a non-zero bias; the official layout's projection has "
-                         "no bias, so this model cannot be expressed in it")
-    if f"heads.{head}.fc1.weight" not in state:
-        raise KeyError(f"no MLP head {head!r} in this state dict")
-    out = {}
-    for key, value in state.items():
-        new = percept_key_to_official(key, head)
-        if new is None:
-            continue
-        if key.endswith("cls_token"):
-            value = value.reshape(-1)
-        elif key.endswith("pos_embed"):
-            value = value.reshape(value.shape[-2], value.shape[-1])
-        out[new] = value
-    return out
 
 
 @torch.no_grad()
