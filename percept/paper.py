@@ -33,6 +33,7 @@ from typing import Iterable, Mapping
 import numpy as np
 import pandas as pd
 
+from .data.cards import CARDS
 from .resources import resource_path
 from .paper_specs import (CROSS_TABLES, PAPER_CONFIG, TABLE_SPECS, get_table_spec, paper_metric, run_configuration,  # noqa: F401
                           run_weights)
@@ -41,12 +42,8 @@ PAPER_CSV = resource_path("paper", "paper_results.csv")   # package data (see pe
 COLUMNS = ("table", "method", "train_dataset", "test_dataset", "metric", "value", "note")
 KEYS = ["method", "train_dataset", "test_dataset", "metric"]
 
-# percept dataset name -> the paper's spelling
-PAPER_DATASET_NAMES = {
-    "livec": "LIVEC", "koniq10k": "KonIQ-10k", "spaq": "SPAQ", "flive": "FLIVE", "live": "LIVE",
-    "tid2013": "TID2013", "kadid10k": "KADID-10k", "lamem": "LaMem", "things": "THINGS",
-    "sun_memorability": "SUN", "memcat": "MemCat", "emoset": "EmoSet", "emotionroi": "EmotionROI",
-}
+# percept dataset name -> the paper's spelling (the cards' paper_name)
+PAPER_DATASET_NAMES = {name: card.paper_name for name, card in CARDS.items()}
 TABLE_TITLES = {t: spec.title for t, spec in TABLE_SPECS.items()}
 PAPER_BACKBONE = PAPER_CONFIG["backbone"]
 

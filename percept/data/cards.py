@@ -51,12 +51,23 @@ class DatasetCard:
     notes: str = ""
     split_label_column: str | None = None   # e.g. "memorability_split{k}": split k's own target column
     paper_splits: int | None = None         # splits the paper's numbers aggregate (Table 1: 10, Table 3: 5, ...)
+    paper_name: str = ""                    # the dataset's name in the paper's tables ("KonIQ-10k")
+    # IQA: the image size LoDa's loaders read and the interpolation its scripts/process_*.py made it with
+    # (an int = shorter side, (h, w) = exact size, None = as distributed; see percept.data.task_transforms):
+    # KonIQ-10k 512x384 (process_koniq10k.py: torchvision Resize(384), default = bilinear, from the 1024x768
+    # release); SPAQ shorter side 384 (process_spaq.py: Resize(384), bilinear); FLIVE, LIVE, KADID-10k shorter
+    # side 384 (process_{flive,live,kadid10k}.py: Resize(384, interpolation=BICUBIC); KADID's 512x384
+    # originals keep their size); LIVE Challenge and TID2013 as distributed (no resize).
+    pre_resize: int | tuple[int, int] | None = None
+    pre_resize_interpolation: str | None = None
 
     def __post_init__(self):
         if self.task not in TASK_NAMES:
             raise ValueError(f"card {self.name!r}: task must be one of {TASK_NAMES}, got {self.task!r}")
         if (self.task == "iqa") != (self.quality_sign is not None):
             raise ValueError(f"card {self.name!r}: quality_sign is required for IQA cards and only for them")
+        if (self.pre_resize is None) != (self.pre_resize_interpolation is None):
+            raise ValueError(f"card {self.name!r}: pre_resize and pre_resize_interpolation go together")
         if (self.task == "emotion") != (self.classes is not None):
             raise ValueError(f"card {self.name!r}: classes are required for emotion cards and only for them")
 
@@ -94,7 +105,7 @@ _EMO_PRE = ("Paper App. A.1 (after Yang et al. 2023): training RandomResizedCrop
 CARDS: dict[str, DatasetCard] = {c.name: c for c in [
     # ------------------------------------------------------------------ IQA, authentic distortions
     DatasetCard(
-        name="livec", paper_splits=10, title="LIVE In the Wild Image Quality Challenge (LIVEC)", task="iqa",
+        name="livec", paper_name="LIVEC", paper_splits=10, title="LIVE In the Wild Image Quality Challenge (LIVEC)", task="iqa",
         label_column="quality", score_column="mos", label_range=(0.0, 100.0), classes=None,
         expected_images=1162, synthetic=False, train_replicas=5, quality_sign=1.0,
         official_url="https://live.ece.utexas.edu/research/ChallengeDB/index.html",
@@ -116,7 +127,7 @@ CARDS: dict[str, DatasetCard] = {c.name: c for c in [
               "1,162 test images (checked on the real files: entries 1-7 are t1..t7.bmp). The manifest keeps "
               "the official standard deviation as `std`."),
     DatasetCard(
-        name="koniq10k", paper_splits=10, title="KonIQ-10k", task="iqa",
+        name="koniq10k", paper_name="KonIQ-10k", pre_resize=(384, 512), pre_resize_interpolation="bilinear", paper_splits=10, title="KonIQ-10k", task="iqa",
         label_column="quality", score_column="mos", label_range=(0.0, 100.0), classes=None,
         expected_images=10073, synthetic=False, train_replicas=3, quality_sign=1.0,
         official_url="http://database.mmsp-kn.de/koniq-10k-database.html",
@@ -133,7 +144,7 @@ CARDS: dict[str, DatasetCard] = {c.name: c for c in [
                         "`512x384/`: pass `image_dir=\"512x384\"`).",
         notes="Extra manifest columns: `std` (official SD), `c_total` (number of ratings), `set`."),
     DatasetCard(
-        name="spaq", paper_splits=10, title="SPAQ (Smartphone Photography Attribute and Quality)", task="iqa",
+        name="spaq", paper_name="SPAQ", pre_resize=384, pre_resize_interpolation="bilinear", paper_splits=10, title="SPAQ (Smartphone Photography Attribute and Quality)", task="iqa",
         label_column="quality", score_column="mos", label_range=(0.0, 100.0), classes=None,
         expected_images=11125, synthetic=False, train_replicas=3, quality_sign=1.0,
         official_url="https://github.com/h4nwei/SPAQ",
@@ -150,7 +161,7 @@ CARDS: dict[str, DatasetCard] = {c.name: c for c in [
                         "the sheet to `Annotations/MOS and Image attribute scores.csv` (same columns).",
         notes="The five attribute scores are kept as lower-case columns."),
     DatasetCard(
-        name="flive", paper_splits=10, title="FLIVE (PaQ-2-PiQ, LIVE-FB)", task="iqa",
+        name="flive", paper_name="FLIVE", pre_resize=384, pre_resize_interpolation="bicubic", paper_splits=10, title="FLIVE (PaQ-2-PiQ, LIVE-FB)", task="iqa",
         label_column="quality", score_column="mos", label_range=(0.0, 100.0), classes=None,
         expected_images=39810, synthetic=False, train_replicas=1, quality_sign=1.0,
         official_url="https://github.com/niu-haoran/FLIVE_Database",
@@ -168,7 +179,7 @@ CARDS: dict[str, DatasetCard] = {c.name: c for c in [
         notes="Assumed from LoDa's script and the FLIVE repository; to be confirmed against a full download."),
     # ------------------------------------------------------------------ IQA, synthetic distortions
     DatasetCard(
-        name="live", paper_splits=10, title="LIVE Image Quality Assessment Database, Release 2", task="iqa",
+        name="live", paper_name="LIVE", pre_resize=384, pre_resize_interpolation="bicubic", paper_splits=10, title="LIVE Image Quality Assessment Database, Release 2", task="iqa",
         label_column="quality", score_column="dmos", label_range=(-20.0, 120.0), classes=None,
         expected_images=779, synthetic=True, train_replicas=5, quality_sign=-1.0,
         official_url="https://live.ece.utexas.edu/research/quality/subjective.htm",
@@ -192,7 +203,7 @@ CARDS: dict[str, DatasetCard] = {c.name: c for c in [
               "gross errors such as a wrong key. `reference` is the reference file name without extension; "
               "`distortion` is the folder."),
     DatasetCard(
-        name="tid2013", paper_splits=10, title="TID2013", task="iqa",
+        name="tid2013", paper_name="TID2013", paper_splits=10, title="TID2013", task="iqa",
         label_column="quality", score_column="mos", label_range=(0.0, 9.0), classes=None,
         expected_images=3000, synthetic=True, train_replicas=10, quality_sign=1.0,
         official_url="https://www.ponomarenko.info/tid2013.htm",
@@ -210,7 +221,7 @@ CARDS: dict[str, DatasetCard] = {c.name: c for c in [
               "exists on disk. `reference` is normalised to lower case (`i01`..`i25`); `distortion` and "
               "`level` are parsed from the name."),
     DatasetCard(
-        name="kadid10k", paper_splits=10, title="KADID-10k", task="iqa",
+        name="kadid10k", paper_name="KADID-10k", pre_resize=384, pre_resize_interpolation="bicubic", paper_splits=10, title="KADID-10k", task="iqa",
         label_column="quality", score_column="dmos", label_range=(1.0, 5.0), classes=None,
         expected_images=10125, synthetic=True, train_replicas=3, quality_sign=1.0,
         official_url="http://database.mmsp-kn.de/kadid-10k-database.html",
@@ -226,7 +237,7 @@ CARDS: dict[str, DatasetCard] = {c.name: c for c in [
               "higher = better, so `quality` = dmos (LoDa trains on it directly). `var` is kept."),
     # ------------------------------------------------------------------ memorability
     DatasetCard(
-        name="lamem", paper_splits=5, title="LaMem (Large-scale Image Memorability)", task="memorability",
+        name="lamem", paper_name="LaMem", paper_splits=5, title="LaMem (Large-scale Image Memorability)", task="memorability",
         label_column="memorability", score_column="memorability", label_range=(0.0, 1.0), classes=None,
         expected_images=58741, synthetic=False, train_replicas=None,
         official_url="http://memorability.csail.mit.edu/download.html",
@@ -248,7 +259,7 @@ CARDS: dict[str, DatasetCard] = {c.name: c for c in [
               "e.g. a LaMem-trained model evaluated on all of LaMem).",
         split_label_column="memorability_split{k}"),
     DatasetCard(
-        name="things", paper_splits=5, title="THINGS memorability", task="memorability",
+        name="things", paper_name="THINGS", paper_splits=5, title="THINGS memorability", task="memorability",
         label_column="memorability", score_column="memorability", label_range=(-1.0, 1.0), classes=None,
         expected_images=26107, synthetic=False, train_replicas=None,
         official_url="https://things-initiative.org",
@@ -274,7 +285,7 @@ CARDS: dict[str, DatasetCard] = {c.name: c for c in [
               "principle be negative, hence the range [-1, 1]. The column used is recorded in "
               "`score_source`."),
     DatasetCard(
-        name="sun_memorability", paper_splits=25, title="SUN memorability (Isola et al. 2011)", task="memorability",
+        name="sun_memorability", paper_name="SUN", paper_splits=25, title="SUN memorability (Isola et al. 2011)", task="memorability",
         label_column="memorability", score_column="memorability", label_range=(0.0, 1.0), classes=None,
         expected_images=2222, synthetic=False, train_replicas=None,
         official_url="http://web.mit.edu/phillipi/Public/WhatMakesAnImageMemorable/",
@@ -300,7 +311,7 @@ CARDS: dict[str, DatasetCard] = {c.name: c for c in [
               "rate = hits / (hits + misses), Isola's score; the per-split subject-half hit rates "
               "(`subject_hrs1/2.mat`) are not imported."),
     DatasetCard(
-        name="memcat", title="MemCat", task="memorability",
+        name="memcat", paper_name="MemCat", title="MemCat", task="memorability",
         label_column="memorability", score_column="memorability", label_range=(0.0, 1.0), classes=None,
         expected_images=10000, synthetic=False, train_replicas=None,
         official_url="https://osf.io/kvghu/",
@@ -321,7 +332,7 @@ CARDS: dict[str, DatasetCard] = {c.name: c for c in [
               "(hit rate corrected for false alarms); the uncorrected hit rate, H, FA and n_resp are kept."),
     # ------------------------------------------------------------------ emotion
     DatasetCard(
-        name="emoset", paper_splits=1, title="EmoSet-118K", task="emotion",
+        name="emoset", paper_name="EmoSet", paper_splits=1, title="EmoSet-118K", task="emotion",
         label_column="label", score_column="label", label_range=(0.0, 7.0), classes=EMOSET_CLASSES,
         expected_images=118102, synthetic=False, train_replicas=None,
         official_url="https://vcc.tech/EmoSet",
@@ -339,7 +350,7 @@ CARDS: dict[str, DatasetCard] = {c.name: c for c in [
                         "against the class order below when present).",
         notes="Format taken from the official EmoSet loader; to be confirmed against a full download."),
     DatasetCard(
-        name="emotionroi", paper_splits=5, title="EmotionROI (Emotion6 images and classes)", task="emotion",
+        name="emotionroi", paper_name="EmotionROI", paper_splits=5, title="EmotionROI (Emotion6 images and classes)", task="emotion",
         label_column="label", score_column="label", label_range=(0.0, 5.0), classes=EMOTIONROI_CLASSES,
         expected_images=1980, synthetic=False, train_replicas=None,
         official_url="http://chenlab.ece.cornell.edu/downloads.html",
@@ -372,7 +383,7 @@ def get_card(name: str) -> DatasetCard:
 def render_card_markdown(card: DatasetCard) -> str:
     """The human-readable card, exactly as committed in ``data_manifests/cards/NAME.md``."""
     lo, hi = card.label_range
-    rows = [("Task", card.task), ("Images (paper §4)", f"{card.expected_images:,}"),
+    rows = [("Task", card.task), ("Name in the paper", card.paper_name), ("Images (paper §4)", f"{card.expected_images:,}"),
             ("Training label column", f"`{card.split_label_column.format(k='K')}` for split K (`{card.label_column}` "
                                       f"for the whole dataset)" if card.split_label_column else f"`{card.label_column}`"),
             ("Official score column", f"`{card.score_column}`, valid range [{lo:g}, {hi:g}]")]
@@ -386,6 +397,11 @@ def render_card_markdown(card: DatasetCard) -> str:
         rows.append(("Splits behind a table number", str(card.paper_splits)))
     if card.train_replicas is not None:
         rows.append(("Training replicas per epoch (LoDa)", str(card.train_replicas)))
+    if card.task == "iqa":
+        size = card.pre_resize
+        rows.append(("Pre-resize (LoDa)", "none (as distributed)" if size is None else
+                     f"{size[1]}x{size[0]}, {card.pre_resize_interpolation}" if isinstance(size, tuple) else
+                     f"shorter side {size}, {card.pre_resize_interpolation}"))
     rows += [("Manifest columns required", ", ".join(f"`{c}`" for c in card.required_columns)),
              ("Official URL", card.official_url)]
     lines = [f"# {card.title} (`{card.name}`)", "",

@@ -25,18 +25,11 @@ from .task_transforms import build_transform
 
 DEFAULT_LABEL_COLUMN = {"iqa": "quality", "memorability": "memorability", "emotion": "label"}
 
-# LoDa (Xu et al. 2024a, github.com/NeosXu/LoDa): the image sizes its loaders read and the interpolation its
-# scripts/process_*.py made them with: KonIQ-10k 512x384 (process_koniq10k.py: torchvision Resize(384), default
-# = bilinear, from the 1024x768 release); SPAQ shorter side 384 (process_spaq.py: Resize(384), bilinear);
-# FLIVE, LIVE, KADID-10k shorter side 384 (process_{flive,live,kadid10k}.py: Resize(384,
-# interpolation=BICUBIC); KADID's 512x384 originals keep their size); LIVE Challenge and TID2013 as
-# distributed (no resize). The replicas (its config/job/train_loda_*.yaml ``train.patch_num``) are the cards'
-# ``train_replicas`` (percept.data.cards is the one source).
-_LODA_RESIZE = {"koniq10k": ((384, 512), "bilinear"), "spaq": (384, "bilinear"), "flive": (384, "bicubic"),
-                "kadid10k": (384, "bicubic"), "live": (384, "bicubic"), "livec": (None, None),
-                "tid2013": (None, None)}
-LODA_IQA_PRESETS = {name: {"resize": resize, "interpolation": interpolation, "replicas": CARDS[name].train_replicas}
-                    for name, (resize, interpolation) in _LODA_RESIZE.items()}
+# LoDa (Xu et al. 2024a, github.com/NeosXu/LoDa) per IQA dataset: the pre-resize its loaders read with the
+# interpolation its scripts/process_*.py used and the replicas per epoch (config/job/train_loda_*.yaml
+# ``train.patch_num``) -- all facts of the dataset cards (percept.data.cards is the one source).
+LODA_IQA_PRESETS = {card.name: {"resize": card.pre_resize, "interpolation": card.pre_resize_interpolation,
+                                "replicas": card.train_replicas} for card in CARDS.values() if card.task == "iqa"}
 
 
 class ManifestDataset(Dataset):
