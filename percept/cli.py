@@ -274,7 +274,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    if argv[:1] == ["bench"]:   # its options live with the benchmark (percept/bench.py)
+    if argv[:1] == ["bench"]:   # its options live with the benchmark (percept/bench/run.py)
         from .bench import main as bench_main
         return bench_main(argv[1:])
     if argv[:1] == ["notebooks"]:

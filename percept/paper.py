@@ -372,7 +372,8 @@ def show(ours: pd.DataFrame | None, tables: Iterable, out_dir: str | os.PathLike
                               | (comparison["status"] == "ours only")]
         blocks = [Markdown(f"**Table {table_id}** — {TABLE_TITLES[table_id]} (the paper)"),
                   format_table(paper_table(table_id, wide=True))] if printed else []
-        display(*blocks, Markdown(caption.format(table=table_id, title=TABLE_TITLES[table_id])),
+        text = caption.replace("{table}", table_id).replace("{title}", TABLE_TITLES[table_id])
+        display(*blocks, Markdown(text),
                 format_comparison(rows))
         shown[table_id] = comparison
     return shown

@@ -81,7 +81,8 @@ def predict_images(images: list[str | os.PathLike], model: str | os.PathLike = "
         n_views = views[0].shape[0]
         x = torch.cat(views).to(device)
         with autocast(device, precision):
-            reduced = reduce_crops(net(x, head).float().reshape(len(chunk), n_views, -1), kind)
+            out = net(x, head).float().reshape(len(chunk), n_views, -1)
+        reduced = reduce_crops(out, kind)
         for i, p in enumerate(chunk):
             if kind == "classification":
                 probs = reduced["probs"][i]

@@ -188,6 +188,11 @@ def smoke_config(config: dict) -> dict:
     return smoke
 
 
+def _visible_gpus() -> int:
+    import torch
+    return torch.cuda.device_count()
+
+
 def _smoke_data(config: dict, names: list[str], out: Path, log) -> Path:
     from .data.fixtures import prepare_fixtures
     root = out / "fixture_data"
@@ -276,8 +281,10 @@ def reproduce(out: str | os.PathLike, config_path: str | os.PathLike | None = No
         config = smoke_config(config)
         root = _smoke_data(config, names, out, log)
         # the fixtures' images are small and LoDa's pre-resize enlarges them at every load; the uint8 cache of
-        # pre-resized images (an execution setting: the same results, tested) does that once per image
-        config["defaults"]["train"]["cache_dir"] = str(out / "image_cache")
+        # pre-resized images (an execution setting: the same results, tested) does that once per image. Only
+        # when the runs go one at a time (no GPU or one): concurrent runs would build the same cache together
+        if (len(gpus) if gpus is not None else _visible_gpus()) <= 1:
+            config["defaults"]["train"]["cache_dir"] = str(out / "image_cache")
     else:
         root = Path(data_root or config.get("data_root") or os.environ.get("PERCEPT_DATA_ROOT") or "")
         if not str(root) or not root.is_dir():

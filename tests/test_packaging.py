@@ -50,12 +50,15 @@ def installed(tmp_path_factory):
         shutil.copy2(REPO / name, source / name)
     wheels, target = work / "dist", work / "site"
     pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "--no-input"]
-    subprocess.run(pip + ["wheel", "--no-deps", "--no-build-isolation", "--no-index", "-q", "-w", str(wheels),
-                          str(source)], check=True, capture_output=True, text=True, cwd=work)
-    wheel = next(wheels.glob("percept-*.whl"))
-    subprocess.run(pip + ["install", "--no-deps", "--no-index", "-q", "--target", str(target), str(wheel)],
-                   check=True, capture_output=True, text=True, cwd=work)
-    return target, wheel
+    built = subprocess.run(pip + ["wheel", "--no-deps", "--no-build-isolation", "--no-index", "-q", "-w",
+                                  str(wheels), str(source)], capture_output=True, text=True, cwd=work)
+    assert built.returncode == 0, f"pip wheel failed:\n{built.stderr[-3000:]}"
+    found = sorted(wheels.glob("percept-*.whl"))
+    assert len(found) == 1, f"expected one percept wheel in {wheels}, found {found}"
+    installed = subprocess.run(pip + ["install", "--no-deps", "--no-index", "-q", "--target", str(target),
+                                      str(found[0])], capture_output=True, text=True, cwd=work)
+    assert installed.returncode == 0, f"pip install of the wheel failed:\n{installed.stderr[-3000:]}"
+    return target, found[0]
 
 
 def test_installed_wheel_finds_its_package_data_outside_the_checkout(installed):

@@ -209,6 +209,25 @@ def test_read_detects_edited_file(tmp_path):
         read_splits(path)
 
 
+def test_verified_split_files_are_parsed_once_per_content_and_never_trusted_after_an_edit(tmp_path, monkeypatch):
+    from percept.data import split_files
+    path = write_splits(iqa_authentic_splits(IMAGES), tmp_path / "livec.csv", "livec", "iqa_authentic")
+    first = read_splits(path, dataset="livec")
+    first.loc[0, "split1"] = "changed by the caller"      # a caller's edit never reaches the cache
+
+    def no_second_validation(*args, **kwargs):
+        raise AssertionError("validated again")
+    monkeypatch.setattr(split_files, "validate_split_columns", no_second_validation)
+    again = read_splits(path, dataset="livec")             # same bytes, same sidecar: from the cache
+    assert again.equals(read_splits(path, dataset="livec")) and again.loc[0, "split1"] != "changed by the caller"
+    assert again.attrs["splits"]["dataset"] == "livec"
+    with pytest.raises(SplitError, match="dataset is 'livec', expected 'live'"):
+        read_splits(path, dataset="live")                    # another question about the same bytes: checked
+    path.write_text(path.read_text().replace("img003,test", "img003,train", 1))
+    with pytest.raises(SplitError, match="SHA-256 does not match"):
+        read_splits(path, dataset="livec")                   # edited bytes: never from the cache
+
+
 def test_read_detects_wrong_counts(tmp_path):
     path = write_splits(iqa_authentic_splits(IMAGES), tmp_path / "livec.csv", "livec", "iqa_authentic")
     side = sidecar_path(path)

@@ -124,9 +124,12 @@ def inference(fp: FastPath) -> dict:
     return {**record, "batch_size": fp.eval_batch_size}
 
 
-def measure_fast_path(fp: FastPath, measurements: dict, pil, cached, log) -> None:
-    """Every fast-path measurement in turn (the data ones when a dataset was opened)."""
+def measure_fast_path(fp: FastPath, measurements: dict, open_data, log):
+    """Every fast-path measurement in turn: the model alone first, then ``open_data()`` -> (PIL dataset,
+    cached dataset) or (None, None), the data ones when a dataset was opened, inference last. Returns the
+    PIL dataset (the reference path's pipeline measurement uses it)."""
     measure("train_synthetic", measurements, fp.device, log, lambda: train_synthetic(fp))
+    pil, cached = open_data()
     if pil is not None:
         to_tensor = lambda b: b["image"].to(fp.device, non_blocking=True).contiguous(  # noqa: E731
             memory_format=fp.memory_format)
@@ -136,6 +139,7 @@ def measure_fast_path(fp: FastPath, measurements: dict, pil, cached, log) -> Non
         measure("train_cache_gpu_augment", measurements, fp.device, log, lambda: train_from(
             fp, cached, lambda b: cached.to_device(b, fp.device, fp.channels_last)))
     measure("inference", measurements, fp.device, log, lambda: inference(fp))
+    return pil
 
 
 def bench_sources(dataset: str, data_root: str | None, max_images: int, log):

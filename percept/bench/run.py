@@ -79,10 +79,10 @@ def benchmark(backbone: str = "tiny_clip", batch_size: int = 32, precision: str 
     flops = model_flops(fast.model)
     result["model"] = {"parameters": fast.model.parameter_counts(), "flops_per_image": flops,
                        "img_size": list(fast.model.img_size)}
-    pil, cached = _open_data(result, dataset, data_root, max_images, cache_dir, log) if data else (None, None)
     measurements: dict = {}
     result["measurements"] = measurements
-    measure_fast_path(fast, measurements, pil, cached, log)
+    pil = measure_fast_path(fast, measurements, log=log, open_data=lambda: _open_data(
+        result, dataset, data_root, max_images, cache_dir, log) if data else (None, None))
     del fast
     free_memory(device)
     if reference:

@@ -66,6 +66,8 @@ class DatasetCard:
             raise ValueError(f"card {self.name!r}: task must be one of {TASK_NAMES}, got {self.task!r}")
         if (self.task == "iqa") != (self.quality_sign is not None):
             raise ValueError(f"card {self.name!r}: quality_sign is required for IQA cards and only for them")
+        if not self.paper_name:
+            raise ValueError(f"card {self.name!r}: paper_name (the dataset's name in the paper's tables) is required")
         if (self.pre_resize is None) != (self.pre_resize_interpolation is None):
             raise ValueError(f"card {self.name!r}: pre_resize and pre_resize_interpolation go together")
         if (self.task == "emotion") != (self.classes is not None):

@@ -56,16 +56,17 @@ def read_splits(path: str | Path, dataset: str | None = None, protocol: str | No
     path = Path(path)
     side = sidecar_path(path)
     fix = ("The split file was edited or corrupted; do not edit split files by hand — regenerate it "
-           "with the project's code (percept.data.splits: the protocol function, then write_splits).")
+           "with the project's code (a protocol function of percept.data.splits, then "
+           "percept.data.split_files.write_splits).")
     if not path.is_file():
         raise FileNotFoundError(f"split file {str(path)!r} does not exist")
     if not side.is_file():
         raise SplitError(f"split file {path} has no sidecar {side.name}. {fix}")
     data, side_text = path.read_bytes(), side.read_text(encoding="utf-8")
     digest = hashlib.sha256(data).hexdigest()
-    key = (digest, side_text, dataset, protocol)
-    if key in _VERIFIED:   # these very bytes passed every check below already (in this process)
-        return _copy_table(_VERIFIED[key])
+    cache_key = (digest, side_text, dataset, protocol)
+    if cache_key in _VERIFIED:   # these very bytes passed every check below already (in this process)
+        return _copy_table(_VERIFIED[cache_key])
     try:
         meta = json.loads(side_text)
         expected_sha = meta["sha256"]
@@ -93,7 +94,7 @@ def read_splits(path: str | Path, dataset: str | None = None, protocol: str | No
     df.attrs["splits"] = meta
     if len(_VERIFIED) >= 16:
         _VERIFIED.clear()
-    _VERIFIED[key] = _copy_table(df)
+    _VERIFIED[cache_key] = _copy_table(df)
     return df
 
 
