@@ -7,7 +7,7 @@ bottom up:
 ==============  ===========================================================================================
 layer           modules
 ==============  ===========================================================================================
-core            the task registry, atomic files, package data, metrics, image loading + CLIP statistics, checkpoint files
+core            task registry, atomic files, package data, metrics, image loading + CLIP statistics, checkpoints
 model           attention (public hook points), heads, backbones, the PerceptCLIP model, the official layout
 data            dataset cards, manifests, preparers, splits, datasets, task transforms, cache, demo sets
 engine          device/precision (runtime), losses, sampling, training, evaluation, stage 2, run directories,

@@ -1,4 +1,4 @@
-"""The numbered notebooks (``notebooks/NN_name.ipynb``): the helpers they call (``from percept import notebooks as nb``).
+"""The helpers the numbered notebooks (``notebooks/NN_name.ipynb``) call: ``from percept import notebooks as nb``.
 
 Helpers keep the notebooks to calls, displays and plots:
 

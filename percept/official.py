@@ -10,7 +10,8 @@ a pickled state dict of its ``clip_lora_model`` (transformers 4.45 ``CLIPVisionM
 
 Forward = post-layernorm CLS (``pooler_output``) → ``proj`` → ``mlp``. We map it onto a timm encoder with
 split q/k/v attention (same function), inferring the architecture from tensor shapes (head dim 64 as in
-CLIP); the key mapping, in both directions, is :mod:`percept.official_layout`. LoRA's alpha is not stored in the weights; the release uses ``lora_alpha=8`` (scaling alpha/r).
+CLIP); the key mapping, in both directions, is :mod:`percept.official_layout`. LoRA's alpha is not stored
+in the weights; the release uses ``lora_alpha=8`` (scaling alpha/r).
 """
 from __future__ import annotations
 

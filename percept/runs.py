@@ -13,8 +13,9 @@ Layout (``percept train`` and :func:`percept.train.train`)::
       eval/<dataset>_<split>_<part>/{metrics.json, predictions.csv}   ``percept evaluate`` on other data
       train.log                a sweep's subprocess output (``percept sweep``)
 
-:class:`RunDir` owns this layout: no other module spells a run file's name. Every file is replaced atomically (temp file + ``os.replace``): a crash leaves the previous version.
-The checkpoint is a single file, so its weights, optimizer state and loop state always agree.
+:class:`RunDir` owns this layout: no other module spells a run file's name. Every file is replaced atomically
+(temp file + ``os.replace``): a crash leaves the previous version. The checkpoint is a single file, so its
+weights, optimizer state and loop state always agree.
 
 :data:`PROTOCOL` says what this version of percept computes beyond a run's configuration fields; it is saved
 in ``config.json``, and a run directory of another protocol is never resumed nor collected into tables.
