@@ -200,9 +200,12 @@ def run_dir_for(config, runs_dir) -> Path:
 
 
 def train_run(config, runs_dir) -> tuple[Path, dict]:
-    """Train ``config`` (or reuse the finished run) under :func:`run_dir_for`; returns (run_dir, metrics)."""
+    """Train ``config`` (or reuse the finished run) under :func:`run_dir_for`; returns (run_dir, metrics). A
+    two-phase run takes its stage 1 from the finished one-stage run of the same configuration when there is one
+    (``TrainConfig.stage1_from``: the same weights as retraining it, in the time of stage 2)."""
     from .train import train
     run_dir = run_dir_for(config, runs_dir)
+    config = _reusing_stage1(config, runs_dir)
     started = time.time()
     metrics = train(config, run_dir, log=lambda *a, **k: None)
     seconds = time.time() - started
@@ -210,12 +213,26 @@ def train_run(config, runs_dir) -> tuple[Path, dict]:
     return run_dir, metrics
 
 
+def _reusing_stage1(config, runs_dir):
+    """``config``, with ``stage1_from`` set when it is a two-phase run whose one-stage run is finished."""
+    from dataclasses import replace
+
+    from .runs import RunDir
+    if config.head_finetune and not config.stage1_from:
+        one_stage = RunDir(run_dir_for(replace(config, head_finetune=False), runs_dir))
+        if one_stage.is_complete():
+            return replace(config, stage1_from=str(one_stage.path))
+    return config
+
+
 def sweep(configs: Mapping, runs_dir) -> dict[str, str]:
     """:func:`percept.sweep.run_sweep` of a grid (from :func:`percept.sweep.expand_grid`) under
-    ``runs_dir/<budget>``, in this process (CPU); returns each run's status."""
+    ``runs_dir/<budget>``, in this process (CPU); returns each run's status. Two-phase runs take stage 1 from
+    their finished one-stage runs (:func:`train_run`)."""
     from .sweep import run_sweep
     first = next(iter(configs.values()))
     root = Path(runs_dir) / budget_tag(first)
+    configs = {name: _reusing_stage1(config, runs_dir) for name, config in configs.items()}
     return run_sweep(configs, root, gpus=[] if not _cuda() else None, log=lambda *a, **k: None)
 
 

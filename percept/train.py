@@ -43,6 +43,7 @@ from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from .checkpoint import load_checkpoint, save_checkpoint
+from .files import atomic_path
 from .data.sources import DataConfig, check_trainable, open_source
 from .gpu_augment import DeviceAugmentDataset, normalize_on_device
 from .distributed import DistContext, barrier, gather_rows, init_distributed
@@ -55,7 +56,8 @@ from .sampling import ProportionalBatchSampler
 from .tasks import get_task, selection_score
 
 # Settings that change speed, not results: they may differ when a run resumes.
-EXECUTION_FIELDS = ("device", "num_workers", "eval_batch_size", "quiet", "cache_dir", "device_augment", "compile")
+EXECUTION_FIELDS = ("device", "num_workers", "eval_batch_size", "quiet", "cache_dir", "device_augment", "compile",
+                    "stage1_from")
 
 
 class TrainingError(RuntimeError):
@@ -87,6 +89,8 @@ class TrainConfig:
     device_augment: str = "auto"                   # flips + normalisation on the GPU (auto = on for GPU); exact
     compile: bool = False                          # torch.compile the encoder (falls back to eager)
     min_batch_items: int = 3                       # multi-dataset: fewest items a PLCC dataset brings to a batch (ours)
+    stage1_from: str | None = None                 # head_finetune: a finished one-stage run of this config whose
+                                                   # stage 1 (= this run's, same seed) is taken instead of retrained
     protocol: int = PROTOCOL                       # what this version of percept computes (see PROTOCOL)
 
     def __post_init__(self):
@@ -213,6 +217,8 @@ def train(config: TrainConfig, run_dir: str | Path, log=print) -> dict:
     if run.is_complete():
         return run.read_metrics()
     session = setup(config, run, dist, log)
+    if config.stage1_from and session.state["epoch"] == 0:
+        adopt_stage1(session, RunDir(config.stage1_from))
     fit(session)
     return finish(session)
 
@@ -326,6 +332,35 @@ def _training_data(s: Session) -> None:
                               channels_last=s.device.type == "cuda")
 
 
+def adopt_stage1(s: Session, source: RunDir) -> None:
+    """Take stage 1 from ``source``, a finished one-stage run of the same configuration (all fields but
+    ``head_finetune`` and the execution settings equal): its best weights, log and last checkpoint are copied
+    into this run, so :func:`fit` has nothing left to do and :func:`finish` goes on with stage 2. Stage 1 does
+    not depend on ``head_finetune`` (same seed, same data order), so the result is what retraining would give on
+    the same machine, in the time of stage 2 alone."""
+    import shutil
+    if not s.config.head_finetune:
+        raise ValueError("stage1_from is for a two-phase run (head_finetune=True)")
+    if not source.is_complete():
+        raise ValueError(f"stage1_from {source.path} is not a finished run; train it first")
+    ignore = set(EXECUTION_FIELDS) | {"head_finetune"}
+    ours = {k: v for k, v in s.config.to_dict().items() if k not in ignore}
+    theirs = {k: v for k, v in TrainConfig.from_dict(source.read_config()).to_dict().items() if k not in ignore}
+    if ours != theirs or source.read_config().get("head_finetune"):
+        differ = sorted(k for k in set(ours) | set(theirs) if ours.get(k) != theirs.get(k)) or ["head_finetune"]
+        raise ValueError(f"stage1_from {source.path} is not the one-stage run of this configuration "
+                         f"(differs in {', '.join(differ)})")
+    if s.main:
+        for src, dst in ((source.best_weights, s.run.best_weights), (source.log_file, s.run.log_file),
+                         (source.checkpoint_file, s.run.checkpoint_file)):
+            with atomic_path(dst) as tmp:
+                shutil.copyfile(src, tmp)
+    barrier(s.dist)
+    s.state = load_checkpoint(s.run.checkpoint_file, s.model, s.optimizer)
+    s.state["stage1_from"] = str(source.path)
+    s.log(f"stage 1 taken from {source.path} (best epoch {s.state['best_epoch']})")
+
+
 def fit(s: Session) -> None:
     """Stage 1: epochs of training, validation, selection of the best epoch and early stopping; a checkpoint
     after every epoch."""
@@ -377,6 +412,8 @@ def finish(s: Session) -> dict:
     load_weights(s.model, s.run.best_weights)
     result = {"status": "complete", "select_metric": s.metric, "splits": s.splits, "best_epoch": state["best_epoch"],
               "epochs_run": state["epoch"], "val_score": state["best_value"], "parameters": s.model.parameter_counts()}
+    if state.get("stage1_from"):
+        result["stage1_from"] = state["stage1_from"]
     if c.head_finetune:
         from .head_finetune import finetune_heads
         result["stage2"] = finetune_heads(s.model, s.sources, c, s.device, s.precision, s.metric, s.log,

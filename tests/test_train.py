@@ -229,6 +229,27 @@ def test_multi_dataset_two_stage_and_cross_dataset(synth, tmp_path):
     assert (tmp_path / "multi" / "eval" / "synthetic_strength_all_test" / "predictions.csv").is_file()
 
 
+def test_two_phase_run_takes_stage_one_from_the_one_stage_run(synth, tmp_path, monkeypatch):
+    """stage1_from: a two-phase run reuses the finished one-stage run of its configuration: the same metrics as
+    retraining stage 1, without one training step; a run of another configuration is refused."""
+    one = train(config(synth, max_epochs=2), tmp_path / "one")
+    retrained = train(config(synth, max_epochs=2, head_finetune=True), tmp_path / "retrained")
+    real = train_module.train_one_epoch
+    monkeypatch.setattr(train_module, "train_one_epoch", lambda *a, **k: pytest.fail("stage 1 was retrained"))
+    reused = train(config(synth, max_epochs=2, head_finetune=True, stage1_from=str(tmp_path / "one")),
+                   tmp_path / "reused")
+    assert reused["stage1_from"] == str(tmp_path / "one") and reused["best_epoch"] == one["best_epoch"]
+    assert reused["test"] == retrained["test"] and reused["stage2"] == retrained["stage2"]
+    logs = [pd.read_csv(tmp_path / name / "log.csv").drop(columns="seconds") for name in ("reused", "retrained")]
+    assert logs[0].equals(logs[1])                            # stage 1's epochs, as retraining gives them
+    monkeypatch.setattr(train_module, "train_one_epoch", real)
+    with pytest.raises(ValueError, match=r"not the one-stage run of this configuration \(differs in lr\)"):
+        train(config(synth, max_epochs=2, lr=5e-4, head_finetune=True, stage1_from=str(tmp_path / "one")),
+              tmp_path / "other")
+    with pytest.raises(ValueError, match="is for a two-phase run"):
+        train(config(synth, max_epochs=2, stage1_from=str(tmp_path / "one")), tmp_path / "not_two_phase")
+
+
 def test_classification_run_and_cli_predict(synth, tmp_path, capsys):
     run = tmp_path / "cls"
     assert main(["train", "--run-dir", str(run), "--dataset", "synthetic_distortion", "--root", str(synth),
