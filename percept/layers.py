@@ -24,7 +24,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
     "model": ("attention", "heads", "backbones", "model", "official_layout", "official", "official_reference"),
     "data": ("data",),
     "engine": ("runtime", "distributed", "losses", "sampling", "gpu_augment", "runs", "evaluate", "head_finetune",
-               "train", "predict", "prior"),
+               "train_config", "train", "predict", "prior"),
     "experiments": ("paper_specs", "results", "paper", "sweep", "reproduce", "bench", "demo"),
     "analysis": ("interpret", "analysis", "figures"),
     "interface": ("cli", "notebooks", "notebook_display", "notebook_runner", "__main__", "layers"),

@@ -18,10 +18,7 @@ from scipy.optimize import OptimizeWarning, curve_fit
 from scipy.special import expit
 from sklearn.metrics import accuracy_score, average_precision_score, f1_score, mean_squared_error
 
-EMOSET_CLASSES = ("amusement", "awe", "contentment", "excitement", "anger", "disgust", "fear", "sadness")
-EMOTIONROI_CLASSES = ("anger", "disgust", "fear", "joy", "sadness", "surprise")
-POSITIVE_EMOTIONS = frozenset({"amusement", "awe", "contentment", "excitement", "joy", "surprise"})
-NEGATIVE_EMOTIONS = frozenset({"anger", "disgust", "fear", "sadness"})
+from .tasks import EMOSET_CLASSES, EMOTIONROI_CLASSES, NEGATIVE_EMOTIONS, POSITIVE_EMOTIONS  # noqa: F401
 
 
 # ----------------------------------------------------------------------------- input validation

@@ -52,6 +52,14 @@ KINDS = ("regression", "classification")
 LOWER_IS_BETTER = ("mse", "rmse")
 
 
+# The emotion task's label vocabularies (EmoSet's 8 classes in its info.json order, EmotionROI's 6) and their
+# valence (the ACC-2 metric of Tables 4 and A.3: positive vs negative); plain data, imported without scipy/sklearn.
+EMOSET_CLASSES = ("amusement", "awe", "contentment", "excitement", "anger", "disgust", "fear", "sadness")
+EMOTIONROI_CLASSES = ("anger", "disgust", "fear", "joy", "sadness", "surprise")
+POSITIVE_EMOTIONS = frozenset({"amusement", "awe", "contentment", "excitement", "joy", "surprise"})
+NEGATIVE_EMOTIONS = frozenset({"anger", "disgust", "fear", "sadness"})
+
+
 def get_task(name: str) -> Task:
     """The task called ``name``; a clear error listing the valid names otherwise."""
     try:

@@ -33,7 +33,7 @@ import math
 import time
 from contextlib import nullcontext
 from functools import partial
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -44,87 +44,20 @@ from tqdm.auto import tqdm
 
 from .checkpoint import load_checkpoint, save_checkpoint
 from .files import atomic_path
-from .data.sources import DataConfig, check_trainable, open_source
+from .data.sources import check_trainable, open_source
 from .gpu_augment import DeviceAugmentDataset, normalize_on_device
 from .distributed import DistContext, barrier, gather_rows, init_distributed
 from .evaluate import evaluate_source, loader
 from .losses import get_loss
-from .model import ModelConfig, build_model, load_weights, save_weights
+from .model import build_model, load_weights, save_weights
 from .runtime import autocast, cast_frozen_weights, compile_or_eager, resolve_device, resolve_workers
-from .runs import PROTOCOL, RunDir
+from .runs import RunDir
 from .sampling import ProportionalBatchSampler
 from .tasks import get_task, selection_score
-
-# Settings that change speed, not results: they may differ when a run resumes.
-EXECUTION_FIELDS = ("device", "num_workers", "eval_batch_size", "quiet", "cache_dir", "device_augment", "compile",
-                    "stage1_from")
-
+from .train_config import EXECUTION_FIELDS, TrainConfig  # noqa: F401 (percept.train.TrainConfig)
 
 class TrainingError(RuntimeError):
     """Training cannot go on (NaN loss, out of memory); the message says what to do."""
-
-
-@dataclass
-class TrainConfig:
-    """Everything that defines a run (saved as ``config.json``). Defaults = the paper's protocol."""
-
-    data: list[DataConfig]                         # one dataset, or several (multi-dataset, §3.2)
-    model: ModelConfig = field(default_factory=ModelConfig)
-    split: int = 1                                 # which of the dataset's splits (1-based)
-    lr: float = 1e-4                               # the grid is {5e-5, 1e-4, 5e-4, 1e-3} (§3.1), see sweep
-    weight_decay: float = 1e-4
-    batch_size: int = 32                           # the official IQA checkpoint's batch size
-    max_epochs: int = 40
-    patience: int = 12
-    select_metric: str | None = None               # default: srcc (regression) / accuracy (classification)
-    test_crops: int = 15                           # IQA test-time crops (App. A.1)
-    head_finetune: bool = False                    # stage 2: heads alone on a frozen encoder (§3.2, Table A.9)
-    seed: int = 0
-    precision: str = "auto"                        # auto = bf16 autocast on GPU, fp32 on CPU
-    device: str = "auto"
-    num_workers: int | None = None                 # DataLoader workers; None: 0 on CPU, see resolve_workers on GPU
-    eval_batch_size: int = 120                     # forward passes per evaluation batch (= 8 images x 15 crops)
-    quiet: bool = False
-    cache_dir: str | None = None                   # pre-resized uint8 image cache (same pixels, faster epochs)
-    device_augment: str = "auto"                   # flips + normalisation on the GPU (auto = on for GPU); exact
-    compile: bool = False                          # torch.compile the encoder (falls back to eager)
-    min_batch_items: int = 3                       # multi-dataset: fewest items a PLCC dataset brings to a batch (ours)
-    stage1_from: str | None = None                 # head_finetune: a finished one-stage run of this config whose
-                                                   # stage 1 (= this run's, same seed) is taken instead of retrained
-    protocol: int = PROTOCOL                       # what this version of percept computes (see PROTOCOL)
-
-    def __post_init__(self):
-        self.data = [d if isinstance(d, DataConfig) else DataConfig(**d) for d in self.data]
-        if isinstance(self.model, dict):
-            self.model = ModelConfig.from_dict(self.model)
-        if not self.data:
-            raise ValueError("a run needs at least one dataset")
-        names = [d.dataset for d in self.data]
-        if len(set(names)) != len(names):
-            raise ValueError(f"a dataset appears twice in {names}")
-        for name, low, value in (("lr", 0, self.lr), ("batch_size", 1, self.batch_size),
-                                 ("max_epochs", 1, self.max_epochs), ("patience", 1, self.patience),
-                                 ("test_crops", 1, self.test_crops), ("split", 1, self.split),
-                                 ("min_batch_items", 1, self.min_batch_items)):
-            if value < low or (name == "lr" and value <= 0):
-                raise ValueError(f"{name} must be {'> 0' if name == 'lr' else f'>= {low}'}, got {value!r}")
-        if self.device_augment not in ("auto", "on", "off"):
-            raise ValueError(f"device_augment must be auto, on or off, got {self.device_augment!r}")
-        if self.protocol != PROTOCOL:
-            raise ValueError(f"this run was configured under percept protocol {self.protocol}; this version "
-                             f"trains with protocol {PROTOCOL} (percept.runs.PROTOCOL): start a new run directory")
-        if self.precision not in ("auto", "fp32", "bf16"):
-            raise ValueError(f"precision must be auto, fp32 or bf16, got {self.precision!r}")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "TrainConfig":
-        unknown = set(data) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ValueError(f"unknown TrainConfig fields {sorted(unknown)}")
-        return cls(**data)
 
 
 class _Union(Dataset):

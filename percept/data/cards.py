@@ -17,9 +17,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..metrics import EMOSET_CLASSES, EMOTIONROI_CLASSES
 from ..resources import resource_path
-from ..tasks import TASK_NAMES
+from ..tasks import EMOSET_CLASSES, EMOTIONROI_CLASSES, TASK_NAMES
 
 CARDS_DIR = resource_path("data_manifests", "cards")   # package data (see percept.resources)
 
