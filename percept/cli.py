@@ -15,11 +15,11 @@ def _demo(args) -> None:
 
 
 def _params(args) -> None:
-    from .model import build_model
-    model = build_model(backbone=args.backbone, pretrained=False, strategy=args.strategy, head=args.head,
-                        lora_r=args.lora_r, lora_alpha=args.lora_alpha, heads={"main": args.outputs})
-    print(json.dumps({"backbone": args.backbone, "strategy": args.strategy, "head": args.head,
-                      **model.parameter_counts()}, indent=2))
+    from .model import ModelConfig, build_model
+    from .options import values
+    config = ModelConfig(**{**values(ModelConfig, args), "pretrained": False, "heads": {"main": args.outputs}})
+    print(json.dumps({"backbone": config.backbone, "strategy": config.strategy, "head_type": config.head_type,
+                      **build_model(config).parameter_counts()}, indent=2))
 
 
 def _prepare(args) -> None:
@@ -52,15 +52,10 @@ def _data_configs(args) -> list:
 
 def _train_config(args):
     from .model import ModelConfig
-    from .train import TrainConfig
-    model = ModelConfig(backbone=args.backbone, strategy=args.strategy, head=args.head, lora_r=args.lora_r,
-                        lora_alpha=args.lora_alpha, pretrained=not args.random_init, weights_path=args.weights)
-    return TrainConfig(data=_data_configs(args), model=model, split=args.split, lr=args.lr,
-                       batch_size=args.batch_size, max_epochs=args.max_epochs, patience=args.patience,
-                       select_metric=args.select_metric, test_crops=args.test_crops, head_finetune=args.two_phase,
-                       seed=args.seed, precision=args.precision, device=args.device, num_workers=args.workers,
-                       eval_batch_size=args.eval_batch_size, quiet=args.quiet, cache_dir=args.cache_dir,
-                       device_augment=args.device_augment, compile=args.compile)
+    from .options import values
+    from .train_config import TrainConfig
+    return TrainConfig(data=_data_configs(args), model=ModelConfig(**values(ModelConfig, args)),
+                       **values(TrainConfig, args))
 
 
 def _train(args) -> None:
@@ -83,7 +78,7 @@ def _evaluate(args) -> None:
     from .data.sources import DataConfig
     from .evaluate import evaluate_run
     record = evaluate_run(args.run_dir, DataConfig(args.dataset, args.root, args.manifest),
-                          split=None if args.split == 0 else args.split, part=args.part, head=args.head,
+                          split=None if args.split == 0 else args.split, part=args.part, head_name=args.head_name,
                           out=args.out, device=args.device, num_workers=args.workers)
     print(json.dumps(record, indent=2))
 
@@ -129,41 +124,31 @@ def _add_data_args(p, many: bool = True) -> None:
     p.add_argument("--manifest", action=action, default=None, help="manifest CSV (default ROOT/percept_manifest.csv)")
 
 
+def _add_model_args(p) -> None:
+    """The model's flags, one per :class:`~percept.model.ModelConfig` field (:mod:`percept.options`)."""
+    from .model import ModelConfig
+    from .options import add_flags
+    add_flags(p, ModelConfig)
+    p.add_argument("--random-init", dest="pretrained", action="store_false", help="= --no-pretrained")
+
+
 def _add_train_args(p) -> None:
+    """Data flags, then one flag per field of :class:`~percept.model.ModelConfig` and
+    :class:`~percept.train_config.TrainConfig` (help, defaults and choices come from the fields)."""
+    from .options import add_flags
+    from .train_config import EXECUTION_FIELDS, TrainConfig
     _add_data_args(p)
-    g = p.add_argument_group("model (ablations: Tables 6, 7, A.7, A.8, A.10, A.11)")
-    g.add_argument("--backbone", default="clip_vit_l14", help="clip_vit_l14 (paper), clip_vit_b16, clip_vit_b32, "
-                   "dinov2_vit_l14, mae_vit_l16, tiny_clip_prior (the demo's shipped prior), tiny_clip (tests)")
-    g.add_argument("--strategy", default="lora", choices=["lora", "frozen", "full"])
-    g.add_argument("--head", default="mlp", choices=["mlp", "linear"])
-    g.add_argument("--lora-r", type=int, default=16)
-    g.add_argument("--lora-alpha", type=float, default=8)
-    g.add_argument("--random-init", action="store_true", help="random encoder weights (offline tests only)")
-    g.add_argument("--weights", default=None, help="local backbone weights file instead of the HF hub")
-    g = p.add_argument_group("protocol (paper §3.1)")
-    g.add_argument("--split", type=int, default=1, help="which split (1-based)")
-    g.add_argument("--lr", type=float, default=1e-4)
-    g.add_argument("--batch-size", type=int, default=32)
-    g.add_argument("--max-epochs", type=int, default=40)
-    g.add_argument("--patience", type=int, default=12)
-    g.add_argument("--select-metric", default=None, help="validation metric (default srcc / accuracy)")
-    g.add_argument("--test-crops", type=int, default=15, help="IQA test-time crops")
-    g.add_argument("--two-phase", action="store_true", help="stage 2: fine-tune each head on a frozen encoder")
-    g.add_argument("--seed", type=int, default=0)
-    g = p.add_argument_group("execution (does not change results)")
-    g.add_argument("--device", default="auto")
-    g.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
-    g.add_argument("--workers", type=int, default=None,
-                   help="DataLoader worker processes (default: 0 on CPU, the CPU cores up to 16 on GPU)")
-    g.add_argument("--eval-batch-size", type=int, default=120, help="forward passes per evaluation batch")
-    g.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch log (papermill, CI)")
-    g.add_argument("--cache-dir", default=None, help="pre-resized uint8 image cache folder (decode images once)")
-    g.add_argument("--device-augment", default="auto", choices=["auto", "on", "off"],
-                   help="flips + normalisation on the device (auto: on for GPU); same pixels as the CPU path")
-    g.add_argument("--compile", action="store_true", help="torch.compile the encoder (falls back to eager)")
+    _add_model_args(p.add_argument_group("model (ablations: Tables 6, 7, A.7, A.8, A.10, A.11)"))
+    add_flags(p.add_argument_group("protocol (paper §3.1)"), TrainConfig, exclude=EXECUTION_FIELDS)
+    add_flags(p.add_argument_group("execution (does not change results)"), TrainConfig,
+              exclude=[f for f in TrainConfig.__dataclass_fields__ if f not in EXECUTION_FIELDS])
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser; the flags of ``params``, ``train`` and ``sweep`` (generated from the config dataclasses, which
+    import torch) are added only when ``command`` is one of them or None (all), so that ``percept prepare``
+    and ``percept --help`` start in a moment."""
+    full = command is None
     parser = argparse.ArgumentParser(prog="percept", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -181,11 +166,8 @@ def build_parser() -> argparse.ArgumentParser:
     params = commands.add_parser("params", help="parameter counts of a model configuration",
                                  description="Build a model with random weights and count LoRA, head, "
                                              "trainable and total parameters.")
-    params.add_argument("--backbone", default="clip_vit_l14", help="backbone name (see percept.backbones.BACKBONES)")
-    params.add_argument("--strategy", default="lora", choices=["lora", "frozen", "full"])
-    params.add_argument("--head", default="mlp", choices=["mlp", "linear"])
-    params.add_argument("--lora-r", type=int, default=16)
-    params.add_argument("--lora-alpha", type=float, default=8)
+    if full or command == "params":
+        _add_model_args(params)
     params.add_argument("--outputs", type=int, default=1, help="head outputs (1 for regression, 8 for EmoSet)")
     params.set_defaults(run=_params)
 
@@ -212,7 +194,8 @@ def build_parser() -> argparse.ArgumentParser:
                                 "--run-dir. Re-running the same command resumes an interrupted run; "
                                 "`percept train --run-dir RUN` alone resumes RUN from its config.json.")
     train.add_argument("--run-dir", required=True, help="output folder of the run")
-    _add_train_args(train)
+    if full or command == "train":
+        _add_train_args(train)
     train.set_defaults(run=_train)
 
     evaluate = commands.add_parser("evaluate", help="evaluate a finished run on another dataset (no retraining)",
@@ -222,7 +205,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_args(evaluate, many=False)
     evaluate.add_argument("--split", type=int, default=0, help="split to use; 0 = every image (default)")
     evaluate.add_argument("--part", default="test", choices=["train", "val", "test"])
-    evaluate.add_argument("--head", default=None, help="which head of a multi-dataset run")
+    evaluate.add_argument("--head-name", default=None, help="which head of a multi-dataset run (default: the "
+                          "dataset's own head, else the first)")
     evaluate.add_argument("--out", default=None, help="output folder (default RUN/eval/...)")
     evaluate.add_argument("--device", default="auto")
     evaluate.add_argument("--workers", type=int, default=None,
@@ -239,7 +223,8 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--variant", action="append", help='model overrides as JSON, e.g. \'{"strategy": "frozen"}\' '
                        "(repeatable)")
     sweep.add_argument("--gpus", type=int, nargs="*", default=None, help="GPU indices (default: all visible)")
-    _add_train_args(sweep)
+    if full or command == "sweep":
+        _add_train_args(sweep)
     sweep.set_defaults(run=_sweep)
 
     results = commands.add_parser("results", help="tables from a tree of runs",
@@ -283,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["reproduce"]:
         from .reproduce import main as reproduce_main
         return reproduce_main(argv[1:])
-    args = build_parser().parse_args(argv)
+    args = build_parser(argv[0] if argv and not argv[0].startswith("-") else "").parse_args(argv)
     try:
         args.run(args)
     except (ValueError, FileNotFoundError, RuntimeError) as err:

@@ -43,7 +43,7 @@ def loader(dataset, batch_size: int, *, shuffle: bool = False, num_workers: int 
 
 
 @torch.no_grad()
-def predict_outputs(model, dataset, *, head: str | None = None, kind: str = "regression", batch_size: int = 64,
+def predict_outputs(model, dataset, *, head_name: str | None = None, kind: str = "regression", batch_size: int = 64,
                     device: torch.device | str = "cpu", precision: str = "fp32", num_workers: int = 0,
                     progress=None, dist=None) -> dict:
     """Run ``model`` over every item of ``dataset`` (one item = one image, possibly several crops).
@@ -75,7 +75,7 @@ def predict_outputs(model, dataset, *, head: str | None = None, kind: str = "reg
             n = x.shape[0]
             x = x.reshape(n * crops, *x.shape[-3:])
             with autocast(device, precision):
-                out = model(x, head).float()
+                out = model(x, head_name).float()
             outputs.append(out.reshape(n, crops, -1).cpu())
             ids += batch["id"]
             index.append(batch["index"])
@@ -127,7 +127,7 @@ def task_metrics(result: dict, kind: str, class_names=None) -> dict:
     return regression_metrics(result["prediction"], result["label"])
 
 
-def evaluate_source(model, source, split: int | None, part: str, *, head: str | None = None, batch_size: int = 64,
+def evaluate_source(model, source, split: int | None, part: str, *, head_name: str | None = None, batch_size: int = 64,
                     device="cpu", precision: str = "fp32", num_workers: int = 0, test_crops: int = 15,
                     cache_dir: str | None = None, dist=None) -> tuple[dict, pd.DataFrame]:
     """Metrics and per-image predictions of ``model`` on ``source``'s split ``split`` part ``part``
@@ -135,7 +135,7 @@ def evaluate_source(model, source, split: int | None, part: str, *, head: str | 
     backbone statistics (``model.normalization``)."""
     dataset = source.dataset(split, part, train_transform=False, test_crops=test_crops, cache_dir=cache_dir,
                              normalization=model.normalization)
-    result = predict_outputs(model, dataset, head=head, kind=source.kind, batch_size=batch_size, device=device,
+    result = predict_outputs(model, dataset, head_name=head_name, kind=source.kind, batch_size=batch_size, device=device,
                              precision=precision, num_workers=num_workers, dist=dist)
     metrics = task_metrics(result, source.kind, source.class_names) if len(dataset) > 1 else {}
     metrics["n_images"] = int(len(dataset))
@@ -143,7 +143,7 @@ def evaluate_source(model, source, split: int | None, part: str, *, head: str | 
 
 
 def evaluate_run(run_dir: str | os.PathLike, data, *, split: int | None = None, part: str = "test",
-                 head: str | None = None, out: str | os.PathLike | None = None, batch_size: int = 64,
+                 head_name: str | None = None, out: str | os.PathLike | None = None, batch_size: int = 64,
                  device: str = "auto", num_workers: int | None = None) -> dict:
     """Cross-dataset generalisation (Table 2, Table A.1): evaluate a finished run's best weights on another
     dataset without retraining. ``data`` is a :class:`~percept.data.sources.DataConfig`; ``split=None``
@@ -160,19 +160,19 @@ def evaluate_run(run_dir: str | os.PathLike, data, *, split: int | None = None, 
     model = load_model(weights).to(device)
     source = open_source(data)
     heads = model.head_names()
-    if head is None:
-        head = source.name if source.name in heads else heads[0]
-    elif head not in heads:
-        raise ValueError(f"head {head!r} not in this run; its heads: {', '.join(heads)}")
-    if model.config.heads[head] != source.num_outputs:
-        raise ValueError(f"head {head!r} has {model.config.heads[head]} output(s) but {source.name} needs "
+    if head_name is None:
+        head_name = source.name if source.name in heads else heads[0]
+    elif head_name not in heads:
+        raise ValueError(f"head {head_name!r} not in this run; its heads: {', '.join(heads)}")
+    if model.config.heads[head_name] != source.num_outputs:
+        raise ValueError(f"head {head_name!r} has {model.config.heads[head_name]} output(s) but {source.name} needs "
                          f"{source.num_outputs} ({source.kind}); evaluate a run of the same task")
-    metrics, frame = evaluate_source(model, source, split, part, head=head, batch_size=batch_size, device=device,
+    metrics, frame = evaluate_source(model, source, split, part, head_name=head_name, batch_size=batch_size, device=device,
                                      precision=precision, num_workers=resolve_workers(num_workers, device),
                                      test_crops=int(config.get("test_crops", 15)))
     out = RunDir(out) if out else run.eval_dir(f"{source.name}_{'all' if split is None else f'split{split}'}_{part}")
     out.write_predictions(frame)
-    record = {"run": str(run.path), "trained_on": [d["dataset"] for d in config["data"]], "head": head,
+    record = {"run": str(run.path), "trained_on": [d["dataset"] for d in config["data"]], "head_name": head_name,
               "dataset": source.name, "split": split, "part": part, "metrics": metrics, "status": "complete"}
     out.write_metrics(record)
     return record

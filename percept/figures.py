@@ -208,8 +208,8 @@ def plot_coverage(compared: pd.DataFrame, title: str | None = None) -> Figure:
 
 def plot_parameter_counts(table: pd.DataFrame, title: str | None = None) -> Figure:
     """Trainable vs total parameters per configuration (log scale): a
-    :func:`percept.notebooks.parameter_table` (columns backbone, strategy, head, trainable, total)."""
-    labels = [f"{b}\n{s} + {h}" for b, s, h in zip(table["backbone"], table["strategy"], table["head"])]
+    :func:`percept.notebooks.parameter_table` (columns backbone, strategy, head_type, trainable, total)."""
+    labels = [f"{b}\n{s} + {h}" for b, s, h in zip(table["backbone"], table["strategy"], table["head_type"])]
     fig = Figure(figsize=(max(5.0, 1.1 * len(table) + 1.5), 3.8), layout="constrained")
     ax = fig.add_subplot()
     positions = np.arange(len(table))

@@ -80,15 +80,15 @@ def run_blocks(model, x: torch.Tensor, start: int, stop: int | None = None) -> t
     return x
 
 
-def forward_from(model, x: torch.Tensor, layer: int, head: str | None = None) -> torch.Tensor:
+def forward_from(model, x: torch.Tensor, layer: int, head_name: str | None = None) -> torch.Tensor:
     """Head outputs from hidden states ``x`` entering block ``layer``: blocks ``layer..`` → final norm →
-    pooling / fc_norm / projection (timm ``forward_head``) → the PerceptCLIP head ``head``.
+    pooling / fc_norm / projection (timm ``forward_head``) → the PerceptCLIP head named ``head_name``.
 
     ``forward_from(model, tokens_before(model, images, l), l)`` equals ``model(images)`` for every ``l``.
     """
     vit = model.vit
     x = vit.norm(run_blocks(model, x, layer))
-    return model._head(head)(vit.forward_head(x))
+    return model._head(head_name)(vit.forward_head(x))
 
 
 @contextmanager
@@ -185,7 +185,7 @@ def _table(kind: str, layers: list[int], effects: np.ndarray, flags: np.ndarray,
 
 
 # ----------------------------------------------------------------------------- head importance
-def head_importance(model, images, *, head: str | None = None, kind: str | None = None,
+def head_importance(model, images, *, head_name: str | None = None, kind: str | None = None,
                     layers: Sequence[int] | None = None, batch_size: int = 8) -> pd.DataFrame:
     """Importance of every attention head by uniform-CLS ablation (paper §6).
 
@@ -202,7 +202,7 @@ def head_importance(model, images, *, head: str | None = None, kind: str | None 
     device = next(model.parameters()).device
     effects, flags, baselines = [], [], []
     with _inference(model):
-        kind = _check_kind(kind, _outputs(model, head))
+        kind = _check_kind(kind, _outputs(model, head_name))
         for batch in _batches(images, batch_size, device):
             x = tokens_before(model, batch, 0)
             b = len(batch)
@@ -212,10 +212,10 @@ def head_importance(model, images, *, head: str | None = None, kind: str | None 
                     h = attn[layer].num_heads
                     mask = torch.eye(h, dtype=torch.bool, device=device).repeat_interleave(b, dim=0)  # row i*B+j: head i
                     with model.uniform_cls_attention({layer: mask}):
-                        out = forward_from(model, x.repeat(h, 1, 1), layer, head)
+                        out = forward_from(model, x.repeat(h, 1, 1), layer, head_name)
                     ablated.append(out.view(h, b, -1))
                 x = run_blocks(model, x, layer, layer + 1)
-            base = forward_from(model, x, layers[-1] + 1, head)
+            base = forward_from(model, x, layers[-1] + 1, head_name)
             effect, flag = _effects(kind, base, torch.stack(ablated))       # (layers, H, B)
             effects.append(effect.permute(2, 0, 1).float().cpu())
             flags.append(flag.permute(2, 0, 1).float().cpu())
@@ -225,12 +225,12 @@ def head_importance(model, images, *, head: str | None = None, kind: str | None 
     return _table(kind, layers, torch.cat(effects).numpy(), torch.cat(flags).numpy(), torch.cat(baselines).numpy())
 
 
-def _outputs(model, head: str | None) -> int:
+def _outputs(model, head_name: str | None) -> int:
     with torch.no_grad():
-        return int(model._head(head)(torch.zeros(1, model.embed_dim, device=next(model.parameters()).device)).shape[-1])
+        return int(model._head(head_name)(torch.zeros(1, model.embed_dim, device=next(model.parameters()).device)).shape[-1])
 
 
-def naive_head_importance(model, images, *, head: str | None = None, kind: str | None = None,
+def naive_head_importance(model, images, *, head_name: str | None = None, kind: str | None = None,
                           layers: Sequence[int] | None = None, batch_size: int = 8) -> pd.DataFrame:
     """Reference implementation: one full forward per (layer, head) with ``model.uniform_cls_attention``.
     Same output as :func:`head_importance` (to float rounding), ~``1 + L H`` forwards per image."""
@@ -239,15 +239,15 @@ def naive_head_importance(model, images, *, head: str | None = None, kind: str |
     device = next(model.parameters()).device
     effects, flags, baselines = [], [], []
     with _inference(model):
-        kind = _check_kind(kind, _outputs(model, head))
+        kind = _check_kind(kind, _outputs(model, head_name))
         for batch in _batches(images, batch_size, device):
-            base = model(batch, head=head)
+            base = model(batch, head_name=head_name)
             ablated = []
             for layer in layers:
                 per_head = []
                 for h in range(attn[layer].num_heads):
                     with model.uniform_cls_attention({layer: [h]}):
-                        per_head.append(model(batch, head=head))
+                        per_head.append(model(batch, head_name=head_name))
                 ablated.append(torch.stack(per_head))
             effect, flag = _effects(kind, base, torch.stack(ablated))
             effects.append(effect.permute(2, 0, 1).float().cpu())
@@ -391,7 +391,7 @@ def estimate_seconds(n_images: int, forward_seconds_per_image: float, depth: int
             "naive": n_images * cost["naive"] * forward_seconds_per_image}
 
 
-def time_head_importance(model, images: torch.Tensor, *, head: str | None = None, kind: str | None = None,
+def time_head_importance(model, images: torch.Tensor, *, head_name: str | None = None, kind: str | None = None,
                          batch_size: int = 8, naive: bool = True) -> dict[str, float]:
     """Measure wall seconds of one plain forward, the batched and (``naive=True``) the naive head
     importance on ``images`` with this model on its current device; returns seconds and speed-up.
@@ -414,11 +414,11 @@ def time_head_importance(model, images: torch.Tensor, *, head: str | None = None
         return time.perf_counter() - start
 
     with _inference(model):
-        forward = clock(lambda: [model(b, head=head) for b in images.split(batch_size)])
+        forward = clock(lambda: [model(b, head_name=head_name) for b in images.split(batch_size)])
     result = {"n_images": len(images), "forward_s": forward,
-              "batched_s": clock(lambda: head_importance(model, images, head=head, kind=kind, batch_size=batch_size))}
+              "batched_s": clock(lambda: head_importance(model, images, head_name=head_name, kind=kind, batch_size=batch_size))}
     if naive:
-        result["naive_s"] = clock(lambda: naive_head_importance(model, images, head=head, kind=kind,
+        result["naive_s"] = clock(lambda: naive_head_importance(model, images, head_name=head_name, kind=kind,
                                                                 batch_size=batch_size))
         result["speedup"] = result["naive_s"] / result["batched_s"]
     return result

@@ -20,14 +20,14 @@ interface       the command line and the notebooks' helpers
 from __future__ import annotations
 
 LAYERS: dict[str, tuple[str, ...]] = {
-    "core": ("tasks", "files", "resources", "metrics", "transforms", "checkpoint"),
+    "core": ("tasks", "config_names", "options", "files", "resources", "metrics", "transforms", "checkpoint"),
     "model": ("attention", "heads", "backbones", "model", "official_layout", "official", "official_reference"),
     "data": ("data",),
     "engine": ("runtime", "distributed", "losses", "sampling", "gpu_augment", "runs", "evaluate", "head_finetune",
                "train_config", "train", "predict", "prior"),
     "experiments": ("paper_specs", "results", "paper", "sweep", "reproduce", "bench", "demo"),
     "analysis": ("interpret", "analysis", "figures"),
-    "interface": ("cli", "notebooks", "notebook_display", "notebook_runner", "__main__", "layers"),
+    "interface": ("cli", "notebooks", "notebook_study", "notebook_display", "notebook_runner", "__main__", "layers"),
 }
 LAYER_ORDER = tuple(LAYERS)
 

@@ -6,11 +6,11 @@ embedding; < 3M trainable parameters. LoRA dropout 0.1 and the head's dropout 0.
 release (``modeling.py``: ``LoraConfig(r=16, lora_alpha=8, lora_dropout=0.1)``), the paper is silent.
 
 Ablations (paper §7): ``strategy`` = ``lora`` (default) | ``frozen`` (head only) | ``full`` (whole
-encoder, projection included); ``head`` = ``mlp`` | ``linear``; ``backbone`` (Tables A.7, A.8);
+encoder, projection included); ``head_type`` = ``mlp`` | ``linear``; ``backbone`` (Tables A.7, A.8);
 ``lora_r`` / ``lora_alpha`` (Tables A.10, A.11).
 
 Multi-dataset training (§3.2) shares the encoder (and its LoRA) and gives each dataset its own head:
-``ModelConfig(heads={"livec": 1, "koniq": 1})`` and ``model(images, head="livec")``.
+``ModelConfig(heads={"livec": 1, "koniq": 1})`` and ``model(images, head_name="livec")``.
 """
 from __future__ import annotations
 
@@ -25,6 +25,8 @@ from torch import nn
 
 from . import backbones
 from .attention import attention_layers
+from .config_names import upgrade_model_fields
+from .options import option
 from .checkpoint import check_state_dict, load_tensors, save_tensors
 from .heads import HEAD_TYPES, create_head
 
@@ -34,25 +36,31 @@ LORA_TARGETS = r".*\.attn\.(q|k|v)$"   # the split q, k, v Linear layers of ever
 
 @dataclass
 class ModelConfig:
-    backbone: str = "clip_vit_l14"
-    strategy: str = "lora"
-    head: str = "mlp"
+    backbone: str = option("clip_vit_l14", "vision encoder: clip_vit_l14 (paper), clip_vit_b16, clip_vit_b32, "
+                           "dinov2_vit_l14, mae_vit_l16 (Tables A.7, A.8), tiny_clip_prior (the demo's shipped "
+                           "prior), tiny_clip (tests)", choices=tuple(backbones.BACKBONES))
+    strategy: str = option("lora", "what trains: LoRA on q, k, v + head, the head alone, or everything (Table 6)",
+                           choices=STRATEGIES)
+    head_type: str = option("mlp", "prediction head (Table 7); which head of a multi-dataset model is "
+                            "`head_name` elsewhere", choices=HEAD_TYPES)
     heads: dict[str, int] = field(default_factory=lambda: {"main": 1})   # head name -> number of outputs
-    lora_r: int = 16
-    lora_alpha: float = 8
-    lora_dropout: float = 0.1
-    head_hidden: tuple[int, int] = (512, 256)
-    head_dropout: float = 0.5
-    pretrained: bool = True
-    weights_path: str | None = None
+    lora_r: int = option(16, "LoRA rank (Table A.10)")
+    lora_alpha: float = option(8, "LoRA alpha (Table A.10)")
+    lora_dropout: float = option(0.1, "LoRA dropout (official release)")
+    head_hidden: tuple[int, int] = option((512, 256), "MLP head hidden widths (official release)")
+    head_dropout: float = option(0.5, "MLP head dropout (official release)")
+    pretrained: bool = option(True, "start from the backbone's pretrained weights (--no-pretrained or "
+                              "--random-init: random weights, offline tests only)")
+    weights_path: str | None = option(None, "local backbone weights file instead of the HF hub",
+                                      aliases=("--weights",))
     backbone_kwargs: dict = field(default_factory=dict)   # timm overrides (used for inferred architectures)
 
     def __post_init__(self):
         backbones.get_spec(self.backbone)
         if self.strategy not in STRATEGIES:
             raise ValueError(f"unknown strategy {self.strategy!r}; choose one of {STRATEGIES}")
-        if self.head not in HEAD_TYPES:
-            raise ValueError(f"unknown head {self.head!r}; choose one of {HEAD_TYPES}")
+        if self.head_type not in HEAD_TYPES:
+            raise ValueError(f"unknown head_type {self.head_type!r}; choose one of {HEAD_TYPES}")
         if not self.heads or any(int(n) < 1 for n in self.heads.values()):
             raise ValueError(f"heads must map each head name to >= 1 outputs; got {self.heads!r}")
         self.head_hidden = tuple(self.head_hidden)
@@ -64,6 +72,7 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> "ModelConfig":
+        data = upgrade_model_fields(data)
         known = set(cls.__dataclass_fields__)
         unknown = set(data) - known
         if unknown:
@@ -89,7 +98,7 @@ class PerceptCLIP(nn.Module):
             self.encoder = vit
             vit.requires_grad_(config.strategy == "full")
         self.heads = nn.ModuleDict({
-            name: create_head(config.head, self.embed_dim, int(n), config.head_hidden, config.head_dropout)
+            name: create_head(config.head_type, self.embed_dim, int(n), config.head_hidden, config.head_dropout)
             for name, n in config.heads.items()})
 
     # -- structure -------------------------------------------------------------------------------
@@ -131,26 +140,26 @@ class PerceptCLIP(nn.Module):
     def head_names(self) -> list[str]:
         return list(self.heads)
 
-    def forward(self, images: torch.Tensor, head: str | None = None) -> torch.Tensor:
-        """Predictions (B, outputs) of head ``head`` (may be omitted when the model has one head)."""
-        return self._head(head)(self.embed(images))
+    def forward(self, images: torch.Tensor, head_name: str | None = None) -> torch.Tensor:
+        """Predictions (B, outputs) of the head named ``head_name`` (may be omitted when the model has one)."""
+        return self._head(head_name)(self.embed(images))
 
-    def _head(self, head: str | None) -> nn.Module:
-        if head is None:
+    def _head(self, head_name: str | None) -> nn.Module:
+        if head_name is None:
             if len(self.heads) != 1:
-                raise ValueError(f"this model has several heads {self.head_names()}; pass head=<name>")
+                raise ValueError(f"this model has several heads {self.head_names()}; pass head_name=<name>")
             return next(iter(self.heads.values()))
-        if head not in self.heads:
-            raise KeyError(f"unknown head {head!r}; this model has {self.head_names()}")
-        return self.heads[head]
+        if head_name not in self.heads:
+            raise KeyError(f"unknown head {head_name!r}; this model has {self.head_names()}")
+        return self.heads[head_name]
 
     # -- parameters ------------------------------------------------------------------------------
     def parameter_counts(self) -> dict[str, int]:
         lora = sum(p.numel() for n, p in self.named_parameters() if "lora_" in n)
-        head = sum(p.numel() for p in self.heads.parameters())
+        heads = sum(p.numel() for p in self.heads.parameters())
         trainable = sum(p.numel() for p in self.parameters() if p.requires_grad)
         total = sum(p.numel() for p in self.parameters())
-        return {"lora": lora, "head": head, "trainable": trainable, "total": total}
+        return {"lora": lora, "heads": heads, "trainable": trainable, "total": total}
 
     def trainable_state_dict(self) -> dict[str, torch.Tensor]:
         """What training changes: LoRA + heads (``lora``), heads (``frozen``), everything (``full``)."""
@@ -223,7 +232,7 @@ class PerceptCLIP(nn.Module):
 def build_model(config: ModelConfig | None = None, **overrides) -> PerceptCLIP:
     """``build_model(backbone="tiny_clip", pretrained=False)`` or ``build_model(ModelConfig(...))``."""
     if config is None:
-        config = ModelConfig(**overrides)
+        config = ModelConfig.from_dict(overrides)
     elif overrides:
         config = ModelConfig.from_dict({**config.to_dict(), **overrides})
     return PerceptCLIP(config)

@@ -146,20 +146,20 @@ def sample_images(run_dir, n: int = 8, part: str = "test", dataset: str | None =
 
 
 def parameter_table(backbone: str = "tiny_clip", strategies: Sequence[str] = ("lora", "frozen", "full"),
-                    heads: Sequence[str] = ("mlp",), outputs: int = 1, meta: bool = True) -> pd.DataFrame:
-    """Parameter counts per (strategy, head) of ``backbone`` (random weights). ``meta=True`` builds on
+                    head_types: Sequence[str] = ("mlp",), outputs: int = 1, meta: bool = True) -> pd.DataFrame:
+    """Parameter counts per (strategy, head type) of ``backbone`` (random weights). ``meta=True`` builds on
     PyTorch's meta device: exact counts, no memory, about a second even for ViT-L/14."""
     import torch
     from .model import build_model
     rows = []
     for strategy in strategies:
-        for head in heads:
+        for head_type in head_types:
             with torch.device("meta") if meta else contextlib.nullcontext():
-                model = build_model(backbone=backbone, pretrained=False, strategy=strategy, head=head,
+                model = build_model(backbone=backbone, pretrained=False, strategy=strategy, head_type=head_type,
                                     heads={"main": outputs})
             counts = model.parameter_counts()
-            rows.append({"backbone": backbone, "strategy": strategy, "head": head, "lora": counts["lora"],
-                         "head_params": counts["head"], "trainable": counts["trainable"], "total": counts["total"]})
+            rows.append({"backbone": backbone, "strategy": strategy, "head_type": head_type, "lora": counts["lora"],
+                         "head_params": counts["heads"], "trainable": counts["trainable"], "total": counts["total"]})
             del model
     table = pd.DataFrame(rows)
     table["trainable %"] = (100 * table["trainable"] / table["total"]).round(3)

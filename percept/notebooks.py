@@ -271,7 +271,7 @@ def multi_dataset_view(aggregated: pd.DataFrame, datasets: Sequence[str], metric
     """Long table ``setting, dataset, metric, value`` of the paper-default variant (LoRA r16/a8 + MLP) on
     ``datasets``: single- vs multi-dataset, with and without stage 2."""
     rows = aggregated[aggregated["dataset"].isin(list(datasets)) & (aggregated["strategy"] == "lora")
-                      & (aggregated["head"] == "mlp") & (aggregated["lora_r"] == 16)
+                      & (aggregated["head_type"] == "mlp") & (aggregated["lora_r"] == 16)
                       & (aggregated["lora_alpha"] == 8)]
     rows = rows[rows["datasets"].isin(list(datasets) + ["+".join(datasets)])]
     if "weights" in rows and rows["weights"].ne("random").any():   # notebook 08's random-init runs share the folder
@@ -294,7 +294,7 @@ def variant_of(row: Mapping) -> str:
     strategy = f"lora r{int(row['lora_r'])}/a{float(row['lora_alpha']):g}" if row["strategy"] == "lora" \
         else str(row["strategy"])
     start = "random init, " if row.get("weights") == "random" else ""
-    return f"{start}{strategy} + {row['head']}"
+    return f"{start}{strategy} + {row['head_type']}"
 
 
 if __name__ == "__main__":   # make demo: python -m percept.notebooks --out DIR

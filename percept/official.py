@@ -98,7 +98,7 @@ def load_official(source: str | os.PathLike | Mapping[str, torch.Tensor], lora_a
     arch = infer_architecture(state)
     standard = (arch["width"], arch["depth"], arch["patch_size"], arch["img_size"], arch["proj_dim"]) == (1024, 24, 14, 224, 768)
     config = ModelConfig(
-        backbone="clip_vit_l14", pretrained=False, strategy="lora", head="mlp",
+        backbone="clip_vit_l14", pretrained=False, strategy="lora", head_type="mlp",
         heads={"main": arch["outputs"]}, lora_r=arch["lora_r"], lora_alpha=lora_alpha,
         head_hidden=arch["head_hidden"],
         backbone_kwargs={} if standard else {

@@ -61,15 +61,15 @@ _INVERSE_KEY_MAP = [
 assert len(_INVERSE_KEY_MAP) == len(_KEY_MAP)
 
 
-def percept_key_to_official(key: str, head: str = "main") -> str | None:
+def percept_key_to_official(key: str, head_name: str = "main") -> str | None:
     """The official name of percept parameter/buffer ``key`` (None for ``head.bias``, which the release's
-    bias-free projection does not have, and for other heads than ``head``)."""
+    bias-free projection does not have, and for other heads than ``head_name``)."""
     if key == _ENCODER + "head.weight":
         return "proj.weight"
     if key == _ENCODER + "head.bias":
         return None
-    if key.startswith(f"heads.{head}."):
-        return "mlp." + key[len(f"heads.{head}."):]
+    if key.startswith(f"heads.{head_name}."):
+        return "mlp." + key[len(f"heads.{head_name}."):]
     if key.startswith("heads."):
         return None
     if key.startswith(_ENCODER):
@@ -80,8 +80,8 @@ def percept_key_to_official(key: str, head: str = "main") -> str | None:
     raise KeyError(f"percept key {key!r} has no place in the official layout")
 
 
-def percept_to_official_state_dict(state: Mapping[str, torch.Tensor], head: str = "main") -> dict[str, torch.Tensor]:
-    """A percept LoRA model's state dict in the release's layout (head ``head`` → ``mlp``).
+def percept_to_official_state_dict(state: Mapping[str, torch.Tensor], head_name: str = "main") -> dict[str, torch.Tensor]:
+    """A percept LoRA model's state dict in the release's layout (head ``head_name`` → ``mlp``).
 
     The inverse of :func:`convert_official_state_dict`. The projection's bias must be zero
     (CLIP's projection has none; timm keeps a zero bias); a non-zero bias cannot be expressed and raises.
@@ -90,11 +90,11 @@ def percept_to_official_state_dict(state: Mapping[str, torch.Tensor], head: str 
     if bias is not None and bool(bias.abs().max() > 0):
         raise ValueError("the encoder's projection has a non-zero bias; the official layout's projection has "
                          "no bias, so this model cannot be expressed in it")
-    if f"heads.{head}.fc1.weight" not in state:
-        raise KeyError(f"no MLP head {head!r} in this state dict")
+    if f"heads.{head_name}.fc1.weight" not in state:
+        raise KeyError(f"no MLP head {head_name!r} in this state dict")
     out = {}
     for key, value in state.items():
-        new = percept_key_to_official(key, head)
+        new = percept_key_to_official(key, head_name)
         if new is None:
             continue
         if key.endswith("cls_token"):
@@ -132,8 +132,8 @@ def infer_architecture(state: Mapping[str, torch.Tensor]) -> dict:
     }
 
 
-def convert_official_state_dict(state: Mapping[str, torch.Tensor], head: str = "main") -> dict[str, torch.Tensor]:
-    """Rename official keys to percept keys (LoRA-wrapped encoder + head ``head``)."""
+def convert_official_state_dict(state: Mapping[str, torch.Tensor], head_name: str = "main") -> dict[str, torch.Tensor]:
+    """Rename official keys to percept keys (LoRA-wrapped encoder + head ``head_name``)."""
     out: dict[str, torch.Tensor] = {}
     unknown = []
     for key, value in state.items():
@@ -143,7 +143,7 @@ def convert_official_state_dict(state: Mapping[str, torch.Tensor], head: str = "
             out["encoder.base_model.model.head.weight"] = value
             out["encoder.base_model.model.head.bias"] = torch.zeros(value.shape[0], dtype=value.dtype)
         elif key.startswith("mlp."):
-            out[f"heads.{head}.{key[len('mlp.'):]}"] = value
+            out[f"heads.{head_name}.{key[len('mlp.'):]}"] = value
         elif key.startswith(PREFIX):
             for pattern, target in _KEY_MAP:
                 if (m := re.fullmatch(pattern, key[len(PREFIX):])):

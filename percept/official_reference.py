@@ -134,46 +134,46 @@ def _config_of(config_like) -> tuple[ModelConfig, ClipArchitecture]:
     return config_like, clip_architecture(config_like.backbone, **config_like.backbone_kwargs)
 
 
-def build_reference_model(config_like="clip_vit_l14", *, head: str | None = None,
+def build_reference_model(config_like="clip_vit_l14", *, head_name: str | None = None,
                           attn_implementation: str = "eager") -> OfficialReferenceModel:
     """The official-style model (random weights) for a percept backbone name, :class:`ModelConfig`
     (dict) or :class:`PerceptCLIP`: same sizes, LoRA r/alpha/dropout, head widths/dropout, outputs.
 
     Only what the release can express: a CLIP backbone, ``strategy="lora"``, the MLP head (one head:
-    ``head`` picks which of a multi-head config, default the only one).
+    ``head_name`` picks which of a multi-head config, default the only one).
     """
     config, arch = _config_of(config_like)
     if config.strategy != "lora":
         raise ValueError(f"the official layout is LoRA fine-tuning; got strategy {config.strategy!r}")
-    if config.head != "mlp":
-        raise ValueError(f"the official layout has the MLP head; got head {config.head!r}")
-    head = _head_name(config, head)
+    if config.head_type != "mlp":
+        raise ValueError(f"the official layout has the MLP head; got head_type {config.head_type!r}")
+    head = _head_name(config, head_name)
     return OfficialReferenceModel(arch, outputs=int(config.heads[head]), lora_r=config.lora_r,
                                   lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
                                   head_hidden=tuple(config.head_hidden), head_dropout=config.head_dropout,
                                   attn_implementation=attn_implementation)
 
 
-def _head_name(config: ModelConfig, head: str | None) -> str:
-    if head is None:
+def _head_name(config: ModelConfig, head_name: str | None) -> str:
+    if head_name is None:
         if len(config.heads) != 1:
-            raise ValueError(f"the model has several heads {list(config.heads)}; pass head=<name>")
+            raise ValueError(f"the model has several heads {list(config.heads)}; pass head_name=<name>")
         return next(iter(config.heads))
-    if head not in config.heads:
-        raise KeyError(f"unknown head {head!r}; the model has {list(config.heads)}")
-    return head
+    if head_name not in config.heads:
+        raise KeyError(f"unknown head {head_name!r}; the model has {list(config.heads)}")
+    return head_name
 
 
 @torch.no_grad()
-def reference_from_percept(model: PerceptCLIP, *, head: str | None = None,
+def reference_from_percept(model: PerceptCLIP, *, head_name: str | None = None,
                            attn_implementation: str = "eager") -> OfficialReferenceModel:
     """An official-style model computing the same function as percept model ``model`` (weights copied;
     same device, dtype, train/eval mode and trainable set: LoRA + head)."""
     if not model.has_lora:
         raise ValueError("reference_from_percept needs a LoRA model (strategy 'lora', not merged)")
-    head = _head_name(model.config, head)
+    head = _head_name(model.config, head_name)
     param = next(model.parameters())
-    reference = build_reference_model(model, head=head, attn_implementation=attn_implementation)
+    reference = build_reference_model(model, head_name=head, attn_implementation=attn_implementation)
     state = percept_to_official_state_dict(model.state_dict(), head)
     missing, unexpected = reference.load_state_dict(state, strict=False)
     missing = [k for k in missing if not k.endswith("position_ids")]     # a buffer of token indices
@@ -184,9 +184,9 @@ def reference_from_percept(model: PerceptCLIP, *, head: str | None = None,
     return reference.train(model.training)
 
 
-def official_parameter_names(model: PerceptCLIP, head: str | None = None) -> dict[str, str]:
-    """percept name → official name for every trainable parameter of ``model`` (LoRA + head ``head``)."""
-    head = _head_name(model.config, head)
+def official_parameter_names(model: PerceptCLIP, head_name: str | None = None) -> dict[str, str]:
+    """percept name → official name for every trainable parameter of ``model`` (LoRA + head ``head_name``)."""
+    head = _head_name(model.config, head_name)
     names = {}
     for name, p in model.named_parameters():
         if p.requires_grad and (new := percept_key_to_official(name, head)) is not None:
@@ -194,11 +194,11 @@ def official_parameter_names(model: PerceptCLIP, head: str | None = None) -> dic
     return names
 
 
-def roundtrip_check(model: PerceptCLIP, head: str | None = None) -> None:
+def roundtrip_check(model: PerceptCLIP, head_name: str | None = None) -> None:
     """Assert that percept → official → percept keys and tensors round-trip (used by tests)."""
-    head = _head_name(model.config, head)
+    head = _head_name(model.config, head_name)
     state = model.state_dict()
-    back = convert_official_state_dict(percept_to_official_state_dict(state, head), head=head)
+    back = convert_official_state_dict(percept_to_official_state_dict(state, head), head_name=head)
     for key, value in back.items():
         if not torch.equal(state[key], value):
             raise AssertionError(f"{key} does not round-trip")

@@ -222,7 +222,7 @@ def ours_from_cross(records: Iterable[Mapping], tables: Iterable = CROSS_TABLES,
         model = config["model"]
         trained = "+".join(record["trained_on"])
         variant = {"datasets": trained, "backbone": model["backbone"], "strategy": model["strategy"],
-                   "head": model["head"], "lora_r": model["lora_r"], "lora_alpha": model["lora_alpha"],
+                   "head_type": model["head_type"], "lora_r": model["lora_r"], "lora_alpha": model["lora_alpha"],
                    "head_finetune": config["head_finetune"], "multi": len(record["trained_on"]) > 1,
                    "weights": run_weights(model), "seed": config.get("seed", 0)}
         run_config, backbone_stand_in = run_configuration(variant)

@@ -29,8 +29,8 @@ from typing import Mapping
 
 from .tasks import TASKS
 
-CONFIG_FIELDS = ("backbone", "strategy", "head", "lora_r", "lora_alpha", "head_finetune", "multi")
-PAPER_MODEL = {"backbone": "clip_vit_l14", "strategy": "lora", "head": "mlp", "lora_r": 16, "lora_alpha": 8.0}
+CONFIG_FIELDS = ("backbone", "strategy", "head_type", "lora_r", "lora_alpha", "head_finetune", "multi")
+PAPER_MODEL = {"backbone": "clip_vit_l14", "strategy": "lora", "head_type": "mlp", "lora_r": 16, "lora_alpha": 8.0}
 ONE_STAGE_SINGLE = {"head_finetune": False, "multi": False}
 PAPER_CONFIG = {**PAPER_MODEL, **ONE_STAGE_SINGLE}            # PerceptCLIP as in §3.1, one dataset, one stage
 TASK_STATISTIC = {name: task.statistic for name, task in TASKS.items()}   # the registry's, per task
@@ -119,7 +119,7 @@ TABLE_SPECS: dict[str, TableSpec] = {s.table: s for s in [
     TableSpec("6", "Training strategy: full fine-tuning vs frozen CLIP vs LoRA",
               (_no_lora("Full Fine-tuning CLIP", "full"), _no_lora("Frozen CLIP", "frozen"),
                _row("LoRA for CLIP"))),
-    TableSpec("7", "Prediction head: linear layer vs MLP", (_row("Linear Layer", head="linear"), _row("MLP"))),
+    TableSpec("7", "Prediction head: linear layer vs MLP", (_row("Linear Layer", head_type="linear"), _row("MLP"))),
     TableSpec("A.1", "Memorability generalisation: trained on LaMem, tested on THINGS", _PERCEPTCLIP, cross=True),
     TableSpec("A.2", "Image memorability on SUN: mean over 25 splits", _PERCEPTCLIP),
     TableSpec("A.3", "Emotion classification: accuracy, mAP, macro-F1, weighted-F1", _PERCEPTCLIP),

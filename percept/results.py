@@ -20,7 +20,7 @@ from .paper_specs import TASK_STATISTIC, run_weights
 from .runs import PROTOCOL, RunDir
 from .tasks import LOWER_IS_BETTER
 
-CONFIG_COLUMNS = ["datasets", "backbone", "weights", "strategy", "head", "lora_r", "lora_alpha", "head_finetune",
+CONFIG_COLUMNS = ["datasets", "backbone", "weights", "strategy", "head_type", "lora_r", "lora_alpha", "head_finetune",
                   "seed"]
 PAPER_STATISTIC = TASK_STATISTIC   # per task; each table's own is in percept.paper_specs
 
@@ -42,7 +42,7 @@ def collect_runs(root: str | os.PathLike) -> pd.DataFrame:
         m = config["model"]
         base = {"run_dir": str(run_dir), "datasets": "+".join(d["dataset"] for d in config["data"]),
                 "multi": len(config["data"]) > 1, "split": config["split"], "lr": config["lr"],
-                "backbone": m["backbone"], "weights": run_weights(m), "strategy": m["strategy"], "head": m["head"],
+                "backbone": m["backbone"], "weights": run_weights(m), "strategy": m["strategy"], "head_type": m["head_type"],
                 "lora_r": m["lora_r"],
                 "lora_alpha": m["lora_alpha"], "head_finetune": config["head_finetune"], "seed": config["seed"],
                 "select_metric": metrics["select_metric"], "val_score": metrics["val_score"],

@@ -30,6 +30,7 @@ import sys
 from pathlib import Path
 from typing import Mapping
 
+from .config_names import upgrade_run_config
 from .files import read_json, write_csv, write_json
 
 # What a run computes beyond its configuration fields (saved in config.json; see above).
@@ -110,7 +111,8 @@ class RunDir:
 
     # ------------------------------------------------------------------ reading
     def read_config(self) -> dict:
-        return read_json(self.config_file)
+        """``config.json``, with fields renamed since it was written under their current names."""
+        return upgrade_run_config(read_json(self.config_file))
 
     def read_metrics(self) -> dict:
         return read_json(self.metrics_file)

@@ -51,8 +51,8 @@ def run_name(config: TrainConfig) -> str:
         variant.append("random-init")
     if m.strategy != "lora":
         variant.append(m.strategy)
-    if m.head != "mlp":
-        variant.append(f"{m.head}-head")
+    if m.head_type != "mlp":
+        variant.append(f"{m.head_type}-head")
     if m.strategy == "lora" and (m.lora_r, m.lora_alpha) != (16, 8):
         variant.append(f"r{m.lora_r}-a{m.lora_alpha:g}")
     if config.head_finetune:
@@ -64,7 +64,7 @@ def run_name(config: TrainConfig) -> str:
 def expand_grid(base: TrainConfig, lrs: Iterable[float] = LR_GRID, splits: Iterable[int] = (1,),
                 model_variants: Iterable[dict] = ({},)) -> dict[str, TrainConfig]:
     """Named configs for every (model variant, split, lr). ``model_variants`` are ModelConfig overrides,
-    e.g. ``[{"strategy": "frozen"}, {"head": "linear"}, {"lora_r": 8, "lora_alpha": 4}]``."""
+    e.g. ``[{"strategy": "frozen"}, {"head_type": "linear"}, {"lora_r": 8, "lora_alpha": 4}]``."""
     grid = {}
     for variant in model_variants:
         for split in splits:

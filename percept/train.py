@@ -185,7 +185,7 @@ class Session:
 
     def evaluate(self, source, part: str) -> tuple[dict, pd.DataFrame]:
         c = self.config
-        return evaluate_source(self.model, source, self.splits[source.name], part, head=source.name,
+        return evaluate_source(self.model, source, self.splits[source.name], part, head_name=source.name,
                                batch_size=c.eval_batch_size, device=self.device, precision=self.precision,
                                num_workers=self.workers, test_crops=c.test_crops, cache_dir=c.cache_dir, dist=self.dist)
 

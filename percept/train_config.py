@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass, field
 
 from .data.sources import DataConfig
 from .model import ModelConfig
+from .options import option
 from .runs import PROTOCOL
 
 # Settings that change speed, not results: they may differ when a run resumes.
@@ -19,27 +20,31 @@ class TrainConfig:
 
     data: list[DataConfig]                         # one dataset, or several (multi-dataset, §3.2)
     model: ModelConfig = field(default_factory=ModelConfig)
-    split: int = 1                                 # which of the dataset's splits (1-based)
-    lr: float = 1e-4                               # the grid is {5e-5, 1e-4, 5e-4, 1e-3} (§3.1), see sweep
-    weight_decay: float = 1e-4
-    batch_size: int = 32                           # the official IQA checkpoint's batch size
-    max_epochs: int = 40
-    patience: int = 12
-    select_metric: str | None = None               # default: srcc (regression) / accuracy (classification)
-    test_crops: int = 15                           # IQA test-time crops (App. A.1)
-    head_finetune: bool = False                    # stage 2: heads alone on a frozen encoder (§3.2, Table A.9)
-    seed: int = 0
-    precision: str = "auto"                        # auto = bf16 autocast on GPU, fp32 on CPU
-    device: str = "auto"
-    num_workers: int | None = None                 # DataLoader workers; None: 0 on CPU, see resolve_workers on GPU
-    eval_batch_size: int = 120                     # forward passes per evaluation batch (= 8 images x 15 crops)
-    quiet: bool = False
-    cache_dir: str | None = None                   # pre-resized uint8 image cache (same pixels, faster epochs)
-    device_augment: str = "auto"                   # flips + normalisation on the GPU (auto = on for GPU); exact
-    compile: bool = False                          # torch.compile the encoder (falls back to eager)
-    min_batch_items: int = 3                       # multi-dataset: fewest items a PLCC dataset brings to a batch (ours)
-    stage1_from: str | None = None                 # head_finetune: a finished one-stage run of this config whose
-                                                   # stage 1 (= this run's, same seed) is taken instead of retrained
+    split: int = option(1, "which of the dataset's splits (1-based)")
+    lr: float = option(1e-4, "learning rate; the paper's grid is 5e-5 1e-4 5e-4 1e-3 (§3.1, `percept sweep`)")
+    weight_decay: float = option(1e-4, "AdamW weight decay")
+    batch_size: int = option(32, "images per training batch (the official IQA checkpoint's)")
+    max_epochs: int = option(40, "epoch limit")
+    patience: int = option(12, "early stopping: epochs without a better validation score")
+    select_metric: str | None = option(None, "validation metric for early stopping and model selection "
+                                       "(default: srcc for regression, accuracy for classification)")
+    test_crops: int = option(15, "IQA test-time crops (App. A.1)")
+    head_finetune: bool = option(False, "stage 2: fine-tune each head on the frozen encoder (§3.2, Table A.9)",
+                                 aliases=("--two-phase",))
+    seed: int = option(0, "seed of initialisation, data order and augmentation")
+    precision: str = option("auto", "auto = bf16 autocast on GPU, fp32 on CPU", choices=("auto", "fp32", "bf16"))
+    device: str = option("auto", "auto, cpu, cuda, cuda:1, ...")
+    num_workers: int | None = option(None, "DataLoader worker processes (default: 0 on CPU, the CPU cores up "
+                                     "to 16 on GPU)", aliases=("--workers",))
+    eval_batch_size: int = option(120, "forward passes per evaluation batch (= 8 images x 15 crops)")
+    quiet: bool = option(False, "no progress bars or per-epoch log (papermill, CI)")
+    cache_dir: str | None = option(None, "pre-resized uint8 image cache folder (same pixels, faster epochs)")
+    device_augment: str = option("auto", "flips + normalisation on the device (auto: on for GPU); the same "
+                                 "pixels as the CPU path", choices=("auto", "on", "off"))
+    compile: bool = option(False, "torch.compile the encoder (falls back to eager)")
+    min_batch_items: int = option(3, "multi-dataset: fewest items a PLCC dataset brings to a batch (ours)")
+    stage1_from: str | None = option(None, "with --head-finetune: a finished one-stage run of this configuration "
+                                     "whose stage 1 (= this run's, same seed) is taken instead of retrained")
     protocol: int = PROTOCOL                       # what this version of percept computes (see PROTOCOL)
 
     def __post_init__(self):

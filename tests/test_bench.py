@@ -180,7 +180,7 @@ def test_device_augment_dataset_from_cache_equals_manifest_dataset(synth, tmp_pa
     source = open_source(DataConfig("synthetic_iqa", str(synth)))
     reference = source.dataset(1, "train")
     cache = ImageCache.build(synth, reference.ids, reference.transform.pre_resize, tmp_path / "cache")
-    cached = ManifestDataset(source.frame, synth, "split1", "train", task=reference.task,
+    cached = ManifestDataset(source.frame, synth, 1, "train", task=reference.task,
                              label_column=reference.label_column, transform=reference.transform, cache=cache)
     device_ds = DeviceAugmentDataset(cached)
     items = range(0, len(reference), 7)

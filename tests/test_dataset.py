@@ -44,9 +44,9 @@ def tiny(tmp_path):
 
 def test_split_selection_counts_and_rows(tiny):
     root, manifest = tiny
-    counts = {part: len(ManifestDataset(manifest, root, "split1", part, task="iqa")) for part in ("train", "val", "test")}
+    counts = {part: len(ManifestDataset(manifest, root, 1, part, task="iqa")) for part in ("train", "val", "test")}
     assert counts == {"train": 3, "val": 1, "test": 2}
-    ds = ManifestDataset(manifest, root, "split2", "train", task="memorability")
+    ds = ManifestDataset(manifest, root, 2, "train", task="memorability")
     assert [ds[i]["index"] for i in range(len(ds))] == [2, 3, 4]
     assert ds[0]["id"] == "sub0/img2.jpg"
     assert len(ManifestDataset(manifest, root, None, task="memorability")) == 6
@@ -54,7 +54,7 @@ def test_split_selection_counts_and_rows(tiny):
 
 def test_replicas_repeat_rows(tiny):
     root, manifest = tiny
-    ds = ManifestDataset(manifest, root, "split1", "train", task="iqa", replicas=4)
+    ds = ManifestDataset(manifest, root, 1, "train", task="iqa", replicas=4)
     assert len(ds) == 12 and ds.n_rows == 3 and len(ds.labels) == 3
     assert [ds[i]["index"] for i in range(12)] == [0, 1, 2] * 4
     item = ds[5]
@@ -67,31 +67,33 @@ def test_replicas_repeat_rows(tiny):
 
 def test_label_dtypes(tiny):
     root, manifest = tiny
-    iqa = ManifestDataset(manifest, root, "split1", "train", task="iqa")
+    iqa = ManifestDataset(manifest, root, 1, "train", task="iqa")
     assert iqa.labels.dtype == np.float32 and np.allclose(iqa.labels, [1.0, 1.8, 2.6])
     assert iqa[1]["label"].dtype == torch.float32 and iqa[1]["label"].shape == ()
-    emo = ManifestDataset(manifest, root, "split1", "test", task="emotion")
+    emo = ManifestDataset(manifest, root, 1, "test", task="emotion")
     assert emo.labels.dtype == np.int64 and list(emo.labels) == [4, 5] and emo[0]["label"].dtype == torch.int64
-    mem = ManifestDataset(manifest, root, "split1", "test", task="memorability")
+    mem = ManifestDataset(manifest, root, 1, "test", task="memorability")
     assert mem.labels.dtype == np.float32 and mem[0]["image"].shape == (3, 224, 224)
     bad = manifest.assign(label=[0, 1, 2.5, 3, 4, 5])
     with pytest.raises(ValueError, match="integer class"):
-        ManifestDataset(bad, root, "split1", "train", task="emotion")
+        ManifestDataset(bad, root, 1, "train", task="emotion")
 
 
 def test_manifest_csv_path(tiny, tmp_path):
     root, manifest = tiny
     manifest.to_csv(tmp_path / "m.csv", index=False)
-    ds = ManifestDataset(tmp_path / "m.csv", root, "split2", "train", task="iqa")
+    ds = ManifestDataset(tmp_path / "m.csv", root, 2, "train", task="iqa")
     assert len(ds) == 3 and ds.labels.dtype == np.float32
 
 
 def test_bad_split_and_part_names(tiny):
     root, manifest = tiny
     with pytest.raises(ValueError, match=r"split7.*split1, split2"):
-        ManifestDataset(manifest, root, "split7", task="iqa")
+        ManifestDataset(manifest, root, 7, task="iqa")
+    with pytest.raises(ValueError, match="split must be a split number"):
+        ManifestDataset(manifest, root, "split1", task="iqa")     # one meaning of `split`: its number
     with pytest.raises(ValueError, match=r"'validation'.*test, train, val"):
-        ManifestDataset(manifest, root, "split1", "validation", task="iqa")
+        ManifestDataset(manifest, root, 1, "validation", task="iqa")
     with pytest.raises(ValueError, match="iqa, memorability, emotion"):
         ManifestDataset(manifest, root, task="quality")
     with pytest.raises(ValueError, match="no column 'mos'"):
@@ -101,7 +103,7 @@ def test_bad_split_and_part_names(tiny):
 def test_missing_and_corrupt_files(tiny):
     root, manifest = tiny
     (root / "sub1/img1.jpg").unlink()
-    ds = ManifestDataset(manifest, root, "split1", "train", task="iqa")
+    ds = ManifestDataset(manifest, root, 1, "train", task="iqa")
     with pytest.raises(FileNotFoundError, match=r"sub1/img1\.jpg.*manifest row 1"):
         ds[1]
     path = root / "sub0/img0.jpg"
@@ -154,9 +156,9 @@ def test_cached_pixels_give_identical_tensors(tiny, tmp_path, task, train, resiz
 
 def test_dataset_with_cache_matches_files(tiny, tmp_path):
     root, manifest = tiny
-    plain = ManifestDataset(manifest, root, "split2", "test", task="iqa", transform=build_transform("iqa", False, 384))
+    plain = ManifestDataset(manifest, root, 2, "test", task="iqa", transform=build_transform("iqa", False, 384))
     cache = ImageCache.build(root, manifest["image"], plain.transform.pre_resize, tmp_path / "cache")
-    cached = ManifestDataset(manifest, root, "split2", "test", task="iqa", transform=plain.transform, cache=cache)
+    cached = ManifestDataset(manifest, root, 2, "test", task="iqa", transform=plain.transform, cache=cache)
     for i in range(len(plain)):
         assert torch.equal(plain[i]["image"], cached[i]["image"])
     assert collect(cached, num_workers=2, batch_size=1).keys() == {"sub0/img0.jpg", "sub1/img1.jpg"}

@@ -29,16 +29,21 @@ def test_demo_is_one_engine_run_reproducible_and_loadable(tmp_path, capsys):
 
 
 def test_cli_params_counts(capsys):
-    assert main(["params", "--backbone", "tiny_clip", "--head", "linear", "--outputs", "8"]) == 0
+    assert main(["params", "--backbone", "tiny_clip", "--head-type", "linear", "--outputs", "8"]) == 0
     counts = json.loads(capsys.readouterr().out)
-    assert counts["head"] == 64 * 8 + 8 and counts["trainable"] == counts["head"] + counts["lora"]
+    assert counts["heads"] == 64 * 8 + 8 and counts["trainable"] == counts["heads"] + counts["lora"]
 
 
 def test_cli_reports_bad_names_without_traceback(capsys):
-    assert main(["params", "--backbone", "resnet"]) == 2
-    assert "unknown backbone 'resnet'" in capsys.readouterr().err
-    with pytest.raises(SystemExit):
-        main(["params", "--strategy", "adapter"])
+    """The flags' choices come from the config fields (percept.options): argparse names the valid ones."""
+    for flag, value in (("--backbone", "resnet"), ("--strategy", "adapter"), ("--head-type", "transformer")):
+        with pytest.raises(SystemExit) as stop:
+            main(["params", flag, value])
+        err = capsys.readouterr().err
+        assert stop.value.code == 2 and f"invalid choice: '{value}'" in err, err
+    assert "tiny_clip_prior" in err or "mlp" in err
+    assert main(["params", "--backbone", "tiny_clip", "--lora-r", "0"]) == 2     # the config's own check
+    assert "LoRA needs r >= 1" in capsys.readouterr().err
 
 
 def test_cli_bench_passes_options_through(tmp_path, capsys):
@@ -46,3 +51,21 @@ def test_cli_bench_passes_options_through(tmp_path, capsys):
     assert main(["bench", "--backbone", "tiny_clip", "--batch-size", "4", "--steps", "1", "--warmup", "0",
                  "--no-reference", "--no-data", "--out", str(out)]) == 0
     assert json.loads(out.read_text())["measurements"]["train_synthetic"]["images_per_s"] > 0
+
+
+def test_every_config_field_declared_as_an_option_is_a_train_flag_with_its_default():
+    """percept train's flags are generated from ModelConfig and TrainConfig (issue 14): parsing no flags
+    gives back the dataclasses' own defaults, and a new option field is a new flag."""
+    from percept.cli import build_parser
+    from percept.model import ModelConfig
+    from percept.options import flag_fields, values
+    from percept.train_config import TrainConfig
+    args = build_parser("train").parse_args(["train", "--run-dir", "x"])
+    model_defaults, train_defaults = ModelConfig(), TrainConfig(data=[{"dataset": "synthetic_iqa", "root": "."}])
+    assert values(ModelConfig, args) == {f.name: getattr(model_defaults, f.name) for f in flag_fields(ModelConfig)}
+    assert values(TrainConfig, args) == {f.name: getattr(train_defaults, f.name) for f in flag_fields(TrainConfig)}
+    assert len(flag_fields(TrainConfig)) >= 20 and "stage1_from" in values(TrainConfig, args)
+    args = build_parser("train").parse_args(["train", "--run-dir", "x", "--two-phase", "--workers", "3",
+                                             "--random-init", "--head-hidden", "64", "32", "--lora-alpha", "4"])
+    assert (args.head_finetune, args.num_workers, args.pretrained, values(ModelConfig, args)["head_hidden"],
+            args.lora_alpha) == (True, 3, False, (64, 32), 4.0)

@@ -111,12 +111,12 @@ def test_small_plcc_dataset_enters_batches_with_at_least_min_items():
 def _variants(dataset="koniq10k", **extra):
     """Aggregated results of several model variants on one real dataset (the columns of percept.results)."""
     paper_model = {"datasets": dataset, "dataset": dataset, "backbone": "clip_vit_l14", "weights": "pretrained",
-                   "strategy": "lora", "head": "mlp", "lora_r": 16, "lora_alpha": 8.0, "head_finetune": False,
+                   "strategy": "lora", "head_type": "mlp", "lora_r": 16, "lora_alpha": 8.0, "head_finetune": False,
                    "seed": 0, "n_splits": 10}
     variants = [({"backbone": "clip_vit_b16"}, 0.80),                 # Table A.7, listed before the paper model
                 ({}, 0.95),                                            # the paper's configuration
                 ({"backbone": "clip_vit_b32"}, 0.78), ({"backbone": "mae_vit_l16"}, 0.70),
-                ({"head": "linear"}, 0.91), ({"strategy": "frozen", "lora_r": 16}, 0.85),
+                ({"head_type": "linear"}, 0.91), ({"strategy": "frozen", "lora_r": 16}, 0.85),
                 ({"strategy": "full"}, 0.93), ({"lora_r": 8, "lora_alpha": 4.0}, 0.94),
                 ({"lora_r": 32, "lora_alpha": 16.0}, 0.96), ({"head_finetune": True}, 0.90),
                 ({"weights": "random"}, 0.10)]                        # a random-weights run of the paper model
@@ -188,13 +188,13 @@ def test_cross_dataset_table_takes_the_paper_configuration_only(tmp_path):
     def record(name, value, **model):
         run = tmp_path / name
         run.mkdir()
-        m = {"backbone": "clip_vit_l14", "strategy": "lora", "head": "mlp", "lora_r": 16, "lora_alpha": 8.0,
+        m = {"backbone": "clip_vit_l14", "strategy": "lora", "head_type": "mlp", "lora_r": 16, "lora_alpha": 8.0,
              "pretrained": True, "weights_path": None, "backbone_kwargs": {}, **model}
         (run / "config.json").write_text(json.dumps({"model": m, "head_finetune": False}))
         return {"run": str(run), "trained_on": ["koniq10k"], "dataset": "livec", "metrics": {"srcc": value}}
 
     l14 = [record(f"l14_split{k}", 0.80 + 0.01 * k) for k in range(1, 11)]
-    records = [record("b16", 0.50, backbone="clip_vit_b16"), record("linear", 0.60, head="linear"), *l14,
+    records = [record("b16", 0.50, backbone="clip_vit_b16"), record("linear", 0.60, head_type="linear"), *l14,
                record("random", 0.05, pretrained=False)]
     two = paper.compare(paper.ours_from_cross(records), "2")
     cell = two[(two["train_dataset"] == "KonIQ-10k") & (two["test_dataset"] == "LIVEC") & (two["status"] == "both")]
@@ -250,3 +250,24 @@ def test_runs_of_an_older_protocol_are_neither_reused_nor_tabled(tmp_path):
     assert len(collect_runs(tmp_path / "new")) == 1
     with pytest.raises(ValueError, match="protocol 1"):
         TrainConfig.from_dict({**config.to_dict(), "protocol": 1})
+
+
+def test_a_run_written_before_the_head_type_rename_is_tabled_and_reused(tmp_path):
+    """Its config.json says ``"head": "linear"`` (issue 14 renamed it ``head_type``): the results table reads
+    it as a linear-head run and the sweep recognises the finished run as this configuration's."""
+    import json
+    from percept.results import collect_runs
+    from percept.sweep import expand_grid, run_sweep
+    base = TrainConfig(data=[DataConfig("lamem", str(tmp_path))], model=ModelConfig(backbone="tiny_clip",
+                       pretrained=False, head_type="linear"), max_epochs=1)
+    (name, config), = expand_grid(base, lrs=[1e-3], splits=[1]).items()
+    run = tmp_path / name
+    run.mkdir(parents=True)
+    saved = config.to_dict()
+    saved["model"]["head"] = saved["model"].pop("head_type")
+    (run / "config.json").write_text(json.dumps(saved, default=str))
+    (run / "metrics.json").write_text(json.dumps({
+        "status": "complete", "select_metric": "srcc", "val_score": 0.5, "best_epoch": 1, "epochs_run": 1,
+        "test": {"lamem": {"srcc": 0.6, "mse": 0.01, "n_images": 10}}}))
+    assert collect_runs(tmp_path)["head_type"].tolist() == ["linear"]
+    assert run_sweep({name: config}, tmp_path, gpus=[], log=lambda *a: None)[name] == "skipped"

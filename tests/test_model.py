@@ -113,8 +113,8 @@ def test_vit_l14_lora_parameter_count(vit_l14):
     counts = vit_l14.parameter_counts()
     # 24 layers x 3 projections (q, k, v) x (A: 16x1024 + B: 1024x16)
     assert counts["lora"] == 24 * 3 * (16 * 1024 + 1024 * 16) == 2_359_296
-    assert counts["head"] == (768 * 512 + 512) + (512 * 256 + 256) + (256 * 1 + 1)
-    assert counts["trainable"] == counts["lora"] + counts["head"] < 3_000_000
+    assert counts["heads"] == (768 * 512 + 512) + (512 * 256 + 256) + (256 * 1 + 1)
+    assert counts["trainable"] == counts["lora"] + counts["heads"] < 3_000_000
     assert vit_l14.embed_dim == 768 and vit_l14.img_size == (224, 224)
 
 
@@ -137,7 +137,7 @@ def test_lora_config_follows_paper():
 
 def test_strategies_select_trainable_parameters():
     frozen, full = tiny(strategy="frozen"), tiny(strategy="full")
-    head = frozen.parameter_counts()["head"]
+    head = frozen.parameter_counts()["heads"]
     assert frozen.parameter_counts()["trainable"] == head and frozen.parameter_counts()["lora"] == 0
     assert full.parameter_counts()["trainable"] == full.parameter_counts()["total"]
 
@@ -149,17 +149,17 @@ def test_strategies_select_trainable_parameters():
 
 
 def test_linear_head_and_multi_dataset_heads():
-    linear = tiny(head="linear", heads={"emotion": 8})
-    assert linear.parameter_counts()["head"] == 64 * 8 + 8
+    linear = tiny(head_type="linear", heads={"emotion": 8})
+    assert linear.parameter_counts()["heads"] == 64 * 8 + 8
     assert linear(X).shape == (2, 8)
 
     multi = tiny(heads={"livec": 1, "koniq": 1, "emoset": 8})
-    assert multi(X, head="emoset").shape == (2, 8)
-    assert not torch.allclose(multi(X, head="livec"), multi(X, head="koniq"))
+    assert multi(X, head_name="emoset").shape == (2, 8)
+    assert not torch.allclose(multi(X, head_name="livec"), multi(X, head_name="koniq"))
     with pytest.raises(ValueError, match="several heads"):
         multi(X)
     with pytest.raises(KeyError, match="unknown head 'spaq'"):
-        multi(X, head="spaq")
+        multi(X, head_name="spaq")
     # one shared LoRA encoder, not one per head
     assert multi.parameter_counts()["lora"] == tiny().parameter_counts()["lora"]
 
@@ -223,12 +223,20 @@ def test_load_weights_rejects_mismatch(tmp_path):
 @pytest.mark.parametrize("field,value,message", [
     ("backbone", "resnet50", "unknown backbone 'resnet50'"),
     ("strategy", "adapter", "unknown strategy 'adapter'"),
-    ("head", "transformer", "unknown head 'transformer'"),
+    ("head_type", "transformer", "unknown head_type 'transformer'"),
     ("heads", {"main": 0}, "heads must map"),
 ])
 def test_bad_config_names(field, value, message):
     with pytest.raises(ValueError, match=message):
         ModelConfig(**{field: value})
+
+
+def test_a_config_written_before_the_head_type_rename_still_loads():
+    """Run directories written before issue 14 say ``"head": "linear"``; they mean ``head_type``."""
+    assert ModelConfig.from_dict({"backbone": "tiny_clip", "head": "linear"}).head_type == "linear"
+    assert ModelConfig.from_dict({"backbone": "tiny_clip", "head_type": "linear"}).head_type == "linear"
+    with pytest.raises(ValueError, match="both 'head' .* and 'head_type'"):
+        ModelConfig.from_dict({"backbone": "tiny_clip", "head": "mlp", "head_type": "linear"})
 
 
 @pytest.mark.parametrize("images,message", [

@@ -125,7 +125,7 @@ def test_paper_reference_data_has_every_table():
 
 
 def _aggregated(**config):
-    row = {"datasets": "synthetic_iqa", "backbone": "tiny_clip", "strategy": "lora", "head": "mlp", "lora_r": 16,
+    row = {"datasets": "synthetic_iqa", "backbone": "tiny_clip", "strategy": "lora", "head_type": "mlp", "lora_r": 16,
            "lora_alpha": 8.0, "head_finetune": False, "seed": 0, "dataset": "synthetic_iqa", "n_splits": 1,
            "median_srcc": 0.5, "mean_srcc": 0.4, "median_plcc_logistic": 0.6, "mean_plcc_logistic": 0.55,
            "median_mse": 1.0, "mean_mse": 1.0}
@@ -184,7 +184,7 @@ def test_our_runs_become_paper_cells_with_stand_ins_marked():
     hit = six[six["status"] == "both"]
     assert set(hit["method"]) == {"Frozen CLIP"} and hit["comparable"].all()
     # variants outside a table are not forced into it
-    assert paper.ours_from_results(_aggregated(head="linear"), tables=["1"]).empty
+    assert paper.ours_from_results(_aggregated(head_type="linear"), tables=["1"]).empty
     assert paper.method_name(_aggregated(datasets="a+b", head_finetune=True).iloc[0], "5") == "PerceptCLIP Multi-Dataset"
     assert paper.method_name(_aggregated(head_finetune=True).iloc[0], "A.9") == \
         "PerceptCLIP 2-Phase Training Single-Dataset"

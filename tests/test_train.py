@@ -223,9 +223,9 @@ def test_multi_dataset_two_stage_and_cross_dataset(synth, tmp_path):
     # the stage-2 heads are what was saved: stage-2 validation scores are reproduced from the file
     assert result["val"]["synthetic_strength"]["srcc"] == pytest.approx(result["stage2"]["synthetic_strength"]["val_score"])
     # cross-dataset: the synthetic_iqa head on every image of synthetic_strength, no retraining
-    record = evaluate_run(tmp_path / "multi", DataConfig("synthetic_strength", str(synth)), head="synthetic_iqa",
+    record = evaluate_run(tmp_path / "multi", DataConfig("synthetic_strength", str(synth)), head_name="synthetic_iqa",
                           device="cpu")
-    assert record["metrics"]["n_images"] == 160 and record["head"] == "synthetic_iqa"
+    assert record["metrics"]["n_images"] == 160 and record["head_name"] == "synthetic_iqa"
     assert (tmp_path / "multi" / "eval" / "synthetic_strength_all_test" / "predictions.csv").is_file()
 
 
@@ -339,7 +339,7 @@ def test_torchrun_two_processes_on_cpu(synth, tmp_path):
     assert len(preds) == 40 and preds["id"].is_unique
     model = load_model(run / "best.safetensors")
     metrics, frame = evaluate_source(model, open_source(DataConfig("synthetic_iqa", str(synth))), 1, "test",
-                                     head="synthetic_iqa", test_crops=2)
+                                     head_name="synthetic_iqa", test_crops=2)
     assert frame["id"].tolist() == preds["id"].tolist()
     np.testing.assert_allclose(frame["prediction"], preds["prediction"], atol=1e-5)
     assert read_json(run / "metrics.json")["test"]["synthetic_iqa"]["srcc"] == pytest.approx(metrics["srcc"], abs=1e-6)

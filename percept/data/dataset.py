@@ -33,7 +33,8 @@ LODA_IQA_PRESETS = {card.name: {"resize": card.pre_resize, "interpolation": card
 
 
 class ManifestDataset(Dataset):
-    """Rows of ``manifest`` with ``manifest[split] == part`` (``split=None``: every row).
+    """Rows of ``manifest`` whose split column ``split<split>`` says ``part`` (``split=None``: every row).
+    ``split`` is the split's number (1-based) everywhere in percept; ``part`` is train/val/test.
 
     Item ``i`` is row ``i % n_rows`` (``replicas`` passes over the rows), returned as
     ``{"image": (3, 224, 224) tensor, or (15, 3, 224, 224) IQA test crops, "label": float32 scalar
@@ -48,7 +49,7 @@ class ManifestDataset(Dataset):
     """
 
     def __init__(self, manifest: pd.DataFrame | str | os.PathLike, root: str | os.PathLike,
-                 split: str | None = "split1", part: str = "train", *, task: str, label_column: str | None = None,
+                 split: int | None = 1, part: str = "train", *, task: str, label_column: str | None = None,
                  transform=None, replicas: int = 1, cache=None):
         get_task(task)
         if isinstance(replicas, bool) or not isinstance(replicas, (int, np.integer)) or replicas < 1:
@@ -64,14 +65,17 @@ class ManifestDataset(Dataset):
         if split is None:
             rows = np.arange(len(manifest))
         else:
+            if isinstance(split, bool) or not isinstance(split, (int, np.integer)) or split < 1:
+                raise ValueError(f"split must be a split number >= 1 (or None for every row), got {split!r}")
+            column = f"split{split}"
             split_columns = [c for c in manifest.columns if str(c).startswith("split")]
-            if split not in manifest.columns:
-                raise ValueError(f"manifest has no split column {split!r}; available: {', '.join(split_columns) or 'none'}")
-            values = manifest[split].fillna("").astype(str)
+            if column not in manifest.columns:
+                raise ValueError(f"manifest has no split column {column!r}; available: {', '.join(split_columns) or 'none'}")
+            values = manifest[column].fillna("").astype(str)
             rows = np.flatnonzero((values == part).to_numpy())
             if len(rows) == 0:
                 parts = sorted({v for v in values if v})
-                raise ValueError(f"split column {split!r} has no rows with part {part!r}; "
+                raise ValueError(f"split column {column!r} has no rows with part {part!r}; "
                                  f"parts present: {', '.join(parts) or 'none'}")
         self.rows = rows
         self.ids: list[str] = [str(p) for p in manifest["image"].iloc[rows]]

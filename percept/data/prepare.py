@@ -218,9 +218,9 @@ def prepare_emoset(root: Path, check_images: bool = True) -> pd.DataFrame:
         if l2i != {c: i for i, c in enumerate(card.classes)}:
             raise ManifestError(f"emoset: {str(info_path)!r} orders the classes {sorted(l2i, key=l2i.get)}, percept "
                                 f"expects {list(card.classes)}; not the official EmoSet-118K?")
-    images, names, splits, ids, annotations = [], [], [], [], []
-    for split in ("train", "val", "test"):
-        path = require(root, f"{split}.json", "emoset")
+    images, names, parts, ids, annotations = [], [], [], [], []
+    for part in ("train", "val", "test"):
+        path = require(root, f"{part}.json", "emoset")
         try:
             items = json.loads(path.read_text(encoding="utf-8"))
         except (ValueError, UnicodeDecodeError) as err:
@@ -232,10 +232,11 @@ def prepare_emoset(root: Path, check_images: bool = True) -> pd.DataFrame:
             image = str(item[2] if len(item) == 4 else item[1]).replace("\\", "/").removeprefix("./")
             images.append(image)
             names.append(item[0])
-            splits.append(split)
+            parts.append(part)
             ids.append(str(item[1]) if len(item) == 4 else PurePosixPath(image).stem)
             annotations.append(str(item[-1]))
-    return _emotion_frame(images, names, card, split=splits, image_id=ids, annotation=annotations)
+    # column `split`: the official release's own name for the part (train/val/test) of its one split
+    return _emotion_frame(images, names, card, split=parts, image_id=ids, annotation=annotations)
 
 
 def _number_key(name: str):

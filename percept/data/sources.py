@@ -158,7 +158,7 @@ class DatasetSource:
             raise ValueError(f"{self.name} has no split {split} (it has {self.n_splits}); choose 1..{self.n_splits}")
         transform = dataset_transform(self.name, train, test_crops=test_crops, normalization=normalization)
         cache = self._cache(transform.pre_resize, cache_dir) if cache_dir else None
-        return ManifestDataset(self.frame, self.root, None if split is None else f"split{split}", part,
+        return ManifestDataset(self.frame, self.root, split, part,
                                task=self.task, label_column=self.label_column_for(split), transform=transform,
                                replicas=self.replicas if train else 1, cache=cache)
 
