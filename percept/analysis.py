@@ -30,7 +30,7 @@ from sklearn.metrics import confusion_matrix
 
 from .metrics import valence_of
 from .runs import RunDir
-from .transforms import CLIP_MEAN, CLIP_STD
+from .images import CLIP_MEAN, CLIP_STD
 
 REQUIRED_COLUMNS = ("id", "label", "prediction")
 
@@ -196,7 +196,7 @@ def score_titles(rows: pd.DataFrame, class_names: Sequence[str] | None = None, d
 
 def gallery_images(ids: Sequence[str], data_root: str | os.PathLike) -> list:
     """Load images by their ``id`` (path relative to ``data_root``, e.g. ``config["data_root"]``)."""
-    from .transforms import load_rgb
+    from .images import load_rgb
     return [load_rgb(Path(data_root) / image_id) for image_id in ids]
 
 

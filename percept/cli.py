@@ -144,14 +144,7 @@ def _add_train_args(p) -> None:
               exclude=[f for f in TrainConfig.__dataclass_fields__ if f not in EXECUTION_FIELDS])
 
 
-def build_parser(command: str | None = None) -> argparse.ArgumentParser:
-    """The parser; the flags of ``params``, ``train`` and ``sweep`` (generated from the config dataclasses, which
-    import torch) are added only when ``command`` is one of them or None (all), so that ``percept prepare``
-    and ``percept --help`` start in a moment."""
-    full = command is None
-    parser = argparse.ArgumentParser(prog="percept", description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True)
-
+def _demo_command(commands, full: bool) -> None:
     demo = commands.add_parser("demo", help="offline end-to-end run on embedded synthetic data (CPU, minutes)",
                                description="Generate the synthetic KADID-style IQA set, adapt the demo's "
                                            "own tiny image-text prior (tiny_clip_prior) with LoRA + MLP head (PLCC "
@@ -163,14 +156,18 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     demo.add_argument("--quiet", action="store_true", help="no per-epoch log")
     demo.set_defaults(run=_demo)
 
+
+def _params_command(commands, full: bool) -> None:
     params = commands.add_parser("params", help="parameter counts of a model configuration",
                                  description="Build a model with random weights and count LoRA, head, "
                                              "trainable and total parameters.")
-    if full or command == "params":
+    if full:
         _add_model_args(params)
     params.add_argument("--outputs", type=int, default=1, help="head outputs (1 for regression, 8 for EmoSet)")
     params.set_defaults(run=_params)
 
+
+def _prepare_command(commands, full: bool) -> None:
     from .data.cards import CARDS
     prepare = commands.add_parser(
         "prepare", help="build a verified manifest from an official dataset download",
@@ -188,16 +185,20 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
                          help="preparer option, e.g. image_dir=512x384 for KonIQ-10k (repeatable)")
     prepare.set_defaults(run=_prepare)
 
+
+def _train_command(commands, full: bool) -> None:
     train = commands.add_parser("train", help="train one run (one dataset, or several: multi-dataset)",
                                 description="Train PerceptCLIP with the paper's protocol (AdamW, early stopping "
                                 "on validation, best epoch kept, test with the task's test transform) into "
                                 "--run-dir. Re-running the same command resumes an interrupted run; "
                                 "`percept train --run-dir RUN` alone resumes RUN from its config.json.")
     train.add_argument("--run-dir", required=True, help="output folder of the run")
-    if full or command == "train":
+    if full:
         _add_train_args(train)
     train.set_defaults(run=_train)
 
+
+def _evaluate_command(commands, full: bool) -> None:
     evaluate = commands.add_parser("evaluate", help="evaluate a finished run on another dataset (no retraining)",
                                    description="Cross-dataset generalisation (Table 2, Table A.1): the run's best "
                                    "weights on a dataset's test part (or the whole dataset with --split 0).")
@@ -213,6 +214,8 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
                           help="DataLoader worker processes (default: 0 on CPU, the CPU cores up to 16 on GPU)")
     evaluate.set_defaults(run=_evaluate)
 
+
+def _sweep_command(commands, full: bool) -> None:
     sweep = commands.add_parser("sweep", help="many runs: splits x learning rates x model variants",
                                 description="Run the grid under --out/<datasets>/<variant>/split<k>/lr<lr>, on "
                                 "every local GPU (one run per GPU at a time) or in-process on CPU; finished runs "
@@ -223,10 +226,12 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     sweep.add_argument("--variant", action="append", help='model overrides as JSON, e.g. \'{"strategy": "frozen"}\' '
                        "(repeatable)")
     sweep.add_argument("--gpus", type=int, nargs="*", default=None, help="GPU indices (default: all visible)")
-    if full or command == "sweep":
+    if full:
         _add_train_args(sweep)
     sweep.set_defaults(run=_sweep)
 
+
+def _results_command(commands, full: bool) -> None:
     results = commands.add_parser("results", help="tables from a tree of runs",
                                   description="Collect finished runs below --root; select the learning rate by "
                                   "validation score; aggregate over splits (median and mean).")
@@ -237,6 +242,8 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     results.add_argument("--csv", default=None, help="also write the table to this CSV file")
     results.set_defaults(run=_results)
 
+
+def _predict_command(commands, full: bool) -> None:
     predict = commands.add_parser("predict", help="score image files with a run or an official checkpoint",
                                   description="Print one row per image: a score (IQA, memorability) or a class "
                                   "with probabilities (emotion).")
@@ -248,12 +255,30 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     predict.add_argument("--csv", action="store_true", help="print CSV instead of a table")
     predict.set_defaults(run=_predict)
 
+
+def _delegated_command(commands, full: bool) -> None:
+    """Commands parsed by their own modules (see main)."""
     commands.add_parser("bench", add_help=False, help="throughput of the fast path vs the official-style "
                         "reference (percept bench --help)")   # parsed by percept.bench.main (see main below)
     commands.add_parser("notebooks", add_help=False, help="execute the numbered notebooks with papermill "
                         "(percept notebooks --help)")   # parsed by percept.notebooks.main
     commands.add_parser("reproduce", add_help=False, help="the paper's experiments from reproduce.yaml "
                         "(percept reproduce --help)")   # parsed by percept.reproduce.main
+
+
+COMMANDS = {"demo": _demo_command, "params": _params_command, "prepare": _prepare_command, "train": _train_command,
+            "evaluate": _evaluate_command, "sweep": _sweep_command, "results": _results_command,
+            "predict": _predict_command, "bench, notebooks, reproduce": _delegated_command}
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser; the flags generated from the config dataclasses (``params``, ``train``, ``sweep``: they
+    import torch) are added only for the command being run, or for all when ``command`` is None, so that
+    ``percept prepare`` and ``percept --help`` start in a moment."""
+    parser = argparse.ArgumentParser(prog="percept", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    for name, add in COMMANDS.items():
+        add(commands, full=command is None or command == name)
     return parser
 
 

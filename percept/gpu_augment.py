@@ -1,6 +1,6 @@
 """Training augmentation split between the loader (integer crops on uint8 pixels) and the device
 (flips, uint8 → float, mean/std normalisation), exactly equal to the torchvision path of
-:mod:`percept.data.task_transforms`. The mean/std are those of the transform's ``Normalize`` step, i.e. the
+:mod:`percept.data.preprocessing`. The mean/std are those of the transform's ``Normalize`` step, i.e. the
 run's backbone's (CLIP's or ImageNet's, :mod:`percept.backbones`), read by :meth:`DevicePlan.from_transform`.
 
 Why split it this way
@@ -37,7 +37,7 @@ from torch.utils.data import Dataset
 from torchvision import transforms as T
 from torchvision.transforms import functional as TF
 
-from .transforms import CLIP_MEAN, CLIP_STD
+from .images import CLIP_MEAN, CLIP_STD
 
 
 @dataclass(frozen=True)
@@ -64,7 +64,7 @@ class _ResizedCrop:
 class DevicePlan:
     """The uint8/loader part and the device part of a torchvision training ``Compose``.
 
-    Built from a :class:`~percept.data.task_transforms.TaskTransform` (or a bare ``Compose``) by
+    Built from a :class:`~percept.data.preprocessing.TaskTransform` (or a bare ``Compose``) by
     :meth:`from_transform`; supports exactly the ops the task transforms use and refuses anything else.
     """
 

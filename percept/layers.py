@@ -9,7 +9,7 @@ layer           modules
 ==============  ===========================================================================================
 core            task registry, atomic files, package data, metrics, image loading + CLIP statistics, checkpoints
 model           attention (public hook points), heads, backbones, the PerceptCLIP model, the official layout
-data            dataset cards, manifests, preparers, splits, datasets, task transforms, cache, demo sets
+data            dataset cards, manifests, preparers, splits, datasets, preprocessing, cache, demo sets
 engine          device/precision (runtime), losses, sampling, training, evaluation, stage 2, run directories,
                 prediction, the demo prior's pre-training
 experiments     the paper's tables as data, results, sweeps, reproduce, benchmarks, the demo runner
@@ -20,7 +20,7 @@ interface       the command line and the notebooks' helpers
 from __future__ import annotations
 
 LAYERS: dict[str, tuple[str, ...]] = {
-    "core": ("tasks", "config_names", "options", "files", "resources", "metrics", "transforms", "checkpoint"),
+    "core": ("tasks", "config_names", "options", "files", "resources", "metrics", "images", "checkpoint"),
     "model": ("attention", "heads", "backbones", "model", "official_layout", "official", "official_reference"),
     "data": ("data",),
     "engine": ("runtime", "distributed", "losses", "sampling", "gpu_augment", "runs", "evaluate", "head_finetune",

@@ -124,11 +124,11 @@ class PerceptCLIP(nn.Module):
             raise ValueError(f"images must have shape (B, 3, H, W); got {tuple(images.shape)}")
         if images.shape[1] != 3:
             raise ValueError(f"images must be RGB with 3 channels; got {images.shape[1]} channels "
-                             f"(convert grayscale/RGBA/CMYK images to RGB first, e.g. percept.transforms.load_rgb)")
+                             f"(convert grayscale/RGBA/CMYK images to RGB first, e.g. percept.images.load_rgb)")
         if tuple(images.shape[-2:]) != self.img_size:
             raise ValueError(f"images must be {self.img_size[0]}x{self.img_size[1]} for backbone "
                              f"{self.config.backbone!r}; got {images.shape[-2]}x{images.shape[-1]} "
-                             f"(resize/crop with percept.transforms)")
+                             f"(resize/crop with percept.data.preprocessing)")
         if not images.is_floating_point():
             raise ValueError(f"images must be normalised float tensors; got dtype {images.dtype}")
 

@@ -21,7 +21,8 @@ import torch
 
 from .runs import RunDir
 from .tasks import get_task
-from .transforms import center_crop_transform, load_rgb
+from .data.preprocessing import center_crop_transform
+from .images import load_rgb
 
 
 def _run_predictor(run: RunDir):

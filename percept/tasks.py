@@ -15,7 +15,7 @@ task           kind            loss            validation score    over splits  
   ... across 5 folds", Table A.2 "average ... across 25 splits"; Table 4 EmotionROI "mean over five splits".
   Tables that do not say repeat Tables 1, 3 and 4 in their single-dataset rows, so they use the same.
 
-Transforms per task live in :mod:`percept.data.task_transforms` (IQA: LoDa's crops and flips, 15 test
+Transforms per task live in :mod:`percept.data.preprocessing` (IQA: LoDa's crops and flips, 15 test
 crops; the others: App. A.1's resize + crop). This module imports nothing heavy: results, tables and the CLI
 read it without loading torch.
 """

@@ -14,7 +14,7 @@ from percept.runtime import cast_frozen_weights
 from percept.data.dataset import ManifestDataset
 from percept.data.sources import DataConfig, open_source
 from percept.data.synthetic import generate_synthetic_iqa
-from percept.data.task_transforms import build_transform
+from percept.data.preprocessing import build_transform
 from percept.evaluate import collate
 from percept.gpu_augment import DeviceAugmentDataset, DevicePlan, normalize_on_device
 from percept.losses import get_loss

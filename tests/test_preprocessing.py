@@ -17,12 +17,12 @@ from percept.data.cache import ImageCache, cache_index_path
 from percept.data.dataset import LODA_IQA_PRESETS, ManifestDataset
 from percept.data.sources import DataConfig, dataset_transform
 from percept.data.synthetic import generate_synthetic_iqa
-from percept.data.task_transforms import ResizeSpec, crop_key, iqa_crop_positions
+from percept.data.preprocessing import ResizeSpec, crop_key, iqa_crop_positions
 from percept.gpu_augment import DevicePlan
 from percept.model import ModelConfig, build_model, load_model, save_weights
 from percept.predict import predict_images
 from percept.train import TrainConfig, train
-from percept.transforms import load_rgb
+from percept.images import load_rgb
 
 IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))           # timm.data.IMAGENET_DEFAULT_MEAN/STD
 # A tiny DINOv2-architecture encoder; with DINOv2's layer scale (1e-5) a random one would ignore its input.

@@ -4,9 +4,9 @@ import pytest
 import torch
 from PIL import Image
 
-from percept.data.task_transforms import (ResizeSpec, build_transform, deterministic_resize, iqa_crop_positions,
+from percept.data.preprocessing import (ResizeSpec, build_transform, deterministic_resize, iqa_crop_positions,
                                           iqa_test_crops)
-from percept.transforms import CLIP_MEAN, CLIP_STD
+from percept.images import CLIP_MEAN, CLIP_STD
 
 MEAN, STD = torch.tensor(CLIP_MEAN).view(3, 1, 1), torch.tensor(CLIP_STD).view(3, 1, 1)
 

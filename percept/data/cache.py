@@ -1,7 +1,7 @@
 """Pre-resized uint8 image cache, so that JPEG decoding + resizing does not bottleneck the GPU.
 
-Every image is decoded once (:func:`percept.transforms.load_rgb`), passed through the task's deterministic
-:class:`~percept.data.task_transforms.ResizeSpec` (the first stage of every App. A.1 transform: shorter
+Every image is decoded once (:func:`percept.images.load_rgb`), passed through the task's deterministic
+:class:`~percept.data.preprocessing.ResizeSpec` (the first stage of every App. A.1 transform: shorter
 side 224 for memorability/emotion test, LoDa's per-dataset resize for IQA, or full size) and stored as
 uint8 HWC pixels.  The transforms' random/crop stages then run on the cached pixels; since the resize stage
 is idempotent, ``transform(cache.get(p)) == transform(load_rgb(root / p))`` exactly.
@@ -34,8 +34,8 @@ import numpy as np
 from PIL import Image
 
 from ..files import atomic_path, atomic_write_text
-from ..transforms import load_rgb
-from .task_transforms import ResizeSpec
+from ..images import load_rgb
+from .preprocessing import ResizeSpec
 
 FORMAT = "percept-image-cache-v1"
 
@@ -88,7 +88,7 @@ class ImageCache:
         """Make sure ``cache_dir`` holds every ``image_paths`` (relative to ``root``) resized by ``resize_spec``.
 
         ``resize_spec`` is a :class:`ResizeSpec` (use ``transform.pre_resize`` or
-        :func:`~percept.data.task_transforms.deterministic_resize`) or a bare size (None/int/(h, w)).
+        :func:`~percept.data.preprocessing.deterministic_resize`) or a bare size (None/int/(h, w)).
         Valid existing entries are reused; entries whose source file changed are re-decoded
         (``on_stale="rebuild"``) or refused with :class:`StaleCacheError` (``on_stale="error"``).
         Entries of files not requested this time are kept while their files are unchanged.

@@ -52,7 +52,7 @@ class DatasetCard:
     paper_splits: int | None = None         # splits the paper's numbers aggregate (Table 1: 10, Table 3: 5, ...)
     paper_name: str = ""                    # the dataset's name in the paper's tables ("KonIQ-10k")
     # IQA: the image size LoDa's loaders read and the interpolation its scripts/process_*.py made it with
-    # (an int = shorter side, (h, w) = exact size, None = as distributed; see percept.data.task_transforms):
+    # (an int = shorter side, (h, w) = exact size, None = as distributed; see percept.data.preprocessing):
     # KonIQ-10k 512x384 (process_koniq10k.py: torchvision Resize(384), default = bilinear, from the 1024x768
     # release); SPAQ shorter side 384 (process_spaq.py: Resize(384), bilinear); FLIVE, LIVE, KADID-10k shorter
     # side 384 (process_{flive,live,kadid10k}.py: Resize(384, interpolation=BICUBIC); KADID's 512x384

@@ -18,10 +18,10 @@ import pandas as pd
 import torch
 from torch.utils.data import Dataset
 
-from ..transforms import load_rgb
+from ..images import load_rgb
 from .cards import CARDS
 from ..tasks import get_task
-from .task_transforms import build_transform
+from .preprocessing import build_transform
 
 DEFAULT_LABEL_COLUMN = {"iqa": "quality", "memorability": "memorability", "emotion": "label"}
 
@@ -42,7 +42,7 @@ class ManifestDataset(Dataset):
 
     ``transform`` defaults to ``build_transform(task, train=(part == "train"))``; a transform with
     ``needs_key`` (IQA test) is called as ``transform(image, key=relative_path)``, whose base name keys the
-    test crops (``task_transforms.crop_key``), so they are a function of the image file alone.  With
+    test crops (``preprocessing.crop_key``), so they are a function of the image file alone.  With
     ``cache`` (an :class:`~percept.data.cache.ImageCache`) images come pre-resized from the cache instead of
     being decoded; its resize spec must be the transform's ``pre_resize`` stage, which makes the result
     identical to reading the files.

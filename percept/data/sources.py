@@ -32,14 +32,14 @@ import numpy as np
 import pandas as pd
 
 from ..tasks import get_task
-from ..transforms import CLIP_MEAN, CLIP_STD
+from ..images import CLIP_MEAN, CLIP_STD
 from .cards import CARDS, get_card
 from .dataset import LODA_IQA_PRESETS, ManifestDataset
 from .manifest import read_manifest
 from .pinned import splits_for_manifest
 from .splits import split_columns
 from .synthetic import DISTORTIONS, generate_synthetic_iqa
-from .task_transforms import N_TEST_CROPS, TaskTransform, build_transform
+from .preprocessing import N_TEST_CROPS, TaskTransform, build_transform
 
 SYNTHETIC = {
     # name: (task, label column, class names)

@@ -1,4 +1,6 @@
-"""Per-task training/test transforms (paper App. A.1; IQA follows LoDa, Xu et al. 2024a).
+"""All image preprocessing: the per-task training/test transforms (paper App. A.1; IQA follows LoDa, Xu et al.
+2024a) and the official release's inference transform (:func:`center_crop_transform`). The same plans run on
+the GPU in :mod:`percept.gpu_augment` (identical pixels, tested); images are read by :func:`percept.images.load_rgb`.
 
 Every transform is two stages:
 
@@ -36,7 +38,7 @@ images):
 * **our own stages** are bicubic (``interpolation``, as OpenAI CLIP's preprocessor): the upscale of an IQA
   image whose shorter side is below 224, the memorability / emotion-test "shorter side 224" resize, emotion's
   RandomResizedCrop.  Note that the official PerceptCLIP inference code uses torchvision's default bilinear
-  ``Resize(224)`` (see ``percept.transforms``); pass ``interpolation="bilinear"`` to reproduce that exactly.
+  ``Resize(224)`` (:func:`center_crop_transform`, the release's inference transform); pass ``interpolation="bilinear"`` to reproduce that exactly.
 """
 from __future__ import annotations
 
@@ -51,7 +53,7 @@ from torchvision import transforms as T
 from torchvision.transforms import functional as TF
 
 from ..tasks import get_task
-from ..transforms import CLIP_MEAN, CLIP_STD
+from ..images import CLIP_MEAN, CLIP_STD, load_rgb
 
 CROP_SIZE = 224
 N_TEST_CROPS = 15
@@ -260,3 +262,21 @@ def build_transform(task: str, train: bool, resize: Resize = None, *, interpolat
     else:   # memorability (train and test), emotion test: the shorter side is already `size`
         post = T.Compose([T.CenterCrop(size), *normalize])
     return TaskTransform(task, train, pre, post)
+
+
+# ----------------------------------------------------------------------------- the release's inference transform
+def center_crop_transform(size: int = 224, interpolation: str = "bilinear", mean=CLIP_MEAN,
+                          std=CLIP_STD) -> T.Compose:
+    """The official release's inference preprocessing (``transforms.Resize(224)``: torchvision's default
+    bilinear, antialiased; then ``CenterCrop(224)``): resize the shorter side to ``size``, centre crop
+    ``size`` x ``size``, normalise with ``mean``/``std`` (default CLIP's; a DINOv2/MAE model needs its
+    backbone's, ``model.normalization``)."""
+    mode = {"bilinear": T.InterpolationMode.BILINEAR, "bicubic": T.InterpolationMode.BICUBIC}[interpolation]
+    return T.Compose([T.Resize(size, interpolation=mode, antialias=True), T.CenterCrop(size), T.ToTensor(),
+                      T.Normalize(tuple(mean), tuple(std))])
+
+
+def images_to_batch(images, size: int = 224, mean=CLIP_MEAN, std=CLIP_STD) -> torch.Tensor:
+    """Paths or PIL images → a (B, 3, size, size) batch normalised with ``mean``/``std`` (default CLIP's)."""
+    transform = center_crop_transform(size, mean=mean, std=std)
+    return torch.stack([transform(im if isinstance(im, Image.Image) else load_rgb(im)) for im in images])
