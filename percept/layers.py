@@ -26,7 +26,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
     "engine": ("runtime", "distributed", "losses", "sampling", "gpu_augment", "runs", "evaluate", "head_finetune",
                "train_config", "train", "predict", "prior"),
     "experiments": ("paper_specs", "results", "paper", "sweep", "reproduce", "bench", "demo"),
-    "analysis": ("interpret", "analysis", "figures"),
+    "analysis": ("interpret", "interpret_cost", "analysis", "figures"),
     "interface": ("cli", "notebooks", "notebook_study", "notebook_display", "notebook_runner", "__main__", "layers"),
 }
 LAYER_ORDER = tuple(LAYERS)

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from conftest import randomize_lora
-from percept import interpret
+from percept import interpret, interpret_cost
 from percept.model import build_model
 
 X = torch.randn(4, 3, 224, 224, generator=torch.Generator().manual_seed(0))
@@ -224,10 +224,10 @@ def test_cls_attention_maps_finetuned_vs_original():
 
 # ---------------------------------------------------------------- cost / timing
 def test_cost_formula_and_timing(regressor):
-    vit_l = interpret.head_importance_cost(24, 16)
+    vit_l = interpret_cost.head_importance_cost(24, 16)
     assert vit_l["batched"] == 201 and vit_l["naive"] == 385
-    assert interpret.estimate_seconds(1000, 0.01)["batched"] == pytest.approx(2010)
-    timing = interpret.time_head_importance(regressor, X[:2], batch_size=2)
+    assert interpret_cost.estimate_seconds(1000, 0.01)["batched"] == pytest.approx(2010)
+    timing = interpret_cost.time_head_importance(regressor, X[:2], batch_size=2)
     assert timing["batched_s"] > 0 and timing["naive_s"] > 0 and timing["speedup"] > 0
 
 
