@@ -29,6 +29,14 @@ def synth(tmp_path_factory):
     return root
 
 
+@pytest.fixture(scope="module")
+def one_epoch_run(synth, tmp_path_factory):
+    """One finished one-epoch run of the base config (the torchvision data route on CPU), shared by the tests
+    that only compare another route's run with it: (run directory, train's result)."""
+    run = tmp_path_factory.mktemp("one_epoch") / "run"
+    return run, train(config(synth, max_epochs=1, device_augment="off"), run)
+
+
 def config(synth, dataset="synthetic_iqa", **overrides):
     data = overrides.pop("data", None) or [DataConfig(dataset, str(synth))]
     base = dict(data=data, model=ModelConfig(backbone="tiny_clip", pretrained=False), lr=1e-3, batch_size=16,
@@ -310,8 +318,8 @@ def test_sweep_runs_grid_skips_finished_and_selects_by_validation(synth, tmp_pat
         assert row["val_score"] == candidates["val_score"].max()
 
 
-def test_image_cache_gives_the_same_run(synth, tmp_path):
-    plain = train(config(synth, max_epochs=1), tmp_path / "plain")
+def test_image_cache_gives_the_same_run(synth, tmp_path, one_epoch_run):
+    _, plain = one_epoch_run
     cached = train(config(synth, max_epochs=1, cache_dir=str(tmp_path / "cache")), tmp_path / "cached")
     assert list((tmp_path / "cache").glob("images-*.json"))             # the cache was built and used
     assert cached["test"] == plain["test"] and cached["val_score"] == plain["val_score"]
@@ -345,11 +353,11 @@ def test_torchrun_two_processes_on_cpu(synth, tmp_path):
     assert read_json(run / "metrics.json")["test"]["synthetic_iqa"]["srcc"] == pytest.approx(metrics["srcc"], abs=1e-6)
 
 
-def test_device_augmentation_gives_the_same_run(synth, tmp_path):
+def test_device_augmentation_gives_the_same_run(synth, tmp_path, one_epoch_run):
     """The GPU fast path's data route (uint8 crops in the loader, flips + normalisation on the device),
     forced on here on CPU, reproduces the torchvision route exactly."""
-    off = train(config(synth, max_epochs=1, device_augment="off"), tmp_path / "off")
+    off_dir, off = one_epoch_run
     on = train(config(synth, max_epochs=1, device_augment="on"), tmp_path / "on")
     assert on["test"] == off["test"] and on["val_score"] == off["val_score"]
     assert pd.read_csv(tmp_path / "on" / "log.csv")["train_loss"].tolist() == \
-        pd.read_csv(tmp_path / "off" / "log.csv")["train_loss"].tolist()
+        pd.read_csv(off_dir / "log.csv")["train_loss"].tolist()
