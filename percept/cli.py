@@ -17,7 +17,8 @@ def _demo(args) -> None:
 def _params(args) -> None:
     from .model import ModelConfig, build_model
     from .options import values
-    config = ModelConfig(**{**values(ModelConfig, args), "pretrained": False, "heads": {"main": args.outputs}})
+    config = ModelConfig(**values(ModelConfig, args, exclude=("pretrained", "weights_path")), pretrained=False,
+                         heads={"main": args.outputs})
     print(json.dumps({"backbone": config.backbone, "strategy": config.strategy, "head_type": config.head_type,
                       **build_model(config).parameter_counts()}, indent=2))
 
@@ -124,12 +125,14 @@ def _add_data_args(p, many: bool = True) -> None:
     p.add_argument("--manifest", action=action, default=None, help="manifest CSV (default ROOT/percept_manifest.csv)")
 
 
-def _add_model_args(p) -> None:
-    """The model's flags, one per :class:`~percept.model.ModelConfig` field (:mod:`percept.options`)."""
+def _add_model_args(p, weights: bool = True) -> None:
+    """The model's flags, one per :class:`~percept.model.ModelConfig` field (:mod:`percept.options`);
+    ``weights=False``: without the flags that choose the encoder's weights (``percept params``)."""
     from .model import ModelConfig
     from .options import add_flags
-    add_flags(p, ModelConfig)
-    p.add_argument("--random-init", dest="pretrained", action="store_false", help="= --no-pretrained")
+    add_flags(p, ModelConfig, exclude=() if weights else ("pretrained", "weights_path"))
+    if weights:
+        p.add_argument("--random-init", dest="pretrained", action="store_false", help="= --no-pretrained")
 
 
 def _add_train_args(p) -> None:
@@ -159,10 +162,10 @@ def _demo_command(commands, full: bool) -> None:
 
 def _params_command(commands, full: bool) -> None:
     params = commands.add_parser("params", help="parameter counts of a model configuration",
-                                 description="Build a model with random weights and count LoRA, head, "
+                                 description="Build a model with random weights and count LoRA, heads, "
                                              "trainable and total parameters.")
     if full:
-        _add_model_args(params)
+        _add_model_args(params, weights=False)
     params.add_argument("--outputs", type=int, default=1, help="head outputs (1 for regression, 8 for EmoSet)")
     params.set_defaults(run=_params)
 

@@ -2,7 +2,8 @@
 
 Paper §3.1: "all images are normalized using the CLIP preprocessor" — OpenAI CLIP's mean/std, the default
 here. Normalisation belongs to the backbone: a DINOv2 or MAE model (Table A.8) takes ImageNet's statistics
-(``percept.backbones.normalization(name)`` / ``model.normalization``; pass them as ``mean``/``std``).
+(``percept.backbones.normalization(name)`` / ``model.normalization``; the transforms of
+:mod:`percept.data.preprocessing` take them as ``mean``/``std``).
 """
 from __future__ import annotations
 

@@ -234,7 +234,7 @@ def build_model(config: ModelConfig | None = None, **overrides) -> PerceptCLIP:
     if config is None:
         config = ModelConfig.from_dict(overrides)
     elif overrides:
-        config = ModelConfig.from_dict({**config.to_dict(), **overrides})
+        config = ModelConfig.from_dict({**config.to_dict(), **upgrade_model_fields(overrides)})
     return PerceptCLIP(config)
 
 

@@ -165,7 +165,7 @@ def demo_config(datasets, data_root, *, dataset_root=None, manifest=None, datase
                 batch_size: int = 16, test_crops: int = 3, split: int = 1, head_finetune: bool = False,
                 seed: int = 0, device: str = "auto", **model):
     """A :class:`~percept.train.TrainConfig` for the notebooks. ``datasets``: a name or a list (several =
-    multi-dataset; real ones need ``dataset_root`` or ``dataset_roots={name: folder}``); ``model``: ModelConfig overrides (``strategy``, ``head``, ``lora_r``, ``lora_alpha``).
+    multi-dataset; real ones need ``dataset_root`` or ``dataset_roots={name: folder}``); ``model``: ModelConfig overrides (``strategy``, ``head_type``, ``lora_r``, ``lora_alpha``).
     Defaults are the demo's (the shipped tiny image-text prior ``tiny_clip_prior`` + LoRA, 8 epochs, patience 4,
     3 test crops); the paper's are 40 epochs,
     patience 12, batch 32, 15 IQA test crops, ``clip_vit_l14`` pretrained."""

@@ -58,7 +58,7 @@ def add_flags(parser, cls, exclude: Iterable[str] = ()) -> None:
         kind, element, length = _flag_type(f.type)
         default = f.default if f.default is not MISSING else f.default_factory()
         names = ["--" + f.name.replace("_", "-"), *f.metadata["aliases"]]
-        help_text = f.metadata["help"] + (" (default: %(default)s)" if kind != "bool" or default else "")
+        help_text = f.metadata["help"] + ("" if "default" in f.metadata["help"] else " (default: %(default)s)")
         kwargs: dict[str, Any] = {"dest": f.name, "default": default, "help": help_text}
         if kind == "bool":
             kwargs["action"] = argparse.BooleanOptionalAction

@@ -49,7 +49,7 @@ def _official_predictor(source: str):
 
 
 def load_predictor(model: str | os.PathLike):
-    """(model, head, kind, class names, transform) for a run directory or an official checkpoint name/file."""
+    """(model, head_name, kind, class names, transform) for a run directory or an official checkpoint name/file."""
     path = Path(model)
     if path.is_dir():
         run = RunDir(path)
@@ -68,7 +68,7 @@ def predict_images(images: list[str | os.PathLike], model: str | os.PathLike = "
     missing = [str(p) for p in paths if not p.is_file()]
     if missing:
         raise FileNotFoundError(f"image file(s) not found: {', '.join(missing[:5])}")
-    net, head, kind, classes, transform = load_predictor(model)
+    net, head_name, kind, classes, transform = load_predictor(model)
     device, precision = resolve_device(device)
     net = net.to(device).eval()
     rows = []
@@ -82,7 +82,7 @@ def predict_images(images: list[str | os.PathLike], model: str | os.PathLike = "
         n_views = views[0].shape[0]
         x = torch.cat(views).to(device)
         with autocast(device, precision):
-            out = net(x, head).float().reshape(len(chunk), n_views, -1)
+            out = net(x, head_name).float().reshape(len(chunk), n_views, -1)
         reduced = reduce_crops(out, kind)
         for i, p in enumerate(chunk):
             if kind == "classification":

@@ -217,7 +217,7 @@ def _base_config(config: dict, datasets: list[str], data_root: Path, head_finetu
     from .train import TrainConfig
     defaults = config["defaults"]
     return TrainConfig(data=[_data_config(config, d, data_root) for d in datasets],
-                       model=ModelConfig(**defaults["model"]), head_finetune=head_finetune, **defaults["train"])
+                       model=ModelConfig.from_dict(defaults["model"]), head_finetune=head_finetune, **defaults["train"])
 
 
 def _run_training(config: dict, exp: dict, data_root: Path, out: Path, gpus, log) -> str | None:

@@ -65,8 +65,9 @@ def expand_grid(base: TrainConfig, lrs: Iterable[float] = LR_GRID, splits: Itera
                 model_variants: Iterable[dict] = ({},)) -> dict[str, TrainConfig]:
     """Named configs for every (model variant, split, lr). ``model_variants`` are ModelConfig overrides,
     e.g. ``[{"strategy": "frozen"}, {"head_type": "linear"}, {"lora_r": 8, "lora_alpha": 4}]``."""
+    from .config_names import upgrade_model_fields
     grid = {}
-    for variant in model_variants:
+    for variant in map(upgrade_model_fields, model_variants):   # {"head": ...} of older scripts = head_type
         for split in splits:
             for lr in lrs:
                 config = copy.deepcopy(base)

@@ -237,6 +237,13 @@ def test_a_config_written_before_the_head_type_rename_still_loads():
     assert ModelConfig.from_dict({"backbone": "tiny_clip", "head_type": "linear"}).head_type == "linear"
     with pytest.raises(ValueError, match="both 'head' .* and 'head_type'"):
         ModelConfig.from_dict({"backbone": "tiny_clip", "head": "mlp", "head_type": "linear"})
+    assert build_model(ModelConfig(backbone="tiny_clip", pretrained=False), head="linear").config.head_type == "linear"
+    from percept.data.sources import DataConfig
+    from percept.sweep import expand_grid
+    from percept.train_config import TrainConfig
+    base = TrainConfig(data=[DataConfig("synthetic_iqa", ".")], model=ModelConfig(backbone="tiny_clip", pretrained=False))
+    (name, config), = expand_grid(base, lrs=[1e-3], model_variants=[{"head": "linear"}]).items()
+    assert config.model.head_type == "linear" and "linear-head" in name
 
 
 @pytest.mark.parametrize("images,message", [
