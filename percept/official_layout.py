@@ -30,35 +30,31 @@ from .checkpoint import CheckpointMismatch
 PREFIX = "model.base_model.model."
 _ENCODER = "encoder.base_model.model."
 
-# official key (after PREFIX) -> timm key; "{i}" is the layer index
-_KEY_MAP = [
-    (r"embeddings\.patch_embedding\.weight", "patch_embed.proj.weight"),
-    (r"embeddings\.class_embedding", "cls_token"),
-    (r"embeddings\.position_embedding\.weight", "pos_embed"),
-    (r"pre_layrnorm\.(weight|bias)", r"norm_pre.\1"),
-    (r"post_layernorm\.(weight|bias)", r"norm.\1"),
-    (r"encoder\.layers\.(\d+)\.layer_norm1\.(weight|bias)", r"blocks.\1.norm1.\2"),
-    (r"encoder\.layers\.(\d+)\.layer_norm2\.(weight|bias)", r"blocks.\1.norm2.\2"),
-    (r"encoder\.layers\.(\d+)\.mlp\.(fc1|fc2)\.(weight|bias)", r"blocks.\1.mlp.\2.\3"),
-    (r"encoder\.layers\.(\d+)\.self_attn\.out_proj\.(weight|bias)", r"blocks.\1.attn.proj.\2"),
-    (r"encoder\.layers\.(\d+)\.self_attn\.(q|k|v)_proj\.(.+)", r"blocks.\1.attn.\2.\3"),
+# official key (after PREFIX) <-> percept's (timm's, inside peft) key, one table for both directions;
+# "{name}" is a field of _FIELDS, the same on both sides
+_FIELDS = {"i": r"\d+", "wb": "weight|bias", "fc": "fc1|fc2", "qkv": "q|k|v", "rest": ".+"}
+_KEYS = [
+    ("embeddings.patch_embedding.weight", "patch_embed.proj.weight"),
+    ("embeddings.class_embedding", "cls_token"),
+    ("embeddings.position_embedding.weight", "pos_embed"),
+    ("pre_layrnorm.{wb}", "norm_pre.{wb}"),
+    ("post_layernorm.{wb}", "norm.{wb}"),
+    ("encoder.layers.{i}.layer_norm1.{wb}", "blocks.{i}.norm1.{wb}"),
+    ("encoder.layers.{i}.layer_norm2.{wb}", "blocks.{i}.norm2.{wb}"),
+    ("encoder.layers.{i}.mlp.{fc}.{wb}", "blocks.{i}.mlp.{fc}.{wb}"),
+    ("encoder.layers.{i}.self_attn.out_proj.{wb}", "blocks.{i}.attn.proj.{wb}"),
+    ("encoder.layers.{i}.self_attn.{qkv}_proj.{rest}", "blocks.{i}.attn.{qkv}.{rest}"),
 ]
 
 
-# percept (timm, inside peft) key -> official key (after PREFIX): the inverse of _KEY_MAP
-_INVERSE_KEY_MAP = [
-    (r"patch_embed\.proj\.weight", "embeddings.patch_embedding.weight"),
-    (r"cls_token", "embeddings.class_embedding"),
-    (r"pos_embed", "embeddings.position_embedding.weight"),
-    (r"norm_pre\.(weight|bias)", r"pre_layrnorm.\1"),
-    (r"norm\.(weight|bias)", r"post_layernorm.\1"),
-    (r"blocks\.(\d+)\.norm1\.(weight|bias)", r"encoder.layers.\1.layer_norm1.\2"),
-    (r"blocks\.(\d+)\.norm2\.(weight|bias)", r"encoder.layers.\1.layer_norm2.\2"),
-    (r"blocks\.(\d+)\.mlp\.(fc1|fc2)\.(weight|bias)", r"encoder.layers.\1.mlp.\2.\3"),
-    (r"blocks\.(\d+)\.attn\.proj\.(weight|bias)", r"encoder.layers.\1.self_attn.out_proj.\2"),
-    (r"blocks\.(\d+)\.attn\.(q|k|v)\.(.+)", r"encoder.layers.\1.self_attn.\2_proj.\3"),
-]
-assert len(_INVERSE_KEY_MAP) == len(_KEY_MAP)
+def _rule(source: str, target: str) -> tuple[str, str]:
+    """(regular expression of the key template ``source``, ``re.Match.expand`` template of ``target``)."""
+    pattern = re.sub(r"\\\{(\w+)\\\}", lambda m: f"(?P<{m[1]}>{_FIELDS[m[1]]})", re.escape(source))
+    return pattern, re.sub(r"\{(\w+)\}", r"\\g<\1>", target)
+
+
+_KEY_MAP = [_rule(official, ours) for official, ours in _KEYS]            # official -> percept
+_INVERSE_KEY_MAP = [_rule(ours, official) for official, ours in _KEYS]    # percept -> official
 
 
 def percept_key_to_official(key: str, head_name: str = "main") -> str | None:
