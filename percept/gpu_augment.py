@@ -235,7 +235,7 @@ class DeviceAugmentDataset(Dataset):
             raise IndexError(f"index {i} out of range for a dataset of {len(self)} items")
         row = int(i) % ds.n_rows
         crop, hflip, vflip = self.plan.crop(self.pixels(row))
-        dtype = torch.int64 if ds.task == "emotion" else torch.float32
+        dtype = torch.int64 if ds._labels.dtype == np.int64 else torch.float32   # as the dataset's own items
         return {"image": torch.from_numpy(crop), "hflip": hflip, "vflip": vflip,
                 "label": torch.tensor(ds._labels[row], dtype=dtype),
                 "index": int(ds.rows[row]), "id": ds.ids[row]}

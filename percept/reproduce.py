@@ -142,6 +142,7 @@ def sampling_report(config: dict | None = None, threshold: int = 3) -> pd.DataFr
     from .data.cards import get_card
     from .data.splits import DATASET_PROTOCOLS
     from .sampling import batch_composition
+    from .tasks import get_task
     from .train import TrainConfig
     config = config or load_reproduce_config()
     defaults = config["defaults"]["train"]
@@ -154,7 +155,7 @@ def sampling_report(config: dict | None = None, threshold: int = 3) -> pd.DataFr
         cards = [get_card(d) for d in exp["datasets"]]
         images = [round(c.expected_images * _TRAIN_FRACTION[DATASET_PROTOCOLS[c.name]]) for c in cards]
         sizes = [n * (c.train_replicas or 1) for n, c in zip(images, cards)]
-        plcc = [minimum if c.task == "iqa" else 1 for c in cards]
+        plcc = [minimum if get_task(c.task).loss == "plcc" else 1 for c in cards]
         plain = batch_composition(sizes, batch, images=images, names=exp["datasets"], threshold=threshold)
         fixed = batch_composition(sizes, batch, images=images, min_items=plcc, names=exp["datasets"],
                                   threshold=threshold)

@@ -15,8 +15,11 @@ task           kind            loss            validation score    over splits  
   ... across 5 folds", Table A.2 "average ... across 25 splits"; Table 4 EmotionROI "mean over five splits".
   Tables that do not say repeat Tables 1, 3 and 4 in their single-dataset rows, so they use the same.
 
-Transforms per task live in :mod:`percept.data.preprocessing` (IQA: LoDa's crops and flips, 15 test
-crops; the others: App. A.1's resize + crop). This module imports nothing heavy: results, tables and the CLI
+* transforms (App. A.1), by the name of the plan that :mod:`percept.data.preprocessing` implements:
+  IQA trains on LoDa's random crops with horizontal and vertical flips (``loda_crop_flips``) and tests on 15
+  crops (``loda_test_crops``); memorability trains and tests on shorter side 224 + centre crop
+  (``resize_center_crop``); emotion trains on RandomResizedCrop + horizontal flip
+  (``random_resized_crop_flip``) and tests on ``resize_center_crop``. This module imports nothing heavy: results, tables and the CLI
 read it without loading torch.
 """
 from __future__ import annotations
@@ -35,16 +38,24 @@ class Task:
     select_metric: str   # validation metric that picks the epoch and the learning rate (higher is better)
     statistic: str       # over splits: "median" or "mean"
     paper: str           # where the paper states it
+    train_transform: str  # App. A.1 plans, implemented in percept.data.preprocessing (TRANSFORM_PLANS)
+    test_transform: str
 
     @property
     def is_classification(self) -> bool:
         return self.kind == "classification"
 
+    def transform(self, train: bool) -> str:
+        """The name of the App. A.1 plan of this task's training (``train``) or test transform."""
+        return self.train_transform if train else self.test_transform
+
 
 TASKS: dict[str, Task] = {t.name: t for t in (
-    Task("iqa", "regression", "plcc", "srcc", "median", "§4.1, Table 1"),
-    Task("memorability", "regression", "mse", "srcc", "mean", "§4.2, Table 3"),
-    Task("emotion", "classification", "cross_entropy", "accuracy", "mean", "§4.3, Table 4"),
+    Task("iqa", "regression", "plcc", "srcc", "median", "§4.1, Table 1", "loda_crop_flips", "loda_test_crops"),
+    Task("memorability", "regression", "mse", "srcc", "mean", "§4.2, Table 3", "resize_center_crop",
+         "resize_center_crop"),
+    Task("emotion", "classification", "cross_entropy", "accuracy", "mean", "§4.3, Table 4",
+         "random_resized_crop_flip", "resize_center_crop"),
 )}
 TASK_NAMES = tuple(TASKS)
 KINDS = ("regression", "classification")

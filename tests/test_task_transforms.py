@@ -133,3 +133,19 @@ def test_unknown_task_and_bad_resize():
         build_transform("iqa", train=True, resize=(384,))
     with pytest.raises(ValueError, match="resize"):
         build_transform("memorability", train=True, resize=384)
+
+
+def test_the_task_registry_names_every_transform_and_preprocessing_implements_it():
+    """One registry (percept.tasks) says which App. A.1 plan each task trains and tests with; the transforms
+    built for a task follow it (IQA test: the keyed multi-crop; emotion train: RandomResizedCrop; else centre)."""
+    from percept.data.preprocessing import TRANSFORM_PLANS
+    from percept.tasks import TASKS
+    image = Image.new("RGB", (300, 260), (90, 120, 150))
+    for task in TASKS.values():
+        assert {task.train_transform, task.test_transform} <= set(TRANSFORM_PLANS)
+        test = build_transform(task.name, train=False, n_crops=3)
+        out = test(image, key="a.png") if test.needs_key else test(image)
+        assert out.shape == ((3, 3, 224, 224) if task.test_transform == "loda_test_crops" else (3, 224, 224))
+        names = [type(t).__name__ for t in getattr(build_transform(task.name, train=True).post, "transforms", [])]
+        assert ("RandomResizedCrop" in names) == (task.train_transform == "random_resized_crop_flip")
+        assert ("RandomVerticalFlip" in names) == (task.train_transform == "loda_crop_flips")

@@ -96,13 +96,14 @@ class ManifestDataset(Dataset):
     def _read_labels(self, column: pd.Series) -> np.ndarray:
         values = pd.to_numeric(column, errors="coerce").to_numpy(dtype=np.float64)
         bad = np.flatnonzero(~np.isfinite(values))
-        if self.task == "emotion":
+        classes = get_task(self.task).is_classification
+        if classes:
             bad = np.union1d(bad, np.flatnonzero(np.isfinite(values) & (values != np.round(values))))
         if len(bad):
             shown = ", ".join(f"row {self.rows[i]} ({self.ids[i]}: {column.iloc[i]!r})" for i in bad[:5])
-            kind = "integer class indices" if self.task == "emotion" else "finite numbers"
+            kind = "integer class indices" if classes else "finite numbers"
             raise ValueError(f"column {self.label_column!r} must hold {kind}; bad values in {len(bad)} row(s): {shown}")
-        return values.astype(np.int64) if self.task == "emotion" else values.astype(np.float32)
+        return values.astype(np.int64) if classes else values.astype(np.float32)
 
     @property
     def labels(self) -> np.ndarray:
@@ -136,7 +137,7 @@ class ManifestDataset(Dataset):
             image = self.transform(image, key=self.ids[row])
         elif self.transform is not None:
             image = self.transform(image)
-        dtype = torch.int64 if self.task == "emotion" else torch.float32
+        dtype = torch.int64 if self._labels.dtype == np.int64 else torch.float32
         return {"image": image, "label": torch.tensor(self._labels[row], dtype=dtype),
                 "index": int(self.rows[row]), "id": self.ids[row]}
 

@@ -55,6 +55,8 @@ from torchvision.transforms import functional as TF
 from ..tasks import get_task
 from ..images import CLIP_MEAN, CLIP_STD, load_rgb
 
+# The App. A.1 plans this module implements; percept.tasks names one per task and phase.
+TRANSFORM_PLANS = ("loda_crop_flips", "loda_test_crops", "resize_center_crop", "random_resized_crop_flip")
 CROP_SIZE = 224
 N_TEST_CROPS = 15
 _PIL_FILTERS = {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.BILINEAR}
@@ -223,12 +225,12 @@ def deterministic_resize(task: str, train: bool, resize: Resize = None, interpol
     shorter side of ``size``, the memorability/emotion-test resize).  Memorability and emotion test resize
     the shorter side to 224 by definition (App. A.1), so ``resize`` must be None.
     """
-    get_task(task)
+    plan = get_task(task).transform(train)
     resize = _check_resize(resize)
     resize_interpolation = resize_interpolation or interpolation
-    if task == "iqa":
+    if plan in ("loda_crop_flips", "loda_test_crops"):
         return ResizeSpec(resize, size, resize_interpolation, interpolation)
-    if task == "emotion" and train:
+    if plan == "random_resized_crop_flip":
         return ResizeSpec(resize, 0, resize_interpolation)
     if resize is not None:
         raise ValueError(f"resize={resize!r} is not used for task {task!r} (train={train}): App. A.1 fixes it "
@@ -251,15 +253,16 @@ def build_transform(task: str, train: bool, resize: Resize = None, *, interpolat
     pre = deterministic_resize(task, train, resize, interpolation, size, resize_interpolation)
     mean, std = tuple(float(v) for v in mean), tuple(float(v) for v in std)
     normalize = [T.ToTensor(), T.Normalize(mean, std)]
-    if task == "iqa" and not train:
+    plan = get_task(task).transform(train)        # the task registry names the plan (percept.tasks)
+    if plan == "loda_test_crops":
         return TaskTransform(task, train, pre, _IQATestCrops(n_crops, size, crop_seed, interpolation, mean, std),
                              needs_key=True)
-    if task == "iqa":
+    if plan == "loda_crop_flips":
         post = T.Compose([T.RandomHorizontalFlip(0.5), T.RandomVerticalFlip(0.5), T.RandomCrop(size), *normalize])
-    elif task == "emotion" and train:
+    elif plan == "random_resized_crop_flip":
         post = T.Compose([T.RandomResizedCrop(size, interpolation=_TV_MODES[interpolation], antialias=True),
                           T.RandomHorizontalFlip(0.5), *normalize])
-    else:   # memorability (train and test), emotion test: the shorter side is already `size`
+    else:   # resize_center_crop (memorability train and test, emotion test): the shorter side is already `size`
         post = T.Compose([T.CenterCrop(size), *normalize])
     return TaskTransform(task, train, pre, post)
 
