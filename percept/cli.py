@@ -109,10 +109,18 @@ def _results(args) -> None:
         print(table.to_string())
 
 
-def _predict(args) -> None:
+def _predict(args) -> int:
     from .predict import predict_images
-    table = predict_images(args.images, args.model, device=args.device, batch_size=args.batch_size)
-    print(table.to_csv(index=False) if args.csv else table.to_string(index=False))
+    table = predict_images(args.images, args.model, device=args.device, batch_size=args.batch_size, out=args.out,
+                           workers=args.workers, head_name=args.head_name, progress=not args.quiet)
+    failed = table[table["error"].fillna("") != ""]
+    if args.out is None:
+        print(table.to_csv(index=False) if args.csv else table.to_string(index=False))
+    else:
+        print(f"{len(table) - len(failed)} of {len(table)} images scored -> {args.out}")
+    for _, row in failed.iterrows():
+        print(f"percept predict: cannot score {row['image']}: {row['error']}", file=sys.stderr)
+    return 1 if len(failed) else 0
 
 
 def _add_data_args(p, many: bool = True) -> None:
@@ -248,14 +256,21 @@ def _results_command(commands, full: bool) -> None:
 
 def _predict_command(commands, full: bool) -> None:
     predict = commands.add_parser("predict", help="score image files with a run or an official checkpoint",
-                                  description="Print one row per image: a score (IQA, memorability) or a class "
-                                  "with probabilities (emotion).")
-    predict.add_argument("images", nargs="+", help="image files")
+                                  description="One row per image: a score (IQA, memorability) or a class with "
+                                  "probabilities (emotion), and an error column: an unreadable file is reported "
+                                  "and the rest are scored (exit status 1 when any failed).")
+    predict.add_argument("images", nargs="+", help="image files, folders (recursive), glob patterns, or .txt/.csv "
+                         "lists of files")
     predict.add_argument("--model", default="official-iqa", help="a run directory, official-iqa, "
                          "official-memorability, official-emotions, or a path to an official .pth")
     predict.add_argument("--device", default="auto")
     predict.add_argument("--batch-size", type=int, default=8)
     predict.add_argument("--csv", action="store_true", help="print CSV instead of a table")
+    predict.add_argument("--out", default=None, help="write the scores to this CSV as they come; a re-run with the "
+                         "same --out scores only what it lacks (resume)")
+    predict.add_argument("--workers", type=int, default=0, help="DataLoader processes decoding images")
+    predict.add_argument("--head-name", default=None, help="which head of a multi-dataset run")
+    predict.add_argument("--quiet", action="store_true", help="no progress bar")
     predict.set_defaults(run=_predict)
 
 
@@ -298,11 +313,11 @@ def main(argv: list[str] | None = None) -> int:
         return reproduce_main(argv[1:])
     args = build_parser(argv[0] if argv and not argv[0].startswith("-") else "").parse_args(argv)
     try:
-        args.run(args)
+        status = args.run(args)
     except (ValueError, FileNotFoundError, RuntimeError) as err:
         print(f"percept {args.command}: error: {err}", file=sys.stderr)
         return 2
-    return 0
+    return status or 0
 
 
 if __name__ == "__main__":

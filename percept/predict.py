@@ -58,38 +58,151 @@ def load_predictor(model: str | os.PathLike):
     return _official_predictor(os.fspath(model))
 
 
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm", ".pgm")
+GLOB_CHARACTERS = set("*?[")
+
+
+def collect_images(inputs) -> list[Path]:
+    """The image files named by ``inputs``, in order, each once: files; folders (recursively, the files with an
+    image suffix, sorted); glob patterns (``photos/**/*.jpg``); and lists (``.txt``: one path per line,
+    ``.csv``: its ``image`` column, else its first; relative paths are relative to the list's folder). An input
+    that names nothing raises ``FileNotFoundError`` naming it."""
+    found: list[Path] = []
+    for item in [inputs] if isinstance(inputs, (str, os.PathLike)) else inputs:
+        path = Path(item)
+        if path.is_dir():
+            found += sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        elif path.is_file() and path.suffix.lower() in (".txt", ".csv"):
+            found += [p if p.is_absolute() else path.parent / p for p in map(Path, _list_file(path))]
+        elif path.is_file():
+            found.append(path)
+        elif GLOB_CHARACTERS & set(str(item)):
+            anchor = Path(path.anchor) if path.is_absolute() else Path(".")
+            matches = sorted(p for p in anchor.glob(str(path.relative_to(anchor))) if p.is_file())
+            if not matches:
+                raise FileNotFoundError(f"no file matches {str(item)!r}")
+            found += matches
+        else:
+            raise FileNotFoundError(f"image file(s) not found: {item}")
+    return list(dict.fromkeys(found))
+
+
+def _list_file(path: Path) -> list[str]:
+    if path.suffix.lower() == ".txt":
+        return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    table = pd.read_csv(path, dtype=str, keep_default_na=False)
+    if table.empty:
+        raise ValueError(f"{path} lists no images")
+    return [v for v in table["image" if "image" in table.columns else table.columns[0]] if v]
+
+
+class ImageFiles(torch.utils.data.Dataset):
+    """Item ``i``: ``(i, views, "")`` with the predictor's transform applied (``views``: (V, 3, H, W)), or
+    ``(i, None, reason)`` when the file cannot be read (corrupt, truncated, empty, not an image) — one bad file
+    never stops a collection."""
+
+    def __init__(self, paths: list[Path], transform):
+        self.paths, self.transform = paths, transform
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int):
+        path = self.paths[i]
+        try:
+            image = load_rgb(path)
+            x = self.transform(image, key=path) if getattr(self.transform, "needs_key", False) else \
+                self.transform(image)                          # IQA test crops are keyed by the base name
+        except (ValueError, OSError) as err:
+            return i, None, str(err)
+        return i, x if x.ndim == 4 else x.unsqueeze(0), ""
+
+
+def _done_rows(out: Path) -> pd.DataFrame:
+    """The finished rows of an earlier, possibly interrupted, ``out`` (a torn last line is dropped)."""
+    if not out.is_file() or out.stat().st_size == 0:
+        return pd.DataFrame()
+    table = pd.read_csv(out, dtype={"image": str, "error": str}, keep_default_na=False, na_values=[""],
+                        on_bad_lines="skip")
+    value = "score" if "score" in table.columns else "prediction"
+    if "image" not in table.columns or value not in table.columns or "error" not in table.columns:
+        raise ValueError(f"{out} is not a percept predict output (columns image, {value}, error); "
+                         f"choose another --out")
+    complete = table[value].notna() | table["error"].notna()
+    return table[complete].assign(error=table["error"].fillna("")).reset_index(drop=True)
+
+
 @torch.no_grad()
-def predict_images(images: list[str | os.PathLike], model: str | os.PathLike = "official-iqa",
-                   device: str = "auto", batch_size: int = 8) -> pd.DataFrame:
-    """Scores for ``images`` (files) with ``model`` (a run directory or an official checkpoint)."""
+def predict_images(images, model: str | os.PathLike = "official-iqa", device: str = "auto", batch_size: int = 8,
+                   *, out: str | os.PathLike | None = None, workers: int = 0, head_name: str | None = None,
+                   progress: bool = False) -> pd.DataFrame:
+    """Scores for ``images`` (files, folders, globs or list files: :func:`collect_images`) with ``model`` (a run
+    directory or an official checkpoint). One row per image: ``score`` (regression) or ``prediction`` +
+    ``prob_<class>``, and ``error`` (why a file could not be scored; empty otherwise).
+
+    ``out``: a CSV written as it goes (one batch at a time, flushed); a re-run with the same ``out`` scores only
+    the images it does not hold yet (resume). ``workers``: DataLoader processes decoding the images.
+    ``head_name``: which head of a multi-dataset run (default: the run's first dataset's)."""
+    from tqdm.auto import tqdm
     from .evaluate import reduce_crops
     from .runtime import autocast, resolve_device
-    paths = [Path(p) for p in images]
-    missing = [str(p) for p in paths if not p.is_file()]
-    if missing:
-        raise FileNotFoundError(f"image file(s) not found: {', '.join(missing[:5])}")
-    net, head_name, kind, classes, transform = load_predictor(model)
+    paths = collect_images(images)
+    net, default_head, kind, classes, transform = load_predictor(model)
+    head_name = head_name or default_head
+    if head_name not in net.head_names():
+        raise ValueError(f"head {head_name!r} is not in this model; its heads: {', '.join(net.head_names())}")
+    out = Path(out) if out is not None else None
+    done = _done_rows(out) if out is not None else pd.DataFrame()
+    if out is not None:
+        from .files import atomic_write_text
+        atomic_write_text(out, done.to_csv(index=False) if len(done) else "")   # drop a torn line before appending
+    finished = set(done["image"]) if len(done) else set()
+    todo = [p for p in paths if str(p) not in finished]
+    columns = _columns(kind, classes, net.config.heads[head_name])
     device, precision = resolve_device(device)
     net = net.to(device).eval()
-    rows = []
-    for start in range(0, len(paths), batch_size):
-        chunk = paths[start:start + batch_size]
-        views = []
-        for p in chunk:
-            image = load_rgb(p)
-            x = transform(image, key=p) if getattr(transform, "needs_key", False) else transform(image)   # base name
-            views.append(x if x.ndim == 4 else x.unsqueeze(0))
-        n_views = views[0].shape[0]
-        x = torch.cat(views).to(device)
-        with autocast(device, precision):
-            out = net(x, head_name).float().reshape(len(chunk), n_views, -1)
-        reduced = reduce_crops(out, kind)
-        for i, p in enumerate(chunk):
-            if kind == "classification":
-                probs = reduced["probs"][i]
-                names = classes or [str(c) for c in range(len(probs))]
-                rows.append({"image": str(p), "prediction": names[int(reduced["prediction"][i])],
-                             **{f"prob_{c}": float(v) for c, v in zip(names, probs)}})
-            else:
-                rows.append({"image": str(p), "score": float(reduced["prediction"][i])})
-    return pd.DataFrame(rows)
+    loader = torch.utils.data.DataLoader(ImageFiles(todo, transform), batch_size=batch_size, num_workers=workers,
+                                         collate_fn=list)
+    rows: list[dict] = []
+    for batch in tqdm(loader, desc="percept predict", unit="batch", disable=not progress):
+        new = [{"image": str(todo[i]), "error": reason} for i, x, reason in batch if x is None]
+        good = [(i, x) for i, x, _ in batch if x is not None]
+        if good:
+            x = torch.cat([v for _, v in good]).to(device)
+            with autocast(device, precision):
+                output = net(x, head_name).float().reshape(len(good), -1, net.config.heads[head_name])
+            reduced = reduce_crops(output, kind)
+            for row, (i, _) in enumerate(good):
+                new.append({"image": str(todo[i]), **_row(reduced, row, kind, classes), "error": ""})
+        rows += new
+        if out is not None:
+            _append(out, pd.DataFrame(new, columns=columns))
+    table = pd.concat([done, pd.DataFrame(rows, columns=columns)], ignore_index=True) if len(done) else \
+        pd.DataFrame(rows, columns=columns)
+    order = {str(p): k for k, p in enumerate(paths)}
+    return table.sort_values("image", key=lambda c: c.map(order), kind="stable").reset_index(drop=True) \
+        if len(table) else table
+
+
+def _row(reduced: dict, i: int, kind: str, classes) -> dict:
+    if kind == "classification":
+        probs = reduced["probs"][i]
+        names = classes or [str(c) for c in range(len(probs))]
+        return {"prediction": names[int(reduced["prediction"][i])],
+                **{f"prob_{c}": float(v) for c, v in zip(names, probs)}}
+    return {"score": float(reduced["prediction"][i])}
+
+
+def _columns(kind: str, classes, outputs: int) -> list[str]:
+    if kind == "classification":
+        return ["image", "prediction", *(f"prob_{c}" for c in (classes or [str(c) for c in range(outputs)])), "error"]
+    return ["image", "score", "error"]
+
+
+def _append(out: Path, rows: pd.DataFrame) -> None:
+    """Append one batch's rows to ``out`` (the header first if the file is empty), flushed to disk."""
+    fresh = not out.is_file() or out.stat().st_size == 0
+    with open(out, "a", encoding="utf-8", newline="") as f:
+        rows.to_csv(f, header=fresh, index=False)
+        f.flush()
+        os.fsync(f.fileno())

@@ -1,0 +1,133 @@
+"""`percept predict` on collections (issue 15, first slice): folders, globs and lists; unreadable files
+reported while the rest are scored; `--out` written as it goes and resumed without rescoring."""
+from __future__ import annotations
+
+import io
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+
+import percept.predict as predict_module
+from percept.cli import main
+from percept.model import ModelConfig, build_model, save_weights
+from percept.predict import collect_images, predict_images
+
+
+def _noise(w, h, seed, mode="RGB"):
+    rng = np.random.default_rng(seed)
+    return Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8), "RGB").convert(mode)
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """A run directory (random tiny weights, no training needed): what `percept predict` reads."""
+    root = tmp_path_factory.mktemp("predict_run")
+    torch.manual_seed(0)
+    config = ModelConfig(backbone="tiny_clip", pretrained=False, heads={"synthetic_iqa": 1})
+    save_weights(build_model(config).eval(), root / "best.safetensors")
+    (root / "config.json").write_text(json.dumps({"data": [{"dataset": "synthetic_iqa", "root": "absent"}],
+                                                  "model": config.to_dict(), "test_crops": 2}))
+    return root
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    """Good images in every mode people have, and files that cannot be scored."""
+    root = tmp_path_factory.mktemp("collection")
+    (root / "sub" / "deeper").mkdir(parents=True)
+    _noise(300, 240, 0).save(root / "rgb.jpg", quality=90)
+    _noise(260, 260, 1, "L").save(root / "gray.png")
+    _noise(280, 250, 2, "CMYK").save(root / "sub" / "cmyk.jpg")
+    _noise(240, 240, 3).convert("P", palette=Image.Palette.ADAPTIVE).save(root / "sub" / "palette.png")
+    Image.fromarray((np.arange(250 * 250, dtype=np.uint16).reshape(250, 250) * 7)).save(root / "sub" / "deep16.png")
+    _noise(250, 230, 4, "RGBA").save(root / "sub" / "deeper" / "alpha.png")
+    exif = Image.Exif()
+    exif[0x0112] = 6                                                       # rotated 90 degrees
+    _noise(320, 240, 5).save(root / "rotated.jpg", exif=exif)
+    _noise(10, 10, 6).save(root / "tiny.png")
+    (root / "empty.jpg").write_bytes(b"")
+    buffer = io.BytesIO()
+    _noise(300, 300, 7).save(buffer, format="JPEG")
+    (root / "truncated.jpg").write_bytes(buffer.getvalue()[:400])
+    (root / "notes.png").write_text("not an image")
+    (root / "readme.txt.bak").write_text("ignored: no image suffix")
+    return root
+
+
+GOOD = {"rgb.jpg", "gray.png", "cmyk.jpg", "palette.png", "deep16.png", "alpha.png", "rotated.jpg", "tiny.png"}
+BAD = {"empty.jpg", "truncated.jpg", "notes.png"}
+
+
+def test_collect_images_from_folders_globs_and_lists(folder, tmp_path):
+    found = collect_images([folder])
+    assert {p.name for p in found} == GOOD | BAD and len(found) == len(GOOD | BAD)
+    assert [p.name for p in collect_images([str(folder / "sub" / "*.png")])] == ["deep16.png", "palette.png"]
+    listing = tmp_path / "list.txt"
+    listing.write_text(f"{folder / 'rgb.jpg'}\n\n{folder / 'gray.png'}\n{folder / 'rgb.jpg'}\n")
+    assert [p.name for p in collect_images([listing])] == ["rgb.jpg", "gray.png"]      # blank lines, duplicates
+    (folder / "sub" / "list.csv").write_text("label,image\n1,cmyk.jpg\n2,palette.png\n")
+    assert collect_images([folder / "sub" / "list.csv"]) == [folder / "sub" / "cmyk.jpg", folder / "sub" / "palette.png"]
+    (folder / "sub" / "list.csv").unlink()
+    with pytest.raises(FileNotFoundError, match="missing.jpg"):
+        collect_images([folder / "missing.jpg"])
+    with pytest.raises(FileNotFoundError, match=r"no file matches .*\*\.webp"):
+        collect_images([str(folder / "*.webp")])
+
+
+def test_a_folder_is_scored_and_unreadable_files_are_reported(run, folder, tmp_path, capsys):
+    table = predict_images([folder], run, device="cpu", batch_size=3)
+    by_name = {p.rsplit("/", 1)[-1]: row for p, row in zip(table["image"], table.to_dict("records"))}
+    assert set(by_name) == GOOD | BAD
+    assert all(np.isfinite(by_name[n]["score"]) and not by_name[n]["error"] for n in GOOD)
+    assert all(np.isnan(by_name[n]["score"]) and "cannot read image" in by_name[n]["error"] for n in BAD)
+    # the same image scores the same alone (batching, and the bad files beside it, change nothing)
+    parallel = predict_images([folder], run, device="cpu", batch_size=3, workers=2)      # decoding in workers
+    pd.testing.assert_frame_equal(parallel, table)
+    alone = predict_images([folder / "sub" / "cmyk.jpg"], run, device="cpu")
+    assert alone["score"][0] == pytest.approx(by_name["cmyk.jpg"]["score"], abs=1e-5)
+    out = tmp_path / "scores.csv"
+    assert main(["predict", str(folder), "--model", str(run), "--out", str(out), "--quiet"]) == 1   # some failed
+    err = capsys.readouterr().err
+    assert all(f"cannot score {folder / n}" in err or n in err for n in BAD)
+    written = pd.read_csv(out)
+    assert list(written.columns) == ["image", "score", "error"] and len(written) == len(GOOD | BAD)
+    assert main(["predict", str(folder / "rgb.jpg"), "--model", str(run), "--quiet", "--csv"]) == 0
+
+
+def test_out_resumes_without_rescoring(run, folder, tmp_path, monkeypatch):
+    out = tmp_path / "scores.csv"
+    full = predict_images([folder], run, device="cpu", batch_size=4, out=out)
+    lines = out.read_text().splitlines()
+    out.write_text("\n".join(lines[:5]) + "\n" + lines[5][:12])         # killed mid-way: 4 rows and a torn line
+    kept = pd.read_csv(io.StringIO("\n".join(lines[:5])))["image"].tolist()
+    read = []
+    original = predict_module.load_rgb
+    monkeypatch.setattr(predict_module, "load_rgb", lambda p: read.append(str(p)) or original(p))
+    resumed = predict_images([folder], run, device="cpu", batch_size=4, out=out)
+    assert sorted(read) == sorted(set(full["image"]) - set(kept))        # only what the file lacked was read
+    pd.testing.assert_frame_equal(resumed, full)
+    again = pd.read_csv(out, keep_default_na=False)
+    assert sorted(again["image"]) == sorted(full["image"])               # each image once, the torn line gone
+    read.clear()
+    predict_images([folder], run, device="cpu", out=out)
+    assert read == []
+
+
+def test_a_multi_head_run_scores_with_the_named_head(tmp_path):
+    torch.manual_seed(1)
+    config = ModelConfig(backbone="tiny_clip", pretrained=False, heads={"synthetic_iqa": 1, "synthetic_strength": 1})
+    save_weights(build_model(config).eval(), tmp_path / "best.safetensors")
+    (tmp_path / "config.json").write_text(json.dumps({"data": [{"dataset": "synthetic_iqa", "root": "x"},
+                                                               {"dataset": "synthetic_strength", "root": "x"}],
+                                                      "model": config.to_dict(), "test_crops": 2}))
+    image = tmp_path / "a.png"
+    _noise(260, 240, 9).save(image)
+    first = predict_images([image], tmp_path, device="cpu")["score"][0]
+    other = predict_images([image], tmp_path, device="cpu", head_name="synthetic_strength")["score"][0]
+    assert first != pytest.approx(other, abs=1e-6)
+    with pytest.raises(ValueError, match="head 'livec' is not in this model"):
+        predict_images([image], tmp_path, device="cpu", head_name="livec")
