@@ -123,6 +123,14 @@ def _predict(args) -> int:
     return 1 if len(failed) else 0
 
 
+def _list(args) -> None:
+    import pandas as pd
+    from .catalog import LISTS
+    table = LISTS[args.what](**({"data_root": args.data_root} if args.what == "datasets" else {}))
+    with pd.option_context("display.max_columns", 20, "display.width", 200, "display.max_colwidth", 60):
+        print(table.to_csv(index=False) if args.csv else table.to_string(index=False))
+
+
 def _add_data_args(p, many: bool = True) -> None:
     action = "append" if many else "store"
     p.add_argument("--dataset", action=action, required=not many, help="dataset name (a card in data_manifests/"
@@ -274,6 +282,18 @@ def _predict_command(commands, full: bool) -> None:
     predict.set_defaults(run=_predict)
 
 
+def _list_command(commands, full: bool) -> None:
+    what = commands.add_parser("list", help="the official checkpoints, backbones or datasets, and whether their "
+                               "files are here", description="What exists: official checkpoints (what each score "
+                               "means, whether cached for offline use), backbones (where their weights come from, "
+                               "whether here), datasets (paper name, task, label; with --data-root whether "
+                               "prepared). Nothing is downloaded.")
+    what.add_argument("what", nargs="?", default="models", choices=["models", "backbones", "datasets"])
+    what.add_argument("--data-root", default=None, help="folder holding one prepared dataset per subfolder")
+    what.add_argument("--csv", action="store_true", help="print CSV instead of a table")
+    what.set_defaults(run=_list)
+
+
 def _delegated_command(commands, full: bool) -> None:
     """Commands parsed by their own modules (see main)."""
     commands.add_parser("bench", add_help=False, help="throughput of the fast path vs the official-style "
@@ -286,7 +306,7 @@ def _delegated_command(commands, full: bool) -> None:
 
 COMMANDS = {"demo": _demo_command, "params": _params_command, "prepare": _prepare_command, "train": _train_command,
             "evaluate": _evaluate_command, "sweep": _sweep_command, "results": _results_command,
-            "predict": _predict_command, "bench, notebooks, reproduce": _delegated_command}
+            "predict": _predict_command, "list": _list_command, "bench, notebooks, reproduce": _delegated_command}
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:

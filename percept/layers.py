@@ -25,7 +25,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
     "data": ("data",),
     "engine": ("runtime", "distributed", "losses", "sampling", "gpu_augment", "runs", "evaluate", "head_finetune",
                "train_config", "train", "predict", "prior"),
-    "experiments": ("paper_specs", "results", "paper", "sweep", "reproduce", "bench", "demo"),
+    "experiments": ("catalog", "paper_specs", "results", "paper", "sweep", "reproduce", "bench", "demo"),
     "analysis": ("interpret", "interpret_cost", "analysis", "figures"),
     "interface": ("cli", "notebooks", "notebook_study", "notebook_display", "notebook_runner", "__main__", "layers"),
 }

@@ -142,7 +142,9 @@ def predict_images(images, model: str | os.PathLike = "official-iqa", device: st
 
     ``out``: a CSV written as it goes (one batch at a time, flushed); a re-run with the same ``out`` scores only
     the images it does not hold yet (resume). ``workers``: DataLoader processes decoding the images.
-    ``head_name``: which head of a multi-dataset run (default: the run's first dataset's)."""
+    ``head_name``: which head of a multi-dataset run (default: the run's first dataset's). LoRA is merged into
+    the encoder's weights first (outputs equal to the unmerged model's to float rounding; tested against
+    evaluation, which does not merge)."""
     from tqdm.auto import tqdm
     from .evaluate import reduce_crops
     from .runtime import autocast, resolve_device
@@ -160,7 +162,7 @@ def predict_images(images, model: str | os.PathLike = "official-iqa", device: st
     todo = [p for p in paths if str(p) not in finished]
     columns = _columns(kind, classes, net.config.heads[head_name])
     device, precision = resolve_device(device)
-    net = net.to(device).eval()
+    net = net.merge_lora().to(device).eval()       # LoRA folded into q, k, v: the same outputs, plain matmuls
     loader = torch.utils.data.DataLoader(ImageFiles(todo, transform), batch_size=batch_size, num_workers=workers,
                                          collate_fn=list)
     rows: list[dict] = []
