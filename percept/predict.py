@@ -14,6 +14,7 @@ Output: one row per image: ``image``, ``score`` (regression) or ``prediction`` +
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from pathlib import Path
 
 import pandas as pd
@@ -165,25 +166,39 @@ def predict_images(images, model: str | os.PathLike = "official-iqa", device: st
     net = net.merge_lora().to(device).eval()       # LoRA folded into q, k, v: the same outputs, plain matmuls
     loader = torch.utils.data.DataLoader(ImageFiles(todo, transform), batch_size=batch_size, num_workers=workers,
                                          collate_fn=list)
+    threads = torch.get_num_threads()
+    if workers and device.type == "cpu":    # decoding workers and the model share the CPU cores: no oversubscription
+        threads = max(1, min(threads, (os.cpu_count() or 1) - workers))
     rows: list[dict] = []
-    for batch in tqdm(loader, desc="percept predict", unit="batch", disable=not progress):
-        new = [{"image": str(todo[i]), "error": reason} for i, x, reason in batch if x is None]
-        good = [(i, x) for i, x, _ in batch if x is not None]
-        if good:
-            x = torch.cat([v for _, v in good]).to(device)
-            with autocast(device, precision):
-                output = net(x, head_name).float().reshape(len(good), -1, net.config.heads[head_name])
-            reduced = reduce_crops(output, kind)
-            for row, (i, _) in enumerate(good):
-                new.append({"image": str(todo[i]), **_row(reduced, row, kind, classes), "error": ""})
-        rows += new
-        if out is not None:
-            _append(out, pd.DataFrame(new, columns=columns))
+    with _torch_threads(threads):
+        for batch in tqdm(loader, desc="percept predict", unit="batch", disable=not progress):
+            new = [{"image": str(todo[i]), "error": reason} for i, x, reason in batch if x is None]
+            good = [(i, x) for i, x, _ in batch if x is not None]
+            if good:
+                x = torch.cat([v for _, v in good]).to(device)
+                with autocast(device, precision):
+                    output = net(x, head_name).float().reshape(len(good), -1, net.config.heads[head_name])
+                reduced = reduce_crops(output, kind)
+                new += [{"image": str(todo[i]), **_row(reduced, row, kind, classes), "error": ""}
+                        for row, (i, _) in enumerate(good)]
+            rows += new
+            if out is not None:
+                _append(out, pd.DataFrame(new, columns=columns))
     table = pd.concat([done, pd.DataFrame(rows, columns=columns)], ignore_index=True) if len(done) else \
         pd.DataFrame(rows, columns=columns)
     order = {str(p): k for k, p in enumerate(paths)}
     return table.sort_values("image", key=lambda c: c.map(order), kind="stable").reset_index(drop=True) \
         if len(table) else table
+
+
+@contextmanager
+def _torch_threads(n: int):
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _row(reduced: dict, i: int, kind: str, classes) -> dict:
