@@ -138,8 +138,9 @@ def predict_images(images, model: str | os.PathLike = "official-iqa", device: st
                    *, out: str | os.PathLike | None = None, workers: int = 0, head_name: str | None = None,
                    progress: bool = False) -> pd.DataFrame:
     """Scores for ``images`` (files, folders, globs or list files: :func:`collect_images`) with ``model`` (a run
-    directory or an official checkpoint). One row per image: ``score`` (regression) or ``prediction`` +
-    ``prob_<class>``, and ``error`` (why a file could not be scored; empty otherwise).
+    directory or an official checkpoint). One row per image: ``score`` and ``crop_std`` (regression; the standard
+    deviation over the IQA test crops, as evaluation's predictions.csv) or ``prediction`` + ``prob_<class>``, and
+    ``error`` (why a file could not be scored; empty otherwise).
 
     ``out``: a CSV written as it goes (one batch at a time, flushed); a re-run with the same ``out`` scores only
     the images it does not hold yet (resume). ``workers``: DataLoader processes decoding the images.
@@ -156,12 +157,13 @@ def predict_images(images, model: str | os.PathLike = "official-iqa", device: st
         raise ValueError(f"head {head_name!r} is not in this model; its heads: {', '.join(net.head_names())}")
     out = Path(out) if out is not None else None
     done = _done_rows(out) if out is not None else pd.DataFrame()
+    columns = _columns(kind, classes, net.config.heads[head_name])
+    done = done.reindex(columns=columns) if len(done) else done      # an older file's columns: this version's
     if out is not None:
         from .files import atomic_write_text
         atomic_write_text(out, done.to_csv(index=False) if len(done) else "")   # drop a torn line before appending
     finished = set(done["image"]) if len(done) else set()
     todo = [p for p in paths if str(p) not in finished]
-    columns = _columns(kind, classes, net.config.heads[head_name])
     device, precision = resolve_device(device)
     net = net.merge_lora().to(device).eval()       # LoRA folded into q, k, v: the same outputs, plain matmuls
     loader = torch.utils.data.DataLoader(ImageFiles(todo, transform), batch_size=batch_size, num_workers=workers,
@@ -207,13 +209,13 @@ def _row(reduced: dict, i: int, kind: str, classes) -> dict:
         names = classes or [str(c) for c in range(len(probs))]
         return {"prediction": names[int(reduced["prediction"][i])],
                 **{f"prob_{c}": float(v) for c, v in zip(names, probs)}}
-    return {"score": float(reduced["prediction"][i])}
+    return {"score": float(reduced["prediction"][i]), "crop_std": float(reduced["crop_std"][i])}
 
 
 def _columns(kind: str, classes, outputs: int) -> list[str]:
     if kind == "classification":
         return ["image", "prediction", *(f"prob_{c}" for c in (classes or [str(c) for c in range(outputs)])), "error"]
-    return ["image", "score", "error"]
+    return ["image", "score", "crop_std", "error"]   # crop_std: over the IQA test crops (0 for one view)
 
 
 def _append(out: Path, rows: pd.DataFrame) -> None:

@@ -94,7 +94,10 @@ def test_a_folder_is_scored_and_unreadable_files_are_reported(run, folder, tmp_p
     err = capsys.readouterr().err
     assert all(f"cannot score {folder / n}" in err or n in err for n in BAD)
     written = pd.read_csv(out)
-    assert list(written.columns) == ["image", "score", "error"] and len(written) == len(GOOD | BAD)
+    assert list(written.columns) == ["image", "score", "crop_std", "error"] and len(written) == len(GOOD | BAD)
+    crop_std = dict(zip(written["image"].str.rsplit("/", n=1).str[-1], written["crop_std"]))
+    assert written["crop_std"].notna().sum() == len(GOOD) and crop_std["rgb.jpg"] > 0     # 2 crops of 300x240 differ
+    assert crop_std["tiny.png"] == 0                     # 10x10 upscaled to 224x224: both crops are the same
     assert main(["predict", str(folder / "rgb.jpg"), "--model", str(run), "--quiet", "--csv"]) == 0
 
 
