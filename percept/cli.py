@@ -14,10 +14,13 @@ def _demo(args) -> None:
     print(json.dumps({"run_dir": str(Path(args.out) / "run"), "test": result["test"]}, indent=2))
 
 
+WEIGHT_FIELDS = ("pretrained", "weights_path")   # ModelConfig fields that choose the encoder's weights
+
+
 def _params(args) -> None:
     from .model import ModelConfig, build_model
     from .options import values
-    config = ModelConfig(**values(ModelConfig, args, exclude=("pretrained", "weights_path")), pretrained=False,
+    config = ModelConfig(**values(ModelConfig, args, exclude=WEIGHT_FIELDS), pretrained=False,
                          heads={"main": args.outputs})
     print(json.dumps({"backbone": config.backbone, "strategy": config.strategy, "head_type": config.head_type,
                       **build_model(config).parameter_counts()}, indent=2))
@@ -146,7 +149,7 @@ def _add_model_args(p, weights: bool = True) -> None:
     ``weights=False``: without the flags that choose the encoder's weights (``percept params``)."""
     from .model import ModelConfig
     from .options import add_flags
-    add_flags(p, ModelConfig, exclude=() if weights else ("pretrained", "weights_path"))
+    add_flags(p, ModelConfig, exclude=() if weights else WEIGHT_FIELDS)
     if weights:
         p.add_argument("--random-init", dest="pretrained", action="store_false", help="= --no-pretrained")
 

@@ -157,7 +157,8 @@ def predict_images(images, model: str | os.PathLike = "official-iqa", device: st
         raise ValueError(f"head {head_name!r} is not in this model; its heads: {', '.join(net.head_names())}")
     out = Path(out) if out is not None else None
     done = _done_rows(out) if out is not None else pd.DataFrame()
-    columns = _columns(kind, classes, net.config.heads[head_name])
+    names = list(classes or map(str, range(net.config.heads[head_name]))) if kind == "classification" else None
+    columns = _columns(names)
     done = done.reindex(columns=columns) if len(done) else done      # an older file's columns: this version's
     if out is not None:
         from .files import atomic_write_text
@@ -181,7 +182,7 @@ def predict_images(images, model: str | os.PathLike = "official-iqa", device: st
                 with autocast(device, precision):
                     output = net(x, head_name).float().reshape(len(good), -1, net.config.heads[head_name])
                 reduced = reduce_crops(output, kind)
-                new += [{"image": str(todo[i]), **_row(reduced, row, kind, classes), "error": ""}
+                new += [{"image": str(todo[i]), **_row(reduced, row, names), "error": ""}
                         for row, (i, _) in enumerate(good)]
             rows += new
             if out is not None:
@@ -203,18 +204,17 @@ def _torch_threads(n: int):
         torch.set_num_threads(before)
 
 
-def _row(reduced: dict, i: int, kind: str, classes) -> dict:
-    if kind == "classification":
-        probs = reduced["probs"][i]
-        names = classes or [str(c) for c in range(len(probs))]
+def _row(reduced: dict, i: int, names: list[str] | None) -> dict:
+    """One image's output columns; ``names``: the class names (classification) or None (regression)."""
+    if names is not None:
         return {"prediction": names[int(reduced["prediction"][i])],
-                **{f"prob_{c}": float(v) for c, v in zip(names, probs)}}
+                **{f"prob_{c}": float(v) for c, v in zip(names, reduced["probs"][i])}}
     return {"score": float(reduced["prediction"][i]), "crop_std": float(reduced["crop_std"][i])}
 
 
-def _columns(kind: str, classes, outputs: int) -> list[str]:
-    if kind == "classification":
-        return ["image", "prediction", *(f"prob_{c}" for c in (classes or [str(c) for c in range(outputs)])), "error"]
+def _columns(names: list[str] | None) -> list[str]:
+    if names is not None:
+        return ["image", "prediction", *(f"prob_{c}" for c in names), "error"]
     return ["image", "score", "crop_std", "error"]   # crop_std: over the IQA test crops (0 for one view)
 
 
