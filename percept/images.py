@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 
+import numpy as np
 from PIL import Image, ImageOps
 from timm.data import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 
@@ -16,11 +17,25 @@ CLIP_MEAN = tuple(OPENAI_CLIP_MEAN)   # (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = tuple(OPENAI_CLIP_STD)     # (0.26862954, 0.26130258, 0.27577711)
 
 
+def _high_bit_depth_to_8bit(img: Image.Image) -> Image.Image:
+    """A 16-bit (``I;16*``, ``I``) or float (``F``) single-channel image as 8-bit ``L``, scaled by its bit depth.
+    PIL's own ``convert("RGB")`` clips such values at 255, which turns most of a 16-bit image white."""
+    values = np.asarray(img, dtype=np.float64)
+    if img.mode == "F" and values.size and np.nanmax(values) <= 1.0:
+        values = values * 255.0                            # a float image in [0, 1]
+    elif img.mode.startswith("I;16") or (values.size and np.nanmax(values) > 255):
+        values = values / 257.0                            # 16-bit range 0..65535 -> 0..255
+    return Image.fromarray(np.clip(np.rint(np.nan_to_num(values)), 0, 255).astype(np.uint8), mode="L")
+
+
 def load_rgb(path: str | os.PathLike) -> Image.Image:
-    """Open an image file as RGB with its EXIF orientation applied (grayscale/CMYK/palette/alpha → RGB)."""
+    """Open an image file as RGB with its EXIF orientation applied (grayscale/CMYK/palette/alpha → RGB; 16-bit
+    and float grayscale scaled to 8 bits by their depth, not clipped)."""
     try:
         with Image.open(path) as img:
             img = ImageOps.exif_transpose(img)
+            if img.mode.startswith("I") or img.mode == "F":
+                img = _high_bit_depth_to_8bit(img)
             if img.mode in ("RGBA", "LA") or (img.mode == "P" and "transparency" in img.info):
                 background = Image.new("RGB", img.size, (255, 255, 255))   # composite alpha on white
                 background.paste(img.convert("RGBA"), mask=img.convert("RGBA").getchannel("A"))

@@ -11,7 +11,7 @@ core            task registry, atomic files, package data, metrics, image loadin
 model           attention (public hook points), heads, backbones, the PerceptCLIP model, the official layout
 data            dataset cards, manifests, preparers, splits, datasets, preprocessing, cache, demo sets
 engine          device/precision (runtime), losses, sampling, training, evaluation, stage 2, run directories,
-                prediction, the demo prior's pre-training
+                prediction, the pyiqa-style metric, the demo prior's pre-training
 experiments     the paper's tables as data, results, sweeps, reproduce, benchmarks, the demo runner
 analysis        interpretability (head importance, attention maps), error analysis, figures
 interface       the command line and the notebooks' helpers
@@ -24,7 +24,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
     "model": ("attention", "heads", "backbones", "model", "official_layout", "official", "official_reference"),
     "data": ("data",),
     "engine": ("runtime", "distributed", "losses", "sampling", "gpu_augment", "runs", "evaluate", "head_finetune",
-               "train_config", "train", "predict", "prior"),
+               "train_config", "train", "predict", "metric", "prior"),
     "experiments": ("catalog", "paper_specs", "results", "paper", "sweep", "reproduce", "bench", "demo"),
     "analysis": ("interpret", "interpret_cost", "analysis", "figures"),
     "interface": ("cli", "notebooks", "notebook_study", "notebook_display", "notebook_runner", "__main__", "layers"),

@@ -42,6 +42,18 @@ def tiny_timm_weights(tmp_path) -> Path:
     return path
 
 
+def fake_hub_file(cache: Path, repo_id: str, filename: str, data: bytes = b"weights") -> Path:
+    """A file in the layout of huggingface_hub's cache (models--ORG--NAME/{refs/main, snapshots/<rev>/FILE}), so
+    that offline loading finds it without any network."""
+    repo = cache / f"models--{repo_id.replace('/', '--')}"
+    (repo / "refs").mkdir(parents=True, exist_ok=True)
+    (repo / "refs" / "main").write_text("abc123")
+    (repo / "snapshots" / "abc123").mkdir(parents=True, exist_ok=True)
+    path = repo / "snapshots" / "abc123" / filename
+    path.write_bytes(data)
+    return path
+
+
 def randomize_lora(model) -> None:
     """LoRA's B starts at zero (a no-op); give it values so that tests can see LoRA at all."""
     with torch.no_grad():

@@ -5,15 +5,7 @@ from percept.catalog import TIMM_WEIGHTS_FILE, list_backbones, list_datasets, li
 from percept.cli import main
 from percept.data.cards import CARDS
 from percept.official import OFFICIAL_CHECKPOINTS
-
-
-def _fake_hub_file(cache, repo_id: str, filename: str) -> None:
-    """The layout huggingface_hub's cache uses: models--ORG--NAME/{refs/main, snapshots/<rev>/FILE}."""
-    repo = cache / f"models--{repo_id.replace('/', '--')}"
-    (repo / "refs").mkdir(parents=True)
-    (repo / "refs" / "main").write_text("abc123")
-    (repo / "snapshots" / "abc123").mkdir(parents=True)
-    (repo / "snapshots" / "abc123" / filename).write_bytes(b"weights")
+from conftest import fake_hub_file as _fake_hub_file
 
 
 def test_models_say_what_their_scores_mean_and_whether_they_are_cached(tmp_path):

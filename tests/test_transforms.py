@@ -61,3 +61,14 @@ def test_images_to_batch_accepts_paths_and_pil(tmp_path):
     Image.new("RGB", (230, 240)).save(tmp_path / "a.png")
     batch = images_to_batch([tmp_path / "a.png", Image.new("RGB", (300, 224))])
     assert batch.shape == (2, 3, 224, 224)
+
+
+@pytest.mark.parametrize("mode, scale", [("I;16", 65535), ("F", 1.0)])
+def test_load_rgb_scales_high_bit_depth_by_its_depth(tmp_path, mode, scale):
+    """16-bit and float grayscale are scaled to 8 bits (PIL's own convert("RGB") clips them at 255: white)."""
+    levels = np.linspace(0, 1, 64 * 64).reshape(64, 64)
+    values = (levels * scale).astype(np.uint16 if mode == "I;16" else np.float32)
+    Image.fromarray(values).save(tmp_path / "deep.tiff")
+    assert Image.open(tmp_path / "deep.tiff").mode.startswith(mode[0])
+    out = np.asarray(load_rgb(tmp_path / "deep.tiff")).astype(float)
+    assert np.abs(out[..., 0] - levels * 255).max() <= 1.0 and (out[..., 0] == out[..., 2]).all()
