@@ -45,13 +45,18 @@ def _prepare(args) -> None:
 
 def _data_configs(args) -> list:
     from .data.sources import DataConfig
-    roots = args.root or []
-    if len(roots) != len(args.dataset):
-        raise ValueError(f"give one --root per --dataset ({len(args.dataset)} datasets, {len(roots)} roots)")
-    manifests = args.manifest or [None] * len(roots)
+    datasets = args.dataset if isinstance(args.dataset, list) else [args.dataset]
+    roots = args.root if isinstance(args.root, list) else [args.root] if args.root else []
+    if not roots and all(d.startswith("csv:") for d in datasets):
+        roots = [str(Path(d[4:]).parent) for d in datasets]          # a CSV's images default to its own folder
+    if len(roots) != len(datasets):
+        raise ValueError(f"give one --root per --dataset ({len(datasets)} datasets, {len(roots)} roots)")
+    manifests = args.manifest if isinstance(args.manifest, list) else [args.manifest] * len(roots)
     if len(manifests) != len(roots):
         raise ValueError("give one --manifest per --dataset, or none")
-    return [DataConfig(d, r, m) for d, r, m in zip(args.dataset, roots, manifests)]
+    csv = {"task": args.task, "classes": args.classes.split(",") if args.classes else None,
+           "label_range": args.label_range}
+    return [DataConfig(d, r, m, **(csv if d.startswith("csv:") else {})) for d, r, m in zip(datasets, roots, manifests)]
 
 
 def _train_config(args):
@@ -81,7 +86,7 @@ def _train(args) -> None:
 def _evaluate(args) -> None:
     from .data.sources import DataConfig
     from .evaluate import evaluate_run
-    record = evaluate_run(args.run_dir, DataConfig(args.dataset, args.root, args.manifest),
+    record = evaluate_run(args.run_dir, _data_configs(args)[0],
                           split=None if args.split == 0 else args.split, part=args.part, head_name=args.head_name,
                           out=args.out, device=args.device, num_workers=args.workers)
     print(json.dumps(record, indent=2))
@@ -137,11 +142,20 @@ def _list(args) -> None:
 def _add_data_args(p, many: bool = True) -> None:
     action = "append" if many else "store"
     p.add_argument("--dataset", action=action, required=not many, help="dataset name (a card in data_manifests/"
-                   "cards, or synthetic_iqa / synthetic_strength / synthetic_distortion)" +
+                   "cards, or synthetic_iqa / synthetic_strength / synthetic_distortion), or csv:PATH, a CSV of "
+                   "your own (columns image,label[,split1..]) with --task" +
                    ("; repeat for multi-dataset training" if many else ""))
     p.add_argument("--root", action=action, help="dataset folder (the official download, where `percept prepare` "
-                   "wrote percept_manifest.csv; synthetic sets are generated there)")
+                   "wrote percept_manifest.csv; synthetic sets are generated there; a CSV's image paths are under "
+                   "it, default: the CSV's folder)")
     p.add_argument("--manifest", action=action, default=None, help="manifest CSV (default ROOT/percept_manifest.csv)")
+    p.add_argument("--task", choices=["iqa", "memorability", "emotion"], default=None,
+                   help="what a csv:PATH dataset's labels are (its protocol, loss and transforms follow)")
+    p.add_argument("--classes", default=None, help="a csv:PATH emotion dataset's class names in order, comma-"
+                   "separated (default: the sorted names in its label column)")
+    p.add_argument("--label-range", type=float, nargs=2, metavar=("LO", "HI"), default=None,
+                   help="a csv:PATH regression dataset's valid label range (default: any number for iqa, "
+                   "[-1, 1] for memorability)")
 
 
 def _add_model_args(p, weights: bool = True) -> None:

@@ -41,16 +41,14 @@ METRIC_NAMES = {"perceptclip-iqa": "official-iqa", "perceptclip-memorability": "
                 "perceptclip-emotions": "official-emotions"}
 
 
-def _score_range(source, kind: str, task: str | None) -> tuple[float, float] | None:
+def _score_range(label_range, kind: str, task: str | None) -> tuple[float, float] | None:
     """What the score can take: probabilities for a classifier; a dataset's label range for a run trained with
     a scale-preserving loss; None (no fixed scale) for a correlation-trained (PLCC) IQA score."""
     if kind == "classification":
         return (0.0, 1.0)
-    if task is None or get_task(task).loss == "plcc":
+    if task is None or label_range is None or get_task(task).loss == "plcc":
         return None
-    if isinstance(source, tuple):
-        return source
-    return None
+    return tuple(label_range)
 
 
 class PerceptMetric(nn.Module):
@@ -121,14 +119,10 @@ def _task_of(model, net) -> tuple[str | None, tuple[float, float] | None]:
     """The task and training-label range of a run directory (its first dataset) or an official checkpoint."""
     path = Path(model)
     if path.is_dir():
-        from .data.cards import CARDS
-        from .data.sources import SYNTHETIC
+        from .data.sources import dataset_facts
         from .runs import RunDir
-        first = RunDir(path).read_config()["data"][0]["dataset"]
-        if first in SYNTHETIC:
-            return SYNTHETIC[first][0], None
-        card = CARDS[first]
-        return card.task, card.label_range if card.quality_sign in (None, 1.0) else None
+        _, task, _, label_range = dataset_facts(RunDir(path).read_config()["data"][0])
+        return task, label_range
     card = getattr(net, "official", None)
     return (card.task, None) if card is not None else (None, None)
 

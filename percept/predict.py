@@ -27,13 +27,10 @@ from .images import load_rgb
 
 
 def _run_predictor(run: RunDir):
-    from .data.cards import CARDS
-    from .data.sources import SYNTHETIC, dataset_transform
+    from .data.sources import dataset_facts, dataset_transform
 
     config = run.read_config()
-    first = config["data"][0]["dataset"]
-    task, classes = (SYNTHETIC[first][0], SYNTHETIC[first][2]) if first in SYNTHETIC else \
-        (CARDS[first].task, CARDS[first].classes)
+    first, task, classes, _ = dataset_facts(config["data"][0])     # a card's, a CSV dataset's or a demo set's
     model = run.load_model()
     transform = dataset_transform(first, train=False, test_crops=int(config.get("test_crops", 15)),
                                   normalization=model.normalization)   # what evaluation of the run uses

@@ -71,7 +71,7 @@ class TrainConfig:
             raise ValueError(f"precision must be auto, fp32 or bf16, got {self.precision!r}")
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return {**asdict(self), "data": [d.to_dict() for d in self.data]}   # a CSV dataset's fields only for it
 
     @classmethod
     def from_dict(cls, data: dict) -> "TrainConfig":

@@ -12,8 +12,7 @@ from torchvision.transforms import functional as TF
 
 import percept
 from percept.data.preprocessing import (TensorTestTransform, build_transform, center_crop_transform,
-                                        iqa_test_crops, resize_tensor, ResizeSpec)
-from percept.metric import PerceptMetric
+                                        resize_tensor, ResizeSpec)
 from percept.model import ModelConfig, build_model, save_weights
 from percept.predict import predict_images
 from conftest import randomize_lora

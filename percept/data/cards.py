@@ -373,11 +373,25 @@ CARDS: dict[str, DatasetCard] = {c.name: c for c in [
 ]}
 
 
+USER_CARDS: dict[str, DatasetCard] = {}   # CSV datasets (csv-<stem>) opened in this process: percept.data.user_csv
+
+
+def register_card(card: DatasetCard) -> DatasetCard:
+    """Make ``card`` (a CSV dataset's, never one of the study's) known to :func:`get_card` in this process."""
+    if card.name in CARDS:
+        raise ValueError(f"{card.name!r} is the name of one of the study's datasets; a CSV dataset cannot take it")
+    USER_CARDS[card.name] = card
+    return card
+
+
 def get_card(name: str) -> DatasetCard:
-    """The card of dataset ``name`` (case-insensitive); ValueError listing the known names otherwise."""
+    """The card of dataset ``name`` (case-insensitive; or a registered CSV dataset's); ValueError listing the
+    known names otherwise."""
     key = str(name).strip().lower()
+    if key in USER_CARDS:
+        return USER_CARDS[key]
     if key not in CARDS:
-        raise ValueError(f"unknown dataset {name!r}; known datasets: {', '.join(CARDS)}")
+        raise ValueError(f"unknown dataset {name!r}; known datasets: {', '.join(CARDS)} (or csv:PATH with --task)")
     return CARDS[key]
 
 

@@ -39,6 +39,7 @@ from .manifest import read_manifest
 from .pinned import splits_for_manifest
 from .splits import split_columns
 from .synthetic import DISTORTIONS, generate_synthetic_iqa
+from .user_csv import CSV_PREFIX, csv_card, csv_dataset_name, open_csv_dataset, read_user_csv
 from .preprocessing import N_TEST_CROPS, TaskTransform, build_transform
 
 SYNTHETIC = {
@@ -63,6 +64,18 @@ def dataset_task(name: str) -> str:
     return get_card(name).task
 
 
+def dataset_facts(entry: dict) -> tuple[str, str, tuple[str, ...] | None, tuple[float, float] | None]:
+    """``(name, task, class names, training-label range)`` of one dataset of a run (an entry of its config.json
+    ``data``): a card's, a CSV dataset's (registered from the entry, so that the CSV need not be here) or an
+    embedded demo set's (range None: not human judgements)."""
+    config = DataConfig(**entry)
+    if config.dataset in SYNTHETIC:
+        task, _, classes = SYNTHETIC[config.dataset]
+        return config.dataset, task, classes, None
+    card = get_card(config.dataset)
+    return card.name, card.task, card.classes, card.label_range
+
+
 def dataset_transform(name: str, train: bool, *, test_crops: int = N_TEST_CROPS,
                       normalization: tuple | None = None) -> TaskTransform:
     """The App. A.1 transform of dataset ``name``: its task's, with LoDa's pre-resize and interpolation for
@@ -79,20 +92,47 @@ def dataset_transform(name: str, train: bool, *, test_crops: int = N_TEST_CROPS,
 
 @dataclass
 class DataConfig:
-    """One dataset of a run. ``root``: the folder the manifest's image paths are relative to."""
+    """One dataset of a run. ``root``: the folder the manifest's image paths are relative to.
+
+    A CSV of your own (:mod:`percept.data.user_csv`): ``dataset="csv:PATH"`` with ``task`` (and for emotion
+    ``classes``, else the sorted names of its ``label`` column); it becomes ``dataset="csv-<stem>"`` with ``csv``
+    = the absolute path, so that the run's config.json says everything needed to rebuild its model."""
 
     dataset: str
     root: str
     manifest: str | None = None      # default ROOT/percept_manifest.csv (synthetic: ROOT/manifest.csv)
     label_column: str | None = None  # default: the card's training column
+    csv: str | None = None           # a CSV dataset's file (set from dataset="csv:PATH")
+    task: str | None = None          # a CSV dataset's task: iqa, memorability or emotion
+    classes: list[str] | None = None             # a CSV emotion dataset's class names, in order
+    label_range: list[float] | None = None       # a CSV regression dataset's valid label range
 
     def __post_init__(self):
-        if self.dataset not in CARDS and self.dataset not in SYNTHETIC:
-            raise ValueError(f"unknown dataset {self.dataset!r}; known: {', '.join([*CARDS, *SYNTHETIC])}")
         self.root = str(self.root)
+        if str(self.dataset).startswith(CSV_PREFIX):
+            self.csv, self.dataset = str(Path(self.dataset[len(CSV_PREFIX):]).resolve()), None
+        if self.csv is not None:
+            self._csv_card()
+        elif self.task or self.classes or self.label_range:
+            raise ValueError(f"task/classes/label_range are for a CSV dataset (csv:PATH); {self.dataset!r} has a card")
+        elif self.dataset not in CARDS and self.dataset not in SYNTHETIC:
+            raise ValueError(f"unknown dataset {self.dataset!r}; known: {', '.join([*CARDS, *SYNTHETIC])}, "
+                             f"or csv:PATH with a task")
+
+    def _csv_card(self) -> None:
+        if self.task is None:
+            raise ValueError(f"csv:{self.csv}: say what its labels are with task= (--task iqa|memorability|emotion)")
+        self.dataset = self.dataset or csv_dataset_name(self.csv)
+        self.root = str(Path(self.root).resolve())       # stored absolute: a run must not depend on the cwd
+        if self.task == "emotion" and self.classes is None:
+            self.classes = read_user_csv(self.csv, self.task)[1]          # the sorted names of its label column
+        self.classes = list(self.classes) if self.classes is not None else None
+        self.label_range = list(self.label_range) if self.label_range is not None else None
+        csv_card(self.dataset, self.task, self.classes, self.label_range)   # get_card(dataset) knows it now
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        data = asdict(self)
+        return {k: v for k, v in data.items() if v is not None or k in ("manifest", "label_column")}
 
 
 @dataclass
@@ -197,6 +237,10 @@ def open_source(config: DataConfig) -> DatasetSource:
         task, label, classes = SYNTHETIC[config.dataset]
         frame = _synthetic_frame(config.dataset, root)
         return DatasetSource(config.dataset, task, config.label_column or label, classes, root, frame)
+    if config.csv is not None:
+        card, frame = open_csv_dataset(config.csv, config.task, root, config.classes, config.label_range,
+                                       name=config.dataset)
+        return DatasetSource(card.name, card.task, card.label_column, card.classes, root, frame)
     card = get_card(config.dataset)
     if not root.is_dir():
         raise FileNotFoundError(f"{card.name}: dataset root {root} is not a folder")

@@ -80,6 +80,10 @@ PROTOCOLS: dict[str, str] = {
         "A.5 and A.9 also train on THINGS without stating a split. Ours: 5 seeded splits 75% train / 5% val / "
         "20% test of the sorted THINGS concepts (LoDa's recipe, seed 3407), every image following its "
         "concept, so that no concept is in two parts (as LaMem has 5 splits)."),
+    "user_random": (
+        "A CSV dataset of your own (percept.data.user_csv), memorability or emotion: 5 seeded splits 75% train / "
+        "5% val / 20% test of its images, LoDa's recipe with seed 3407 (the shape of LaMem's and EmotionROI's). "
+        "An IQA CSV uses iqa_authentic."),
 }
 
 DATASET_PROTOCOLS: dict[str, str] = {

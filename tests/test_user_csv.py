@@ -1,0 +1,139 @@
+"""Training on a CSV of your own (issue 15): `percept train --dataset csv:PATH --task ...`: the task's protocol
+splits drawn once (seeded) beside the CSV and reused, the same checks as a prepared dataset, bad rows named."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from percept.cli import main
+from percept.data.cards import get_card
+from percept.data.manifest import ManifestError
+from percept.data.sources import DataConfig, open_source
+from percept.data.splits import SplitError, iqa_authentic_splits, split_columns
+from percept.data.user_csv import manifest_path, splits_path
+
+CLASSES = ["amusement", "fear", "sadness"]
+
+
+def _images(root, n=40):
+    rng = np.random.default_rng(0)
+    (root / "img").mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        Image.fromarray(rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)).save(root / "img" / f"{i:02d}.png")
+    return [f"img/{i:02d}.png" for i in range(n)]
+
+
+@pytest.fixture
+def folder(tmp_path):
+    images = _images(tmp_path)
+    rng = np.random.default_rng(1)
+    pd.DataFrame({"image": images, "label": rng.uniform(1, 5, len(images)).round(3)}).to_csv(
+        tmp_path / "quality.csv", index=False)
+    pd.DataFrame({"image": images, "label": [CLASSES[i % 3] for i in range(len(images))]}).to_csv(
+        tmp_path / "feelings.csv", index=False)
+    return tmp_path
+
+
+def test_iqa_csv_gets_the_protocol_splits_once_and_reuses_them(folder):
+    source = open_source(DataConfig(f"csv:{folder / 'quality.csv'}", folder, task="iqa"))
+    assert source.name == "csv-quality" and source.task == "iqa" and source.n_splits == 10
+    # the splits are LoDa's IQA protocol over the CSV's rows in order (80/20 x 10, 10% of train as val)
+    expected = iqa_authentic_splits(pd.read_csv(folder / "quality.csv")["image"].tolist())
+    pd.testing.assert_frame_equal(source.frame[["image", *split_columns(expected)]], expected, check_dtype=False)
+    counts = source.frame["split1"].value_counts().to_dict()
+    assert counts == {"train": 29, "val": 3, "test": 8}
+    first = splits_path(folder / "quality.csv").read_bytes()
+    assert manifest_path(folder / "quality.csv").is_file()
+    # a label edit keeps the images: the same splits are read back, the manifest is rewritten with the new labels
+    table = pd.read_csv(folder / "quality.csv")
+    table.loc[0, "label"] = 4.999
+    table.to_csv(folder / "quality.csv", index=False)
+    again = open_source(DataConfig(f"csv:{folder / 'quality.csv'}", folder, task="iqa"))
+    assert splits_path(folder / "quality.csv").read_bytes() == first
+    assert again.frame.loc[0, "quality"] == 4.999
+    assert pd.read_csv(manifest_path(folder / "quality.csv")).loc[0, "quality"] == 4.999
+    # an image added afterwards: refused, saying how to draw new splits
+    _images(folder, 41)
+    table.loc[len(table)] = ["img/40.png", 2.0]
+    table.to_csv(folder / "quality.csv", index=False)
+    with pytest.raises(SplitError, match=r"1 added.*img/40.png.*delete .*quality.splits.csv"):
+        open_source(DataConfig(f"csv:{folder / 'quality.csv'}", folder, task="iqa"))
+
+
+def test_emotion_csv_with_class_names_and_given_splits(folder):
+    config = DataConfig(f"csv:{folder / 'feelings.csv'}", folder, task="emotion")
+    assert config.classes == sorted(CLASSES)                       # from its label column, sorted
+    source = open_source(config)
+    assert source.class_names == tuple(sorted(CLASSES)) and source.n_splits == 5
+    assert (source.frame["split1"] == "val").sum() == 2            # 75/5/20 of 40 images
+    names = dict(zip(source.frame["image"], source.frame["label_name"]))
+    assert names["img/01.png"] == "fear" and get_card("csv-feelings").classes == tuple(sorted(CLASSES))
+    # split columns given in the CSV are used as they are, nothing is written
+    table = pd.read_csv(folder / "feelings.csv")
+    table["split"] = ["test" if i % 4 == 0 else "val" if i % 10 == 1 else "train" for i in range(len(table))]
+    table.to_csv(folder / "given.csv", index=False)
+    given = open_source(DataConfig(f"csv:{folder / 'given.csv'}", folder, task="emotion", classes=CLASSES))
+    assert given.n_splits == 1 and (given.frame["split1"] == "test").sum() == 10
+    assert not splits_path(folder / "given.csv").exists()
+    assert given.class_names == tuple(CLASSES)                      # the order given, not sorted
+
+
+def _csv(folder, name, text):
+    (folder / name).write_text(text)
+    return f"csv:{folder / name}"
+
+
+@pytest.mark.parametrize("text, task, kwargs, error, match", [
+    ("image,score\nimg/00.png,1\n", "iqa", {}, ManifestError, r"missing column\(s\) label \(found: image, score\)"),
+    ("image,label\nimg/00.png,1\nimg/01.png,\n", "iqa", {}, ManifestError, r"empty/NaN at CSV line 3.*img/01.png"),
+    ("image,label\nimg/00.png,1\nimg/01.png,nan\n", "memorability", {}, ManifestError, "CSV line 3"),
+    ("image,label\nimg/00.png,1\nimg/01.png,good\n", "iqa", {}, ManifestError, r"'good' at CSV line 3.*not a finite"),
+    ("image,label\nimg/00.png,0.5\nimg/01.png,3\n", "memorability", {}, ManifestError, r"= 3 at row 2.*range \[-1, 1\]"),
+    ("image,label\nimg/00.png,fear\nimg/01.png,joy\n", "emotion", {"classes": CLASSES}, ManifestError,
+     r"CSV line 3 \(image 'img/01.png'\) has class 'joy', which is not in the list"),
+    ("image,label\nimg/00.png,0\nimg/01.png,1\n", "emotion", {}, ManifestError, "give the class names"),
+    ("image,label\nimg/00.png,0\nimg/01.png,5\n", "emotion", {"classes": CLASSES}, ManifestError, "class index 5"),
+    ("image,label\nimg/00.png,1\nimg/00.png,2\n", "iqa", {}, ManifestError, r"duplicate image path\(s\) img/00.png"),
+    ("image,label\n/abs/00.png,1\nimg/01.png,2\n", "iqa", {}, ManifestError, "POSIX path relative"),
+    ("image,label\nimg/00.png,1\nimg/missing.png,2\n", "iqa", {}, FileNotFoundError,
+     r"1 of 2 image\(s\) are not under .*: img/missing.png"),
+    ("image,label,split1\nimg/00.png,1,train\nimg/01.png,2,holdout\n", "iqa", {}, SplitError, "holdout"),
+    ("image,label\nimg/00.png,1\n", None, {}, ValueError, r"task="),
+    ("image,label\nimg/00.png,1\n", "iqa", {"classes": CLASSES}, ValueError, "only for --task emotion"),
+])
+def test_bad_csvs_are_named_with_the_row(folder, text, task, kwargs, error, match):
+    with pytest.raises(error, match=match):
+        open_source(DataConfig(_csv(folder, "bad.csv", text), folder, task=task, **kwargs))
+
+
+def test_card_datasets_keep_their_config_keys():
+    """Run directories written before CSV datasets existed compare equal on resume: no new keys for them."""
+    assert DataConfig("livec", "/data/livec").to_dict() == {"dataset": "livec", "root": "/data/livec",
+                                                            "manifest": None, "label_column": None}
+    with pytest.raises(ValueError, match="for a CSV dataset"):
+        DataConfig("livec", "/data/livec", task="iqa")
+
+
+def test_train_resume_and_predict_on_a_csv_run(folder, tmp_path, capsys, monkeypatch):
+    """The CLI end to end: train on the CSV (root defaults to the CSV's folder), resume from the run directory
+    alone, then score images with the run, its class names and without the CSV being needed any more."""
+    monkeypatch.chdir(folder)
+    run = tmp_path / "run"
+    args = ["train", "--dataset", "csv:feelings.csv", "--task", "emotion", "--backbone", "tiny_clip",
+            "--random-init", "--max-epochs", "1", "--batch-size", "8", "--run-dir", str(run), "--quiet"]
+    main(args)
+    result = json.loads(capsys.readouterr().out)
+    assert set(result["test"]) == {"csv-feelings"} and result["test"]["csv-feelings"]["n_images"] == 8
+    data = json.loads((run / "config.json").read_text())["data"][0]
+    assert data["root"] == str(folder) and data["csv"] == str(folder / "feelings.csv")
+    assert data["classes"] == sorted(CLASSES) and data["task"] == "emotion"
+    main(["train", "--run-dir", str(run), "--quiet"])                                 # resumes: finished, no error
+    capsys.readouterr()
+    (folder / "feelings.csv").rename(folder / "elsewhere.csv")
+    main(["predict", "--model", str(run), str(folder / "img" / "00.png"), "--quiet"])
+    out = capsys.readouterr().out
+    assert all(f"prob_{c}" in out for c in CLASSES)
