@@ -137,8 +137,9 @@ def normalization(backbone: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
 def _weights_help(spec: BackboneSpec) -> str:
     return (f"Pretrained weights for backbone {spec.name!r} come from the Hugging Face hub repo "
             f"{spec.hub_id!r}. On a machine with internet run `huggingface-cli download {spec.hub_id}` "
-            f"(then use the same HF_HOME cache offline), or pass weights_path=<file> with the timm state "
-            f"dict (.safetensors, .bin or .pth). Use pretrained=False only for a random-initialised model.")
+            f"(then use the same HF_HOME cache offline), or pass weights_path=<file>: timm's state dict "
+            f"(.safetensors, .bin or .pth), OpenAI CLIP's release file (ViT-L-14.pt) or an open_clip "
+            f"checkpoint. Use pretrained=False only for a random-initialised model.")
 
 
 def create_backbone(name: str, pretrained: bool = True, weights_path: str | os.PathLike | None = None,
@@ -217,14 +218,58 @@ def _verified_shipped_weights(spec: BackboneSpec) -> tuple[Path, str]:
     return path, actual
 
 
-def _load_local_weights(model: nn.Module, path: Path, spec: BackboneSpec) -> None:
+def read_weights_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """The tensors of a local checkpoint as people have them: ``.safetensors``; a pickled state dict read with
+    ``torch.load(weights_only=True)`` (timm ``.pth``/``.bin``, open_clip's ``open_clip_pytorch_model.bin`` or a
+    training checkpoint ``{"state_dict": {...}}``); or OpenAI CLIP's own release files (``ViT-L-14.pt``), which
+    are TorchScript archives: read with ``torch.jit.load``, which rebuilds TorchScript code and tensors and
+    executes no Python pickle."""
+    path = Path(path)
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
-        state = load_file(str(path))
+        return load_file(str(path))
+    if _is_torchscript_archive(path):
+        import warnings
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)       # torch.jit.load's deprecation notice
+            state = torch.jit.load(str(path), map_location="cpu").state_dict()
     else:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    if "state_dict" in state and isinstance(state["state_dict"], dict):
-        state = state["state_dict"]
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as err:                                 # not a checkpoint, or pickled Python objects
+            raise ValueError(f"cannot read {path} as weights with torch.load(weights_only=True) "
+                             f"({type(err).__name__}: {str(err)[:200]})") from err
+    for wrapper in ("model", "state_dict"):                      # training checkpoints wrap the weights
+        if isinstance(state, dict) and isinstance(state.get(wrapper), dict):
+            state = state[wrapper]
+    if not isinstance(state, dict):
+        raise ValueError(f"{path} holds a {type(state).__name__}, not a state dict of tensors")
+    return {k: v for k, v in state.items() if isinstance(v, torch.Tensor)}
+
+
+def _is_torchscript_archive(path: Path) -> bool:
+    """A TorchScript zip (``torch.jit.save``) has ``<name>/constants.pkl`` and ``<name>/code/``."""
+    import zipfile
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as archive:
+        return any(name.endswith("/constants.pkl") for name in archive.namelist())
+
+
+CLIP_PACKAGE_PREFIXES = ("visual.", "module.visual.")   # OpenAI CLIP and open_clip: the image tower's keys
+
+
+def _load_local_weights(model: nn.Module, path: Path, spec: BackboneSpec) -> None:
+    """Load a local file into a timm encoder: timm's own layout, or a whole OpenAI CLIP / open_clip checkpoint
+    (image and text towers), whose image tower timm's ``checkpoint_filter_fn`` maps to timm's names (the
+    text tower is left out)."""
+    state = read_weights_file(path)
+    if any(k.startswith(CLIP_PACKAGE_PREFIXES) for k in state):
+        if spec.family != "clip":
+            raise ValueError(f"{path} is a CLIP checkpoint (keys 'visual.*') but backbone {spec.name!r} is "
+                             f"{spec.family}; choose a CLIP backbone (--backbone clip_vit_l14 for ViT-L/14)")
+        from timm.models.vision_transformer import checkpoint_filter_fn
+        state = checkpoint_filter_fn(state, model)
     from .checkpoint import check_state_dict
     check_state_dict(model, state, source=str(path), what=f"timm weights for {spec.name}")
     model.load_state_dict(state)

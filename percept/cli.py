@@ -84,7 +84,6 @@ def _train(args) -> None:
 
 
 def _evaluate(args) -> None:
-    from .data.sources import DataConfig
     from .evaluate import evaluate_run
     record = evaluate_run(args.run_dir, _data_configs(args)[0],
                           split=None if args.split == 0 else args.split, part=args.part, head_name=args.head_name,
