@@ -66,3 +66,48 @@ def list_datasets(data_root: str | os.PathLike | None = None) -> pd.DataFrame:
 
 
 LISTS = {"models": list_models, "backbones": list_backbones, "datasets": list_datasets}
+
+
+DEFAULT_DOWNLOADS = ("official-iqa", "official-memorability", "official-emotions", "clip_vit_l14")
+
+
+def _hub_files(names) -> list[tuple[str, str, str]]:
+    """``(name, repo_id, filename)`` for official checkpoint names (``official-iqa``, ``iqa``, a repo id) and
+    backbone names (``clip_vit_l14``: timm's ``model.safetensors`` of ``timm/<timm name>``)."""
+    from .backbones import BACKBONES
+    from .official import ALIASES, OFFICIAL_CHECKPOINTS
+    files = []
+    for name in names:
+        if name in ALIASES:
+            card = OFFICIAL_CHECKPOINTS[ALIASES[name]]
+            files.append((f"official-{ALIASES[name]}", card.repo_id, card.filename))
+        elif name in BACKBONES and BACKBONES[name].has_pretrained and not BACKBONES[name].shipped_weights:
+            files.append((name, BACKBONES[name].hub_id, TIMM_WEIGHTS_FILE))
+        else:
+            hub = [n for n, s in BACKBONES.items() if s.has_pretrained and not s.shipped_weights]
+            raise ValueError(f"nothing to download for {name!r}: give official checkpoints "
+                             f"({', '.join(f'official-{k}' for k in OFFICIAL_CHECKPOINTS)}) or hub backbones "
+                             f"({', '.join(hub)})")
+    return files
+
+
+def download(names=DEFAULT_DOWNLOADS, cache_dir: str | os.PathLike | None = None) -> pd.DataFrame:
+    """Fetch official checkpoints and backbone weights into the Hugging Face cache (``HF_HOME``, or
+    ``cache_dir``), so that a cluster without internet that shares the cache loads them offline
+    (``HF_HUB_OFFLINE=1``). Files already cached are not fetched again. One row per file: name, repo, file,
+    ``status`` (``cached`` / ``downloaded``), local path and size in MB."""
+    import huggingface_hub
+    rows = []
+    for name, repo_id, filename in _hub_files(names):
+        cached = _in_hub_cache(repo_id, filename, cache_dir)
+        try:
+            path = Path(huggingface_hub.hf_hub_download(repo_id, filename,
+                                                        cache_dir=None if cache_dir is None else str(cache_dir)))
+        except Exception as err:
+            raise RuntimeError(f"could not fetch {filename} of {repo_id!r} ({type(err).__name__}: {err}); "
+                               f"`percept download` needs internet access to the Hugging Face hub (unset "
+                               f"HF_HUB_OFFLINE), then copy or share the cache (HF_HOME) with offline machines") from err
+        rows.append({"name": name, "repo_id": repo_id, "file": filename,
+                     "status": "cached" if cached else "downloaded", "path": str(path),
+                     "size_mb": round(path.stat().st_size / 2**20, 1)})
+    return pd.DataFrame(rows)

@@ -119,7 +119,8 @@ def _results(args) -> None:
 def _predict(args) -> int:
     from .predict import predict_images
     table = predict_images(args.images, args.model, device=args.device, batch_size=args.batch_size, out=args.out,
-                           workers=args.workers, head_name=args.head_name, progress=not args.quiet)
+                           workers=args.workers, head_name=args.head_name, progress=not args.quiet,
+                           precision=args.precision)
     failed = table[table["error"].fillna("") != ""]
     if args.out is None:
         print(table.to_csv(index=False) if args.csv else table.to_string(index=False))
@@ -288,6 +289,8 @@ def _predict_command(commands, full: bool) -> None:
     predict.add_argument("--model", default="official-iqa", help="a run directory, official-iqa, "
                          "official-memorability, official-emotions, or a path to an official .pth")
     predict.add_argument("--device", default="auto")
+    predict.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
+                         help="auto: bf16 autocast on a GPU, fp32 on the CPU")
     predict.add_argument("--batch-size", type=int, default=8)
     predict.add_argument("--csv", action="store_true", help="print CSV instead of a table")
     predict.add_argument("--out", default=None, help="write the scores to this CSV as they come; a re-run with the "
@@ -310,6 +313,25 @@ def _list_command(commands, full: bool) -> None:
     what.set_defaults(run=_list)
 
 
+def _download(args) -> None:
+    from .catalog import download
+    table = download(args.names, cache_dir=args.cache_dir)
+    print(table.to_string(index=False))
+
+
+def _download_command(commands, full: bool) -> None:
+    from .catalog import DEFAULT_DOWNLOADS
+    fetch = commands.add_parser("download", help="prefetch official checkpoints and backbone weights into the HF "
+                                "cache (for offline clusters)", description="Fetch into the Hugging Face cache "
+                                "(HF_HOME, or --cache-dir) what `percept predict`, create_metric and training load "
+                                "from the hub, so that machines without internet sharing that cache run with "
+                                "HF_HUB_OFFLINE=1. Cached files are not fetched again.")
+    fetch.add_argument("names", nargs="*", default=list(DEFAULT_DOWNLOADS), help="official checkpoints (official-"
+                       "iqa, ...) and backbones (clip_vit_l14, ...); default: " + " ".join(DEFAULT_DOWNLOADS))
+    fetch.add_argument("--cache-dir", default=None, help="cache folder (default: huggingface_hub's, from HF_HOME)")
+    fetch.set_defaults(run=_download)
+
+
 def _delegated_command(commands, full: bool) -> None:
     """Commands parsed by their own modules (see main)."""
     commands.add_parser("bench", add_help=False, help="throughput of the fast path vs the official-style "
@@ -322,7 +344,7 @@ def _delegated_command(commands, full: bool) -> None:
 
 COMMANDS = {"demo": _demo_command, "params": _params_command, "prepare": _prepare_command, "train": _train_command,
             "evaluate": _evaluate_command, "sweep": _sweep_command, "results": _results_command,
-            "predict": _predict_command, "list": _list_command, "bench, notebooks, reproduce": _delegated_command}
+            "predict": _predict_command, "list": _list_command, "download": _download_command, "bench, notebooks, reproduce": _delegated_command}
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:

@@ -51,7 +51,8 @@ class ModelConfig:
     head_dropout: float = option(0.5, "MLP head dropout (official release)")
     pretrained: bool = option(True, "start from the backbone's pretrained weights (--no-pretrained or "
                               "--random-init: random weights, offline tests only)")
-    weights_path: str | None = option(None, "local backbone weights file instead of the HF hub: timm, OpenAI CLIP (ViT-L-14.pt) or open_clip",
+    weights_path: str | None = option(None, "local backbone weights file instead of the HF hub: timm's, OpenAI "
+                                            "CLIP's (ViT-L-14.pt) or an open_clip checkpoint",
                                       aliases=("--weights",))
     backbone_kwargs: dict = field(default_factory=dict)   # timm overrides (used for inferred architectures)
 

@@ -133,7 +133,7 @@ def _done_rows(out: Path) -> pd.DataFrame:
 @torch.no_grad()
 def predict_images(images, model: str | os.PathLike = "official-iqa", device: str = "auto", batch_size: int = 8,
                    *, out: str | os.PathLike | None = None, workers: int = 0, head_name: str | None = None,
-                   progress: bool = False) -> pd.DataFrame:
+                   progress: bool = False, precision: str = "auto") -> pd.DataFrame:
     """Scores for ``images`` (files, folders, globs or list files: :func:`collect_images`) with ``model`` (a run
     directory or an official checkpoint). One row per image: ``score`` and ``crop_std`` (regression; the standard
     deviation over the IQA test crops, as evaluation's predictions.csv) or ``prediction`` + ``prob_<class>``, and
@@ -141,7 +141,8 @@ def predict_images(images, model: str | os.PathLike = "official-iqa", device: st
 
     ``out``: a CSV written as it goes (one batch at a time, flushed); a re-run with the same ``out`` scores only
     the images it does not hold yet (resume). ``workers``: DataLoader processes decoding the images.
-    ``head_name``: which head of a multi-dataset run (default: the run's first dataset's). LoRA is merged into
+    ``head_name``: which head of a multi-dataset run (default: the run's first dataset's). ``precision``: ``auto``
+    (bf16 autocast on a GPU, fp32 on the CPU), ``bf16`` or ``fp32`` (:func:`percept.runtime.resolve_device`). LoRA is merged into
     the encoder's weights first (outputs equal to the unmerged model's to float rounding; tested against
     evaluation, which does not merge)."""
     from tqdm.auto import tqdm
@@ -162,7 +163,7 @@ def predict_images(images, model: str | os.PathLike = "official-iqa", device: st
         atomic_write_text(out, done.to_csv(index=False) if len(done) else "")   # drop a torn line before appending
     finished = set(done["image"]) if len(done) else set()
     todo = [p for p in paths if str(p) not in finished]
-    device, precision = resolve_device(device)
+    device, precision = resolve_device(device, precision)
     net = net.merge_lora().to(device).eval()       # LoRA folded into q, k, v: the same outputs, plain matmuls
     loader = torch.utils.data.DataLoader(ImageFiles(todo, transform), batch_size=batch_size, num_workers=workers,
                                          collate_fn=list)

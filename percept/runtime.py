@@ -24,6 +24,8 @@ from torch import nn
 
 def resolve_device(device: str = "auto", precision: str = "auto") -> tuple[torch.device, str]:
     """``auto``: the GPU when there is one. Precision ``auto``: bf16 autocast on GPU, fp32 on CPU."""
+    if precision not in ("auto", "fp32", "bf16"):
+        raise ValueError(f"precision must be auto, fp32 or bf16, got {precision!r}")
     device = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
                           "cpu" if device == "auto" else device)
     if precision == "auto":

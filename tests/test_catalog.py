@@ -1,6 +1,8 @@
 """`percept list` / percept.list_models (issue 15): what exists and whether its files are here, offline."""
 from __future__ import annotations
 
+from pathlib import Path
+
 from percept.catalog import TIMM_WEIGHTS_FILE, list_backbones, list_datasets, list_models
 from percept.cli import main
 from percept.data.cards import CARDS
@@ -36,3 +38,54 @@ def test_datasets_and_the_command(tmp_path, capsys):
     assert main(["list", "datasets", "--data-root", str(tmp_path), "--csv"]) == 0
     assert "koniq10k,KonIQ-10k,iqa" in capsys.readouterr().out
     assert main(["list"]) == 0 and "official-emotions" in capsys.readouterr().out
+
+
+def test_download_fills_the_hub_cache_that_offline_loading_reads(monkeypatch, tmp_path, capsys):
+    """`percept download` (issue 15), no network: huggingface_hub's downloader is replaced by one that writes the
+    cache layout a real download leaves; then the real, offline loaders find the files there."""
+    import huggingface_hub
+    import huggingface_hub.constants
+    import torch
+    from conftest import fake_hub_file, randomize_lora
+    from percept.catalog import download
+    from percept.official import load_official
+    from test_official import OfficialStyleModel
+
+    cache = tmp_path / "hub"
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
+    release = OfficialStyleModel(outputs=1).eval()
+    randomize_lora(release)
+    torch.save(release.state_dict(), tmp_path / "release.pth")
+    fetched = []
+
+    def fake_download(repo_id, filename, cache_dir=None, **kwargs):
+        found = huggingface_hub.try_to_load_from_cache(repo_id, filename, cache_dir=cache_dir)
+        if isinstance(found, str):
+            return found
+        fetched.append((repo_id, filename))
+        data = (tmp_path / "release.pth").read_bytes() if filename.endswith(".pth") else b"timm weights"
+        return str(fake_hub_file(Path(cache_dir or huggingface_hub.constants.HF_HUB_CACHE), repo_id, filename, data))
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake_download)
+    assert main(["download", "official-iqa", "clip_vit_l14"]) == 0
+    out = capsys.readouterr().out
+    assert "downloaded" in out and "PerceptCLIP/PerceptCLIP_IQA" in out
+    assert fetched == [(OFFICIAL_CHECKPOINTS["iqa"].repo_id, OFFICIAL_CHECKPOINTS["iqa"].filename),
+                       ("timm/vit_large_patch14_clip_quickgelu_224.openai", TIMM_WEIGHTS_FILE)]
+    assert list_models().set_index("model").loc["official-iqa", "cached"]
+    assert list_backbones().set_index("backbone").loc["clip_vit_l14", "available"]
+    # a second run fetches nothing; the real offline loader reads the cached release file
+    table = download(["iqa", "clip_vit_l14"])
+    assert table["status"].tolist() == ["cached", "cached"] and len(fetched) == 2
+    monkeypatch.undo()
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
+    x = torch.randn(2, 3, 224, 224)
+    with torch.no_grad():
+        torch.testing.assert_close(load_official("official-iqa")(x), release(x), rtol=0, atol=1e-4)
+
+
+def test_download_refuses_what_has_no_hub_file():
+    import pytest
+    from percept.catalog import download
+    with pytest.raises(ValueError, match="nothing to download for 'tiny_clip'.*official-iqa"):
+        download(["tiny_clip"])

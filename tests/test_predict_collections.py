@@ -134,3 +134,13 @@ def test_a_multi_head_run_scores_with_the_named_head(tmp_path):
     assert first != pytest.approx(other, abs=1e-6)
     with pytest.raises(ValueError, match="head 'livec' is not in this model"):
         predict_images([image], tmp_path, device="cpu", head_name="livec")
+
+
+def test_precision_bf16_scores_close_to_fp32_and_bad_values_are_refused(run, folder):
+    images = [folder / "rgb.jpg", folder / "gray.png"]
+    fp32 = predict_images(images, model=run, device="cpu", precision="fp32")
+    bf16 = predict_images(images, model=run, device="cpu", precision="bf16")
+    assert not np.array_equal(fp32["score"], bf16["score"])          # autocast did run in bf16
+    np.testing.assert_allclose(bf16["score"], fp32["score"], atol=0.05)
+    with pytest.raises(ValueError, match="precision must be auto, fp32 or bf16"):
+        predict_images(images, model=run, device="cpu", precision="fp16")
