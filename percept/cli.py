@@ -332,6 +332,45 @@ def _download_command(commands, full: bool) -> None:
     fetch.set_defaults(run=_download)
 
 
+def _export(args) -> None:
+    from .export import export_run
+    path = export_run(args.run_dir, args.format, args.out, head_name=args.head_name,
+                      backbone_weights=args.backbone_weights)
+    size = sum(p.stat().st_size for p in ([path] if path.is_file() else path.rglob("*")) if p.is_file())
+    print(f"{args.format}: {path} ({size / 2**20:.1f} MB)")
+
+
+def _export_command(commands, full: bool) -> None:
+    export = commands.add_parser("export", help="write a finished run as a hub folder, the official .pth layout, "
+                                 "or merged timm weights", description="hub: config.json + model.safetensors "
+                                 "(LoRA + heads) + a model card, for PerceptCLIP.from_pretrained and the HF hub; "
+                                 "official: the authors' release layout (transformers CLIPVisionModel + peft LoRA + "
+                                 "mlp head, one head); merged: LoRA folded into plain timm weights, heads beside.")
+    export.add_argument("run_dir", help="a finished run directory")
+    export.add_argument("--format", required=True, choices=["hub", "official", "merged"])
+    export.add_argument("--out", required=True, help="a folder (hub) or a file (official: .pth, merged: .safetensors)")
+    export.add_argument("--head-name", default=None, help="which head, for a multi-dataset run in the official format")
+    export.add_argument("--backbone-weights", default=None, help="a local file of the backbone's weights (default: "
+                        "what the run used)")
+    export.set_defaults(run=_export)
+
+
+def _push(args) -> None:
+    from .export import push_run
+    print(push_run(args.run_dir, args.repo_id, private=args.private, token=args.token))
+
+
+def _push_command(commands, full: bool) -> None:
+    push = commands.add_parser("push", help="upload a finished run to the Hugging Face hub (hub format + model card)",
+                               description="Export RUN in the hub format with its model card and upload it to "
+                               "REPO_ID (created if needed). The token comes from HF_TOKEN or `hf auth login`.")
+    push.add_argument("run_dir")
+    push.add_argument("repo_id", help="user/name on the Hugging Face hub")
+    push.add_argument("--private", action="store_true", help="create the repository private")
+    push.add_argument("--token", default=None, help="a Hugging Face token (default: HF_TOKEN / the saved login)")
+    push.set_defaults(run=_push)
+
+
 def _delegated_command(commands, full: bool) -> None:
     """Commands parsed by their own modules (see main)."""
     commands.add_parser("bench", add_help=False, help="throughput of the fast path vs the official-style "
@@ -344,7 +383,8 @@ def _delegated_command(commands, full: bool) -> None:
 
 COMMANDS = {"demo": _demo_command, "params": _params_command, "prepare": _prepare_command, "train": _train_command,
             "evaluate": _evaluate_command, "sweep": _sweep_command, "results": _results_command,
-            "predict": _predict_command, "list": _list_command, "download": _download_command, "bench, notebooks, reproduce": _delegated_command}
+            "predict": _predict_command, "list": _list_command, "download": _download_command,
+            "export": _export_command, "push": _push_command, "bench, notebooks, reproduce": _delegated_command}
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:

@@ -12,7 +12,8 @@ model           attention (public hook points), heads, backbones, the PerceptCLI
 data            dataset cards, manifests, preparers, splits, datasets, preprocessing, cache, demo sets
 engine          device/precision (runtime), losses, sampling, training, evaluation, stage 2, run directories,
                 prediction, the pyiqa-style metric, the demo prior's pre-training
-experiments     the paper's tables as data, results, sweeps, reproduce, benchmarks, the demo runner
+experiments     what exists (catalog), sharing (export, model cards), the paper's tables as data, results,
+                sweeps, reproduce, benchmarks, the demo runner
 analysis        interpretability (head importance, attention maps), error analysis, figures
 interface       the command line and the notebooks' helpers
 ==============  ===========================================================================================
@@ -25,7 +26,8 @@ LAYERS: dict[str, tuple[str, ...]] = {
     "data": ("data",),
     "engine": ("runtime", "distributed", "losses", "sampling", "gpu_augment", "runs", "evaluate", "head_finetune",
                "train_config", "train", "predict", "metric", "prior"),
-    "experiments": ("catalog", "paper_specs", "results", "paper", "sweep", "reproduce", "bench", "demo"),
+    "experiments": ("catalog", "model_card", "export", "paper_specs", "results", "paper", "sweep", "reproduce",
+                    "bench", "demo"),
     "analysis": ("interpret", "interpret_cost", "analysis", "figures"),
     "interface": ("cli", "notebooks", "notebook_study", "notebook_display", "notebook_runner", "__main__", "layers"),
 }

@@ -14,12 +14,15 @@ Multi-dataset training (§3.2) shares the encoder (and its LoRA) and gives each 
 """
 from __future__ import annotations
 
+import json
 import os
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Iterator
 
 import torch
+from huggingface_hub import ModelHubMixin
 from peft import LoraConfig, PeftModel, get_peft_model
 from torch import nn
 
@@ -31,6 +34,8 @@ from .checkpoint import check_state_dict, load_tensors, save_tensors
 from .heads import HEAD_TYPES, create_head
 
 STRATEGIES = ("lora", "frozen", "full")
+HUB_WEIGHTS = "model.safetensors"   # save_pretrained's files (huggingface_hub's names)
+HUB_CONFIG = "config.json"
 LORA_TARGETS = r".*\.attn\.(q|k|v)$"   # the split q, k, v Linear layers of every block
 
 
@@ -81,8 +86,14 @@ class ModelConfig:
         return cls(**data)
 
 
-class PerceptCLIP(nn.Module):
-    """Encoder (optionally LoRA-wrapped) → embedding → ``heads[name]``."""
+class PerceptCLIP(nn.Module, ModelHubMixin, library_name="percept", tags=["perceptclip", "clip", "lora"]):
+    """Encoder (optionally LoRA-wrapped) → embedding → ``heads[name]``.
+
+    ``save_pretrained(dir)`` / ``PerceptCLIP.from_pretrained(dir_or_repo)`` / ``push_to_hub(repo)`` follow
+    huggingface_hub's ``ModelHubMixin``: ``config.json`` (the :class:`ModelConfig`) and ``model.safetensors``
+    holding what :func:`save_weights` holds — for a pretrained backbone only LoRA + heads (adapter-sized, ~11 MB
+    for ViT-L/14); the frozen encoder is rebuilt from the backbone's name (hub) or ``backbone_weights=FILE``.
+    """
 
     def __init__(self, config: ModelConfig):
         super().__init__()
@@ -181,6 +192,40 @@ class PerceptCLIP(nn.Module):
             self.config.strategy = "full"
             self.encoder.requires_grad_(True)
         return self
+
+    # -- huggingface_hub (ModelHubMixin) ---------------------------------------------------------
+    def _save_pretrained(self, save_directory: Path) -> None:
+        config = {**self.config.to_dict(), "weights_path": None}   # a local backbone file means nothing elsewhere
+        save_tensors(Path(save_directory) / HUB_WEIGHTS, _stored_state(self), {"format": "percept", "config": config})
+        (Path(save_directory) / HUB_CONFIG).write_text(json.dumps({"format": "percept", "model": config},
+                                                                  indent=2, sort_keys=True) + "\n")
+
+    @classmethod
+    def _from_pretrained(cls, *, model_id: str, revision: str | None = None, cache_dir=None,
+                         force_download: bool = False, local_files_only: bool = False, token=None,
+                         backbone_weights: str | os.PathLike | None = None, **ignored) -> "PerceptCLIP":
+        """``model_id``: a folder written by ``save_pretrained`` or a hub repo id; ``backbone_weights``: a local
+        file of the backbone's weights instead of fetching them by name (:func:`percept.backbones.create_backbone`)."""
+        folder = Path(model_id)
+        if folder.is_dir():
+            path = folder / HUB_WEIGHTS
+            if not path.is_file():
+                raise FileNotFoundError(f"{folder} has no {HUB_WEIGHTS}; it was not written by "
+                                        f"PerceptCLIP.save_pretrained / `percept export --format hub`")
+        else:
+            from huggingface_hub import hf_hub_download
+            path = Path(hf_hub_download(model_id, HUB_WEIGHTS, revision=revision, cache_dir=cache_dir,
+                                        force_download=force_download, local_files_only=local_files_only,
+                                        token=token))
+        return load_model(path, weights_path=None if backbone_weights is None else os.fspath(backbone_weights))
+
+    def generate_model_card(self, *args, **kwargs):
+        """A short card from the config (``percept export RUN --format hub`` writes a full one from the run)."""
+        from huggingface_hub import ModelCard
+        heads = ", ".join(f"`{k}` ({v} output{'s' if v > 1 else ''})" for k, v in self.config.heads.items())
+        return ModelCard(f"---\nlibrary_name: percept\ntags: [perceptclip, clip, lora]\n---\n\n# PerceptCLIP model\n\n"
+                         f"Backbone `{self.config.backbone}` ({self.config.strategy}), heads {heads}. Load it with "
+                         f"`percept.PerceptCLIP.from_pretrained(...)` (the `percept` package).\n")
 
     # -- interpretability hooks (paper §6) -------------------------------------------------------
     def attention_layers(self):

@@ -1,0 +1,145 @@
+"""Share a trained run (``percept export`` / ``percept push``): three formats and a generated model card.
+
+* ``hub`` — a folder for the Hugging Face hub: ``config.json`` + ``model.safetensors`` (what
+  :meth:`PerceptCLIP.save_pretrained` writes: LoRA + heads for a pretrained backbone, ~11 MB for ViT-L/14) and a
+  ``README.md`` model card (:func:`model_card`). Load with ``percept.PerceptCLIP.from_pretrained(dir_or_repo)``.
+* ``official`` — one ``.pth`` state dict in the authors' release layout (transformers ``CLIPVisionModel`` + peft
+  LoRA on ``q_proj/k_proj/v_proj`` + ``proj`` + ``mlp.fc1..fc3``; :mod:`percept.official_layout`), so that the
+  authors' modeling code and Gradio demo load a model trained here. It holds the whole encoder (~1.2 GB for
+  L/14) and one head; only a CLIP backbone with LoRA and the MLP head fit in it. A plain dict of tensors written
+  with ``torch.save`` (readable with ``torch.load(weights_only=True)``): that is the release's format.
+* ``merged`` — one safetensors file: LoRA folded into the encoder, in timm's own layout (fused ``qkv``), so
+  ``timm.create_model(TIMM_NAME)`` loads it without percept or peft; the heads beside it under
+  ``perceptclip_heads.<name>.``; the percept config in the file's metadata.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+
+from .backbones import get_spec
+from .files import atomic_path
+from .model import PerceptCLIP
+from .model_card import render_model_card
+from .official_layout import percept_to_official_state_dict
+from .runs import RunDir
+
+FORMATS = ("hub", "official", "merged")
+MERGED_HEAD_PREFIX = "perceptclip_heads."
+
+
+def finished_run(run_dir: str | os.PathLike) -> RunDir:
+    """The run, if it finished (``metrics.json`` says complete); a clear error otherwise."""
+    run = RunDir(run_dir)
+    if not run.config_file.is_file():
+        raise FileNotFoundError(f"{run.path} is not a run directory (no config.json)")
+    if not run.is_complete():
+        raise ValueError(f"{run.path} is unfinished (metrics.json does not say complete): finish it first with "
+                         f"`percept train --run-dir {run.path}`, which resumes it")
+    run.require_weights()
+    return run
+
+
+def _one_head(model: PerceptCLIP, head_name: str | None, fmt: str) -> str:
+    names = model.head_names()
+    if head_name is None:
+        if len(names) > 1:
+            raise ValueError(f"the {fmt} format holds one head and this multi-dataset model has {len(names)}: "
+                             f"{', '.join(names)}; choose one with --head-name (the hub and merged formats keep all)")
+        return names[0]
+    if head_name not in names:
+        raise ValueError(f"no head {head_name!r} in this model; its heads: {', '.join(names)}")
+    return head_name
+
+
+def official_state_dict(model: PerceptCLIP, head_name: str | None = None) -> dict[str, torch.Tensor]:
+    """The model in the release's layout (one head), or an error saying what the layout cannot hold."""
+    spec, config = get_spec(model.config.backbone), model.config
+    if spec.family != "clip":
+        raise ValueError(f"the official layout is a CLIP vision tower (transformers CLIPVisionModel); backbone "
+                         f"{config.backbone!r} is {spec.family}: export it with --format hub or merged")
+    if config.strategy != "lora" or not model.has_lora:
+        raise ValueError(f"the official layout holds a LoRA model; this one is strategy {config.strategy!r}: "
+                         f"export it with --format hub or merged")
+    if config.head_type != "mlp":
+        raise ValueError(f"the official layout's head is the 3-layer MLP (mlp.fc1..fc3); this model's is "
+                         f"{config.head_type!r}: export it with --format hub or merged")
+    name = _one_head(model, head_name, "official")
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    return percept_to_official_state_dict(state, head_name=name)
+
+
+def merged_state_dict(model: PerceptCLIP) -> dict[str, torch.Tensor]:
+    """LoRA folded into q, k, v and the three fused back into timm's ``qkv``: a plain timm state dict of the
+    backbone's ``timm_name``; the heads under ``perceptclip_heads.<name>.``."""
+    merged = copy.deepcopy(model).cpu().merge_lora()
+    encoder = {k: v.detach().contiguous() for k, v in merged.vit.state_dict().items()}
+    out: dict[str, torch.Tensor] = {}
+    for key, value in encoder.items():
+        head, _, leaf = key.rpartition(".")
+        if head.endswith(".attn.q"):
+            block = head[:-len(".q")]
+            out[f"{block}.qkv.{leaf}"] = torch.cat([encoder[f"{block}.{p}.{leaf}"] for p in ("q", "k", "v")])
+        elif not head.endswith((".attn.k", ".attn.v")):
+            out[key] = value
+    for key, value in merged.heads.state_dict().items():
+        out[MERGED_HEAD_PREFIX + key] = value.detach().contiguous()
+    return out
+
+
+def export_model(model: PerceptCLIP, fmt: str, out: str | os.PathLike, *, head_name: str | None = None,
+                 card: str | None = None) -> Path:
+    """Write ``model`` in format ``fmt`` (:data:`FORMATS`) at ``out`` (a folder for ``hub``, a file otherwise)."""
+    out = Path(out)
+    if fmt == "hub":
+        out.mkdir(parents=True, exist_ok=True)
+        if card is not None:
+            (out / "README.md").write_text(card, encoding="utf-8")    # save_pretrained keeps an existing card
+        model.save_pretrained(out)
+        return out
+    if fmt == "official":
+        state = official_state_dict(model, head_name)
+        with atomic_path(out) as tmp:
+            torch.save(state, tmp)
+        return out
+    if fmt == "merged":
+        from safetensors.torch import save_file
+        spec = get_spec(model.config.backbone)
+        meta = {"format": "percept-merged", "timm_name": spec.timm_name,
+                "config": json.dumps({**model.config.to_dict(), "strategy": "full", "weights_path": None})}
+        with atomic_path(out) as tmp:
+            save_file(merged_state_dict(model), str(tmp), metadata=meta)
+        return out
+    raise ValueError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
+
+
+def export_run(run_dir: str | os.PathLike, fmt: str, out: str | os.PathLike, *, head_name: str | None = None,
+               backbone_weights: str | os.PathLike | None = None) -> Path:
+    """Export a finished run's best weights (``percept export RUN --format F --out PATH``)."""
+    run = finished_run(run_dir)
+    model = run.load_model(**({"weights_path": os.fspath(backbone_weights)} if backbone_weights else {}))
+    return export_model(model, fmt, out, head_name=head_name, card=model_card(run) if fmt == "hub" else None)
+
+
+def push_run(run_dir: str | os.PathLike, repo_id: str, *, private: bool = False, token: str | None = None,
+             api=None) -> str:
+    """Upload a finished run in the hub format to ``repo_id`` (created if needed); the token comes from the usual
+    Hugging Face places (``HF_TOKEN``, ``hf auth login``) unless given. Returns the commit URL."""
+    from huggingface_hub import HfApi
+    api = api or HfApi(token=token)
+    with tempfile.TemporaryDirectory(prefix="percept-push-") as folder:
+        export_run(run_dir, "hub", folder)
+        api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
+        commit = api.upload_folder(folder_path=folder, repo_id=repo_id, repo_type="model",
+                                   commit_message=f"PerceptCLIP run {Path(run_dir).name} (percept export --format hub)")
+    return str(getattr(commit, "commit_url", commit))
+
+
+def model_card(run: RunDir) -> str:
+    """The hub model card of a finished run (:func:`percept.model_card.render_model_card`)."""
+    return render_model_card(run)
