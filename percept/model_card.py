@@ -58,6 +58,41 @@ def _metrics_table(metrics: dict, split: int) -> list[str]:
     return lines
 
 
+HF_CLIP_REPOS = {"clip_vit_l14": "openai/clip-vit-large-patch14", "clip_vit_b16": "openai/clip-vit-base-patch16",
+                 "clip_vit_b32": "openai/clip-vit-base-patch32"}
+
+
+def transformers_snippet(model: dict, outputs: int) -> str | None:
+    """Python that rebuilds the release's ``clip_lora_model`` with transformers + peft for this model's sizes and
+    loads ``model.pth`` (``percept export --format official``); None when the official layout cannot hold it."""
+    from .official_reference import clip_architecture
+    if get_spec(model["backbone"]).family != "clip" or model["strategy"] != "lora" or model["head_type"] != "mlp":
+        return None
+    arch = clip_architecture(model["backbone"], **model.get("backbone_kwargs", {}))
+    repo = HF_CLIP_REPOS.get(model["backbone"], "a CLIP vision tower of these sizes")
+    (h1, h2), w, p = model["head_hidden"], arch.width, arch.proj_dim
+    return "\n".join([
+        "import torch, peft, transformers", "",
+        f'vision = transformers.CLIPVisionModel.from_pretrained("{repo}")',
+        'vision = getattr(vision, "vision_model", vision)   # transformers 4 nests the transformer, 5 does not', "",
+        "class PerceptCLIPRelease(torch.nn.Module):          # the release's clip_lora_model",
+        f"    def __init__(self, outputs={outputs}):", "        super().__init__()",
+        f"        lora = peft.LoraConfig(r={model['lora_r']}, lora_alpha={model['lora_alpha']:g}, "
+        f"lora_dropout={model['lora_dropout']:g},",
+        '                               target_modules=["q_proj", "k_proj", "v_proj"])',
+        "        self.model = peft.get_peft_model(vision, lora)",
+        f"        self.proj = torch.nn.Linear({w}, {p}, bias=False)",
+        "        self.mlp = torch.nn.Module()                 # ReLU between the layers (dropout only in training)",
+        f"        self.mlp.fc1, self.mlp.fc2 = torch.nn.Linear({p}, {h1}), torch.nn.Linear({h1}, {h2})",
+        f"        self.mlp.fc3 = torch.nn.Linear({h2}, outputs)", "",
+        f"    def forward(self, x):                            # x: (B, 3, {arch.img_size}, {arch.img_size}), "
+        "CLIP-normalised",
+        "        h = self.proj(self.model(pixel_values=x).pooler_output)",
+        "        return self.mlp.fc3(self.mlp.fc2(self.mlp.fc1(h).relu()).relu())", "",
+        "model = PerceptCLIPRelease().eval()",
+        'model.load_state_dict(torch.load("model.pth", weights_only=True))'])
+
+
 def render_model_card(run: RunDir) -> str:
     config, metrics = run.read_config(), run.read_metrics()
     model = config["model"]
@@ -100,8 +135,14 @@ def render_model_card(run: RunDir) -> str:
               'model = percept.PerceptCLIP.from_pretrained("USER/REPO")   # or this folder; fetches the backbone '
               "by name", "scores = model(images)                 # (B, 3, 224, 224), normalised with "
               "model.normalization", "```", "",
-              "Plain transformers + peft (no percept): `percept export RUN --format official --out model.pth` "
-              "writes the authors' release layout, which their modeling code loads (`CLIPVisionModel` + peft LoRA "
-              "on q_proj/k_proj/v_proj, `proj`, `mlp.fc1..fc3`).", "", "## Citation", "", "```bibtex", CITATION,
+              ]
+    official = ("Plain transformers + peft (no percept): `percept export RUN --format official --out model.pth` "
+                "writes the authors' release layout, which their modeling code loads")
+    snippet = transformers_snippet(model, facts[0][2] and len(facts[0][2]) or 1)
+    lines += [official + "; in short:", "", "```python", snippet, "```", ""] if snippet else \
+        [official + f" (a CLIP backbone with LoRA and the MLP head only; this model's `{model['backbone']}` / "
+         f"`{model['strategy']}` / `{model['head_type']}` does not fit it).", ""]
+    lines += [
+              "## Citation", "", "```bibtex", CITATION,
               "```", ""]
     return "\n".join(lines)

@@ -178,3 +178,63 @@ def test_export_command(tiny_run, tmp_path, capsys):
     run, _ = tiny_run
     assert main(["export", str(run), "--format", "hub", "--out", str(tmp_path / "hub")]) == 0
     assert "hub:" in capsys.readouterr().out and (tmp_path / "hub" / "model.safetensors").is_file()
+
+
+def test_push_to_hub_and_a_local_backbone_file(prior_run, tmp_path, monkeypatch):
+    """The mixin's push_to_hub uploads save_pretrained's folder (HfApi mocked); from_pretrained takes the
+    backbone's weights from a local file instead of its name."""
+    import huggingface_hub.hub_mixin
+    from percept.backbones import get_spec, shipped_weights_path
+    _, model = prior_run
+    uploaded = {}
+
+    class FakeApi:
+        def __init__(self, *args, **kwargs):
+            pass
+
+        def create_repo(self, repo_id, **kwargs):
+            from types import SimpleNamespace
+            return SimpleNamespace(repo_id=repo_id)
+
+        def upload_folder(self, *, repo_id, folder_path, **kwargs):
+            from pathlib import Path
+            uploaded.update({p.name: p.read_bytes() for p in Path(folder_path).iterdir()})
+            return "https://huggingface.co/me/m/commit/2"
+
+    monkeypatch.setattr(huggingface_hub.hub_mixin, "HfApi", FakeApi)
+    model.push_to_hub("me/m")
+    assert {"config.json", "model.safetensors", "README.md"} <= set(uploaded)
+    (tmp_path / "hub").mkdir()
+    for name, data in uploaded.items():
+        (tmp_path / "hub" / name).write_bytes(data)
+    backbone = shipped_weights_path(get_spec("tiny_clip_prior"))
+    loaded = PerceptCLIP.from_pretrained(tmp_path / "hub", backbone_weights=backbone).eval()
+    assert loaded.config.weights_path == str(backbone)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(X, "koniq10k"), model(X, "koniq10k"), rtol=0, atol=1e-6)
+
+
+def test_the_cards_transformers_snippet_loads_the_official_export(tiny_run, tmp_path, monkeypatch):
+    """The code the model card gives for plain transformers + peft, executed as written against the exported
+    model.pth (the hub download replaced by a random CLIP vision tower of the model's sizes: the LoRA, projection
+    and head come from the file, and the frozen tower's weights too, so outputs must match ours)."""
+    import re
+    from percept.export import model_card
+    from percept.official_reference import clip_architecture
+    from percept.runs import RunDir
+    run, model = tiny_run
+    card = model_card(RunDir(run))
+    snippet = re.search(r"```python\n(import torch, peft, transformers.*?)```", card, re.S).group(1)
+    arch = clip_architecture("tiny_clip")
+    config = transformers.CLIPVisionConfig(hidden_size=arch.width, intermediate_size=arch.mlp_width,
+                                           num_hidden_layers=arch.depth, num_attention_heads=arch.num_heads,
+                                           image_size=arch.img_size, patch_size=arch.patch_size,
+                                           hidden_act="quick_gelu", layer_norm_eps=arch.layer_norm_eps)
+    monkeypatch.setattr(transformers.CLIPVisionModel, "from_pretrained",
+                        classmethod(lambda cls, name, **kw: cls(config)))
+    monkeypatch.chdir(tmp_path)
+    export_run(run, "official", tmp_path / "model.pth")
+    namespace: dict = {}
+    exec(snippet, namespace)                        # noqa: S102 - the card's own code, as a user would run it
+    with torch.no_grad():
+        torch.testing.assert_close(namespace["model"](X), model(X), rtol=0, atol=1e-4)
