@@ -295,7 +295,9 @@ def _predict_command(commands, full: bool) -> None:
     predict.add_argument("--csv", action="store_true", help="print CSV instead of a table")
     predict.add_argument("--out", default=None, help="write the scores to this CSV as they come; a re-run with the "
                          "same --out scores only what it lacks (resume)")
-    predict.add_argument("--workers", type=int, default=0, help="DataLoader processes decoding images")
+    predict.add_argument("--workers", type=int, default=None, help="DataLoader processes decoding images (default: "
+                         "0 on the CPU, the CPU cores up to 16 with a GPU); on the CPU each takes a core from the "
+                         "model, which pays for a small model only")
     predict.add_argument("--head-name", default=None, help="which head of a multi-dataset run")
     predict.add_argument("--quiet", action="store_true", help="no progress bar")
     predict.set_defaults(run=_predict)

@@ -132,7 +132,7 @@ def _done_rows(out: Path) -> pd.DataFrame:
 
 @torch.no_grad()
 def predict_images(images, model: str | os.PathLike = "official-iqa", device: str = "auto", batch_size: int = 8,
-                   *, out: str | os.PathLike | None = None, workers: int = 0, head_name: str | None = None,
+                   *, out: str | os.PathLike | None = None, workers: int | None = None, head_name: str | None = None,
                    progress: bool = False, precision: str = "auto") -> pd.DataFrame:
     """Scores for ``images`` (files, folders, globs or list files: :func:`collect_images`) with ``model`` (a run
     directory or an official checkpoint). One row per image: ``score`` and ``crop_std`` (regression; the standard
@@ -140,14 +140,15 @@ def predict_images(images, model: str | os.PathLike = "official-iqa", device: st
     ``error`` (why a file could not be scored; empty otherwise).
 
     ``out``: a CSV written as it goes (one batch at a time, flushed); a re-run with the same ``out`` scores only
-    the images it does not hold yet (resume). ``workers``: DataLoader processes decoding the images.
+    the images it does not hold yet (resume). ``workers``: DataLoader processes decoding the images (None: 0 on
+    the CPU, where a worker would take a core from the model, and the CPU cores up to 16 with a GPU).
     ``head_name``: which head of a multi-dataset run (default: the run's first dataset's). ``precision``: ``auto``
     (bf16 autocast on a GPU, fp32 on the CPU), ``bf16`` or ``fp32`` (:func:`percept.runtime.resolve_device`). LoRA is merged into
     the encoder's weights first (outputs equal to the unmerged model's to float rounding; tested against
     evaluation, which does not merge)."""
     from tqdm.auto import tqdm
     from .evaluate import reduce_crops
-    from .runtime import autocast, resolve_device
+    from .runtime import autocast, resolve_device, resolve_workers
     paths = collect_images(images)
     net, default_head, kind, classes, transform = load_predictor(model)
     head_name = head_name or default_head
@@ -165,6 +166,7 @@ def predict_images(images, model: str | os.PathLike = "official-iqa", device: st
     todo = [p for p in paths if str(p) not in finished]
     device, precision = resolve_device(device, precision)
     net = net.merge_lora().to(device).eval()       # LoRA folded into q, k, v: the same outputs, plain matmuls
+    workers = resolve_workers(workers, device)
     loader = torch.utils.data.DataLoader(ImageFiles(todo, transform), batch_size=batch_size, num_workers=workers,
                                          collate_fn=list)
     threads = torch.get_num_threads()
