@@ -51,15 +51,17 @@ def _metrics(head, feats, labels, source) -> dict:
     return task_metrics({**reduce_crops(out, source.kind), "label": labels.numpy()}, source.kind, source.class_names)
 
 
-def finetune_heads(model, sources, config, device, precision, metric: str, log=print,
+def finetune_heads(model, sources, config, device, precision, metric: str | dict, log=print,
                    splits: dict[str, int] | None = None) -> dict:
     """Freeze the encoder and fine-tune ``model.heads[source.name]`` for each source; returns, per dataset,
-    ``{"val_score", "best_epoch", "epochs_run"}``. The best head replaces the stage-1 head in ``model``."""
+    ``{"val_score", "best_epoch", "epochs_run"}``. The best head replaces the stage-1 head in ``model``.
+    ``metric``: the validation metric, or one per dataset name (a mixed-task run: each head its task's)."""
 
     trainable = {name: p.requires_grad for name, p in model.named_parameters()}
     model.freeze_encoder()
     report = {}
     for source in sources:
+        head_metric = metric[source.name] if isinstance(metric, dict) else metric
         torch.manual_seed(config.seed + 7919)
         split = (splits or {}).get(source.name, config.split)   # a group's split k may be a dataset's only split
         views = dict(test_crops=config.test_crops, normalization=model.normalization)   # the backbone's mean/std
@@ -88,8 +90,8 @@ def finetune_heads(model, sources, config, device, precision, metric: str, log=p
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
-            value = _metrics(head, val_x, val_y, source)[metric]
-            score = selection_score(value, metric)
+            value = _metrics(head, val_x, val_y, source)[head_metric]
+            score = selection_score(value, head_metric)
             if score > best["score"] or best["epoch"] == 0:
                 best = {"score": score, "value": value, "epoch": epoch, "state": copy.deepcopy(head.state_dict())}
                 waited = 0
@@ -99,7 +101,7 @@ def finetune_heads(model, sources, config, device, precision, metric: str, log=p
                     break
         head.load_state_dict(best["state"])
         report[source.name] = {"val_score": best["value"], "best_epoch": best["epoch"], "epochs_run": epoch}
-        log(f"stage 2 {source.name}: best val {metric} {best['value']:.4f} at epoch {best['epoch']}")
+        log(f"stage 2 {source.name}: best val {head_metric} {best['value']:.4f} at epoch {best['epoch']}")
     for name, p in model.named_parameters():   # so that the weights file keeps LoRA (stored by requires_grad)
         p.requires_grad_(trainable[name])
     return report

@@ -10,8 +10,8 @@ layer           modules
 core            task registry, atomic files, package data, metrics, image loading + CLIP statistics, checkpoints
 model           attention (public hook points), heads, backbones, the PerceptCLIP model, the official layout
 data            dataset cards, manifests, preparers, splits, datasets, preprocessing, cache, demo sets
-engine          device/precision (runtime), losses, sampling, training, evaluation, stage 2, run directories,
-                prediction, the pyiqa-style metric, the demo prior's pre-training
+engine          device/precision (runtime), losses, sampling, mixed-task losses, training, evaluation, stage 2,
+                run directories, prediction, the pyiqa-style metric, the demo prior's pre-training
 experiments     what exists (catalog), sharing (export, model cards), the paper's tables as data, results,
                 sweeps, reproduce, benchmarks, the demo runner
 analysis        interpretability (head importance, attention maps), error analysis, figures
@@ -25,7 +25,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
     "model": ("attention", "heads", "backbones", "model", "official_layout", "official", "official_reference"),
     "data": ("data",),
     "engine": ("runtime", "distributed", "losses", "sampling", "gpu_augment", "runs", "evaluate", "head_finetune",
-               "train_config", "train", "predict", "metric", "prior"),
+               "train_config", "multitask", "train", "predict", "metric", "prior"),
     "experiments": ("catalog", "model_card", "export", "paper_specs", "results", "paper", "sweep", "reproduce",
                     "bench", "demo"),
     "analysis": ("interpret", "interpret_cost", "analysis", "figures"),

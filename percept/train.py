@@ -9,7 +9,8 @@ are recorded in ``metrics.json``). LaMem's split k trains and tests on split k's
 1. batches from :class:`~percept.sampling.ProportionalBatchSampler` (each dataset contributes to the
    batches in proportion to its number of images, a PLCC dataset with at least ``min_batch_items`` items
    whenever it enters a batch; with one dataset this is a plain shuffled epoch); loss = mean of the per-dataset task
-   losses present in the batch (PLCC for IQA, MSE for memorability, cross-entropy for emotion);
+   losses present in the batch (PLCC for IQA, MSE for memorability, cross-entropy for emotion; datasets of
+   different tasks in one run — beyond the paper — normalise and weight them, :mod:`percept.multitask`);
    AdamW (weight decay 1e-4) on the trainable weights (LoRA + heads by default);
 2. validation with the test transform (15-crop average for IQA); the score is ``select_metric``
    (SRCC for regression, accuracy for classification) averaged over the datasets;
@@ -50,6 +51,7 @@ from .distributed import DistContext, barrier, gather_rows, init_distributed
 from .evaluate import evaluate_source, loader
 from .losses import get_loss
 from .model import build_model, load_weights, save_weights
+from .multitask import MIXED_METRIC, is_mixed, loss_scales, loss_weights, selection_metrics, selection_value
 from .runtime import autocast, cast_frozen_weights, compile_or_eager, resolve_device, resolve_workers
 from .runs import RunDir
 from .sampling import ProportionalBatchSampler
@@ -77,15 +79,20 @@ class _Union(Dataset):
 
 # ------------------------------------------------------------------------------------------ one epoch
 def train_one_epoch(model, batches, sources, optimizer, device, precision, epoch: int, progress,
-                    encoder=None, dist: DistContext = DistContext(), to_device=None) -> float:
+                    encoder=None, dist: DistContext = DistContext(), to_device=None, loss_weights=None,
+                    loss_scales=None) -> float:
     """One pass over ``batches``; returns the mean training loss. Never syncs with the GPU per batch
     (single process): NaN/inf losses are detected at the end of the epoch (the previous checkpoint is
     still on disk). Under torchrun, ``encoder`` is the DDP-wrapped encoder and the loss is computed on
-    the gathered global batch (:mod:`percept.distributed`)."""
+    the gathered global batch (:mod:`percept.distributed`). A batch's loss is the mean of the present datasets'
+    losses, each divided by ``loss_scales[d]`` and weighted by ``loss_weights[d]`` (mixed-task runs,
+    :mod:`percept.multitask`; default 1 and equal: the paper's plain mean)."""
     encoder = encoder or model.encoder
     model.train()
     losses = [get_loss(get_task(s.task).loss) for s in sources]
     smallest = [2 if get_task(s.task).loss == "plcc" else 1 for s in sources]   # PLCC of one sample is undefined
+    weights = list(loss_weights or [1.0] * len(sources))
+    scales = list(loss_scales or [1.0] * len(sources))
     batch_losses = []
     for step, batch in enumerate(progress(batches, desc=f"epoch {epoch}", leave=False)):
         x = to_device(batch) if to_device is not None else batch["image"].to(device, non_blocking=True)
@@ -97,7 +104,7 @@ def train_one_epoch(model, batches, sources, optimizer, device, precision, epoch
         if dist.enabled:   # the whole global batch on every process
             embedding, y = gather_rows(embedding, dist), gather_rows(y, dist, differentiable=False)
             which = gather_rows(which.to(device), dist, differentiable=False).cpu()
-        terms = []
+        terms, present = [], []
         # Under torchrun every process runs the heads on the same global batch: their dropout must draw
         # the same masks everywhere (the heads are not DDP-synchronised), hence one seed per step.
         same_rng = torch.random.fork_rng(devices=[device] if device.type == "cuda" else []) if dist.enabled \
@@ -113,10 +120,11 @@ def train_one_epoch(model, batches, sources, optimizer, device, precision, epoch
                 with autocast(device, precision):
                     out = model.heads[source.name](embedding[rows]).float()
                 target = y[rows] if source.kind == "regression" else y[rows].long()
-                terms.append(losses[d](out, target))
+                terms.append(losses[d](out, target) * (weights[d] / scales[d]))
+                present.append(weights[d])
         if not terms:
             continue
-        loss = torch.stack(terms).mean()
+        loss = torch.stack(terms).sum() / sum(present)
         optimizer.zero_grad(set_to_none=True)
         try:
             loss.backward()
@@ -178,6 +186,9 @@ class Session:
     train_sets: list = field(default_factory=list)
     image_counts: list = field(default_factory=list)   # §3.2: batches in proportion to images, not replicas
     to_device: object = None
+    metrics: dict = field(default_factory=dict)        # dataset -> its validation metric (percept.multitask)
+    loss_scales: list = field(default_factory=list)    # dataset -> what its loss is divided by (mixed tasks)
+    loss_weights: list = field(default_factory=list)   # dataset -> its task's weight
 
     @property
     def main(self) -> bool:
@@ -205,14 +216,14 @@ def setup(config: TrainConfig, run: RunDir, dist: DistContext, log=print) -> Ses
         run.write_environment(device, precision=precision, world_size=dist.world)
 
     sources = [open_source(d) for d in config.data]
-    if len({s.kind for s in sources}) > 1:
-        raise ValueError(f"datasets {[s.name for s in sources]} mix regression and classification; "
-                         f"multi-dataset training is within one task (§5.4)")
     # split k of a multi-dataset group = split k of each dataset with several splits, the official one otherwise
     splits = {s.name: s.group_split(config.split) if len(sources) > 1 else config.split for s in sources}
     for s in sources:
         check_trainable(s, splits[s.name], config.batch_size)
-    metric = config.select_metric or get_task(sources[0].task).select_metric
+    metrics = selection_metrics(sources, config.select_metric)     # per dataset (mixed tasks: each its own)
+    metric = MIXED_METRIC if is_mixed(sources) else metrics[sources[0].name]
+    train_labels = {s.name: s.dataset(splits[s.name], "train").labels for s in sources}
+    scales, weights = loss_scales(sources, train_labels), loss_weights(sources, config.task_weights)
 
     torch.manual_seed(config.seed)
     model = build_model(config.model, heads={s.name: s.num_outputs for s in sources}).to(device)
@@ -226,7 +237,11 @@ def setup(config: TrainConfig, run: RunDir, dist: DistContext, log=print) -> Ses
         log(f"resuming {run.path} after epoch {state['epoch']}")
     session = Session(config, run, dist, log, progress, device, precision, sources, splits, metric, model,
                       optimizer, _fast_encoder(config, model, device, precision, dist, log), state,
-                      resolve_workers(config.num_workers, device, processes=dist.world))
+                      resolve_workers(config.num_workers, device, processes=dist.world),
+                      metrics=metrics, loss_scales=scales, loss_weights=weights)
+    if is_mixed(sources):
+        log("mixed tasks: losses / constant-prediction loss " + ", ".join(
+            f"{src.name} ({src.task}) /{sc:.4g} x{w:g}" for src, sc, w in zip(sources, scales, weights)))
     counts = model.parameter_counts()
     log(f"{', '.join(s.name for s in sources)} split {config.split}: {config.model.backbone} "
         f"({config.model.strategy}), {counts['trainable']:,} trainable parameters, lr {config.lr:g}, {device}")
@@ -311,9 +326,10 @@ def fit(s: Session) -> None:
         batches = loader(union, c.batch_size, num_workers=s.workers, device=s.device, batch_sampler=sampler,
                          generator=torch.Generator().manual_seed(c.seed + epoch))
         train_loss = train_one_epoch(s.model, batches, s.sources, s.optimizer, s.device, s.precision, epoch,
-                                     s.progress, encoder=s.encoder, dist=s.dist, to_device=s.to_device)
+                                     s.progress, encoder=s.encoder, dist=s.dist, to_device=s.to_device,
+                                     loss_weights=s.loss_weights, loss_scales=s.loss_scales)
         val = {src.name: s.evaluate(src, "val")[0] for src in s.sources}
-        value = float(np.mean([v[s.metric] for v in val.values()]))
+        value = selection_value(val, s.sources, s.metrics)
         score = selection_score(value, s.metric)
         state["history"].append({"epoch": epoch, "stage": 1, "lr": c.lr, "train_loss": train_loss,
                                  f"val_{s.metric}": value,
@@ -349,11 +365,12 @@ def finish(s: Session) -> dict:
         result["stage1_from"] = state["stage1_from"]
     if c.head_finetune:
         from .head_finetune import finetune_heads
-        result["stage2"] = finetune_heads(s.model, s.sources, c, s.device, s.precision, s.metric, s.log,
+        result["stage2"] = finetune_heads(s.model, s.sources, c, s.device, s.precision, s.metrics, s.log,
                                           splits=s.splits)
         if s.main:   # every process ran the same stage 2 on all images (it is cheap: cached features)
             save_weights(s.model, s.run.best_weights)
-        result["val_score"] = float(np.mean([r["val_score"] for r in result["stage2"].values()]))
+        result["val_score"] = selection_value({n: {s.metrics[n]: r["val_score"]} for n, r in result["stage2"].items()},
+                                              s.sources, s.metrics)    # the stage-1 rule over the stage-2 heads
     result["val"], result["test"] = {}, {}
     for src in s.sources:
         result["val"][src.name] = s.evaluate(src, "val")[0]

@@ -46,6 +46,9 @@ class TrainConfig:
     stage1_from: str | None = option(None, "with --head-finetune: a finished one-stage run of this configuration "
                                      "whose stage 1 (= this run's, same seed) is taken instead of retrained")
     protocol: int = PROTOCOL                       # what this version of percept computes (see PROTOCOL)
+    # mixed-task runs (percept.multitask): each task's weight in the batch loss, by task name (default equal);
+    # absent from config.json when None, so runs written before it compare equal on resume
+    task_weights: dict[str, float] | None = None
 
     def __post_init__(self):
         self.data = [d if isinstance(d, DataConfig) else DataConfig(**d) for d in self.data]
@@ -71,7 +74,10 @@ class TrainConfig:
             raise ValueError(f"precision must be auto, fp32 or bf16, got {self.precision!r}")
 
     def to_dict(self) -> dict:
-        return {**asdict(self), "data": [d.to_dict() for d in self.data]}   # a CSV dataset's fields only for it
+        data = {**asdict(self), "data": [d.to_dict() for d in self.data]}   # a CSV dataset's fields only for it
+        if data["task_weights"] is None:
+            del data["task_weights"]
+        return data
 
     @classmethod
     def from_dict(cls, data: dict) -> "TrainConfig":

@@ -187,9 +187,9 @@ def test_bad_input(synth, tmp_path):
         train(config(synth, split=9), tmp_path / "b")
     with pytest.raises(ValueError, match="unknown dataset 'nope'"):
         DataConfig("nope", str(synth))
-    with pytest.raises(ValueError, match="mix regression and classification"):
-        train(config(synth, data=[DataConfig("synthetic_iqa", str(synth)),
-                                  DataConfig("synthetic_distortion", str(synth))]), tmp_path / "c")
+    with pytest.raises(ValueError, match="cannot apply to datasets of different tasks"):   # mixed: each its own
+        train(config(synth, select_metric="srcc", data=[DataConfig("synthetic_iqa", str(synth)),
+                                                        DataConfig("synthetic_distortion", str(synth))]), tmp_path / "c")
     with pytest.raises(FileNotFoundError, match="percept prepare livec"):
         train(config(synth, data=[DataConfig("livec", str(tmp_path))]), tmp_path / "d")
 
