@@ -148,7 +148,8 @@ def evaluate_run(run_dir: str | os.PathLike, data, *, split: int | None = None, 
     """Cross-dataset generalisation (Table 2, Table A.1): evaluate a finished run's best weights on another
     dataset without retraining. ``data`` is a :class:`~percept.data.sources.DataConfig`; ``split=None``
     uses every image of it (e.g. THINGS), else split ``split``'s ``part``. Writes ``metrics.json`` and
-    ``predictions.csv`` to ``out`` (default ``RUN_DIR/eval/<dataset>_<split or all>_<part>``)."""
+    ``predictions.csv`` to ``out`` (default ``RUN_DIR/eval/<dataset>_<split or all>_<part>``, and
+    ``_head-<name>`` for a run with several heads)."""
     from .data.sources import open_source
     from .model import load_model
     from .runs import RunDir
@@ -170,7 +171,10 @@ def evaluate_run(run_dir: str | os.PathLike, data, *, split: int | None = None, 
     metrics, frame = evaluate_source(model, source, split, part, head_name=head_name, batch_size=batch_size, device=device,
                                      precision=precision, num_workers=resolve_workers(num_workers, device),
                                      test_crops=int(config.get("test_crops", 15)))
-    out = RunDir(out) if out else run.eval_dir(f"{source.name}_{'all' if split is None else f'split{split}'}_{part}")
+    name = f"{source.name}_{'all' if split is None else f'split{split}'}_{part}"
+    # a run with several heads is evaluated on one dataset by each of them (e.g. two source heads of a unified
+    # run on KonIQ-10k): the head is in the folder's name so that one never overwrites the other
+    out = RunDir(out) if out else run.eval_dir(name + (f"_head-{head_name}" if len(heads) > 1 else ""))
     out.write_predictions(frame)
     record = {"run": str(run.path), "trained_on": [d["dataset"] for d in config["data"]], "head_name": head_name,
               "dataset": source.name, "split": split, "part": part, "metrics": metrics, "status": "complete"}

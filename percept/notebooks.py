@@ -163,9 +163,10 @@ def demo_config(datasets, data_root, *, dataset_root=None, manifest=None, datase
                 backbone: str = "tiny_clip_prior",
                 pretrained: bool = True, epochs: int = 8, patience: int = 4, lr: float = 1e-3,
                 batch_size: int = 16, test_crops: int = 3, split: int = 1, head_finetune: bool = False,
-                seed: int = 0, device: str = "auto", **model):
+                seed: int = 0, device: str = "auto", task_weights: Mapping[str, float] | None = None, **model):
     """A :class:`~percept.train.TrainConfig` for the notebooks. ``datasets``: a name or a list (several =
-    multi-dataset; real ones need ``dataset_root`` or ``dataset_roots={name: folder}``); ``model``: ModelConfig overrides (``strategy``, ``head_type``, ``lora_r``, ``lora_alpha``).
+    multi-dataset; real ones need ``dataset_root`` or ``dataset_roots={name: folder}``; ``task_weights``: a
+    mixed-task run's loss weights, :mod:`percept.multitask`); ``model``: ModelConfig overrides (``strategy``, ``head_type``, ``lora_r``, ``lora_alpha``).
     Defaults are the demo's (the shipped tiny image-text prior ``tiny_clip_prior`` + LoRA, 8 epochs, patience 4,
     3 test crops); the paper's are 40 epochs,
     patience 12, batch 32, 15 IQA test crops, ``clip_vit_l14`` pretrained."""
@@ -177,7 +178,8 @@ def demo_config(datasets, data_root, *, dataset_root=None, manifest=None, datase
             for n in names]
     return TrainConfig(data=data, model=ModelConfig(backbone=backbone, pretrained=pretrained, **model), split=split,
                        lr=lr, batch_size=batch_size, max_epochs=epochs, patience=patience, test_crops=test_crops,
-                       head_finetune=head_finetune, seed=seed, device=device, quiet=True)
+                       head_finetune=head_finetune, seed=seed, device=device, quiet=True,
+                       task_weights=dict(task_weights) if task_weights else None)
 
 
 def budget_tag(config) -> str:

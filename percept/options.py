@@ -3,7 +3,7 @@
 A config field declared with :func:`option` carries its help text (and choices, and any older flag names);
 :func:`add_flags` gives an argparse parser one flag per field (``lora_r`` -> ``--lora-r``), typed from the
 field's annotation (``int``, ``float``, ``str``, ``bool`` -> ``--x/--no-x``, ``X | None``,
-``tuple[int, int]`` -> two values), defaulting to the field's default; :func:`values` reads the parsed
+``tuple[int, int]`` -> two values, ``dict[str, float]`` -> ``KEY=VALUE ...``), defaulting to the field's default; :func:`values` reads the parsed
 flags back as the dataclass's keyword arguments. So ``percept train --help`` is written by
 :class:`~percept.model.ModelConfig` and :class:`~percept.train_config.TrainConfig` themselves, and a new
 field is a new flag. Torch-free.
@@ -31,8 +31,8 @@ def option(default: Any = MISSING, help: str = "", *, default_factory: Any = MIS
 
 
 def _flag_type(annotation: Any) -> tuple[str, type | None, int]:
-    """``("scalar" | "bool" | "tuple", element type, tuple length)`` of a field annotation (a string under
-    ``from __future__ import annotations``)."""
+    """``("scalar" | "bool" | "tuple" | "mapping", element (value) type, tuple length)`` of a field annotation
+    (a string under ``from __future__ import annotations``)."""
     text = annotation if isinstance(annotation, str) else getattr(annotation, "__name__", str(annotation))
     parts = [p.strip() for p in text.split("|") if p.strip() != "None"]
     if len(parts) == 1 and parts[0] == "bool":
@@ -42,7 +42,23 @@ def _flag_type(annotation: Any) -> tuple[str, type | None, int]:
     match = re.fullmatch(r"tuple\[(\w+)(?:, \1)*\]", parts[0]) if len(parts) == 1 else None
     if match and match.group(1) in _SCALARS:
         return "tuple", _SCALARS[match.group(1)], parts[0].count(",") + 1
+    match = re.fullmatch(r"dict\[str, (\w+)\]", parts[0]) if len(parts) == 1 else None
+    if match and match.group(1) in _SCALARS:
+        return "mapping", _SCALARS[match.group(1)], 0
     raise TypeError(f"no command-line flag for a field of type {text!r}")
+
+
+def _key_value(element: type):
+    """argparse ``type`` of one ``KEY=VALUE`` item of a mapping flag: ``(key, element(value))``."""
+    def parse(text: str) -> tuple[str, Any]:
+        key, sep, value = text.partition("=")
+        if not sep or not key.strip():
+            raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+        try:
+            return key.strip(), element(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r}: {value!r} is not a {element.__name__}") from None
+    return parse
 
 
 def flag_fields(cls, exclude: Iterable[str] = ()) -> list[dataclasses.Field]:
@@ -62,6 +78,8 @@ def add_flags(parser, cls, exclude: Iterable[str] = ()) -> None:
         kwargs: dict[str, Any] = {"dest": f.name, "default": default, "help": help_text}
         if kind == "bool":
             kwargs["action"] = argparse.BooleanOptionalAction
+        elif kind == "mapping":
+            kwargs.update(type=_key_value(element), nargs="+", metavar="KEY=VALUE")
         else:
             kwargs["type"] = element
             if kind == "tuple":
@@ -76,5 +94,11 @@ def values(cls, args: argparse.Namespace, exclude: Iterable[str] = ()) -> dict[s
     out = {}
     for f in flag_fields(cls, exclude):
         value = getattr(args, f.name)
+        if isinstance(value, list) and _flag_type(f.type)[0] == "mapping":
+            keys = [k for k, _ in value]
+            twice = sorted({k for k in keys if keys.count(k) > 1})
+            if twice:
+                raise ValueError(f"--{f.name.replace('_', '-')} names {', '.join(twice)} more than once")
+            value = dict(value)
         out[f.name] = tuple(value) if isinstance(value, list) else value
     return out

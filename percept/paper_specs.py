@@ -9,8 +9,9 @@ backbone, a linear head, LoRA r=8, two-phase training, a multi-dataset model) ca
 "PerceptCLIP (3M)" row of Table 1, and each ablation row is filled by its own variant alone.
 
 Configuration fields (the columns of :mod:`percept.results`): ``backbone``, ``strategy``, ``head``,
-``lora_r``, ``lora_alpha``, ``head_finetune`` (stage 2, heads alone) and ``multi`` (several datasets
-in one run). The paper's model (§3.1) is :data:`PAPER_MODEL`; rows of full fine-tuning and frozen CLIP
+``lora_r``, ``lora_alpha``, ``head_finetune`` (stage 2, heads alone), ``multi`` (several datasets
+in one run) and ``mixed_tasks`` (datasets of several tasks in one run: percept's unified adapter, issue 17,
+which fills no cell of the paper: the paper's multi-dataset models are within one task, §3.2). The paper's model (§3.1) is :data:`PAPER_MODEL`; rows of full fine-tuning and frozen CLIP
 (Table 6) do not constrain the LoRA rank, which they do not use.
 
 Statistic over splits (:data:`TASK_STATISTIC`): the median for IQA (Table 1: "median SRCC and PLCC across
@@ -27,11 +28,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Mapping
 
+import numpy as np
+
 from .tasks import TASKS
 
-CONFIG_FIELDS = ("backbone", "strategy", "head_type", "lora_r", "lora_alpha", "head_finetune", "multi")
+CONFIG_FIELDS = ("backbone", "strategy", "head_type", "lora_r", "lora_alpha", "head_finetune", "multi",
+                 "mixed_tasks")
 PAPER_MODEL = {"backbone": "clip_vit_l14", "strategy": "lora", "head_type": "mlp", "lora_r": 16, "lora_alpha": 8.0}
-ONE_STAGE_SINGLE = {"head_finetune": False, "multi": False}
+ONE_STAGE_SINGLE = {"head_finetune": False, "multi": False, "mixed_tasks": False}
 PAPER_CONFIG = {**PAPER_MODEL, **ONE_STAGE_SINGLE}            # PerceptCLIP as in §3.1, one dataset, one stage
 TASK_STATISTIC = {name: task.statistic for name, task in TASKS.items()}   # the registry's, per task
 
@@ -152,10 +156,25 @@ def run_configuration(run: Mapping[str, object]) -> tuple[dict, bool]:
     config = {k: run.get(k) for k in CONFIG_FIELDS}
     if config["multi"] is None:
         config["multi"] = "+" in str(run.get("datasets", ""))
+    if not isinstance(config["mixed_tasks"], (bool, np.bool_)):   # absent (or NaN in a table): from the names
+        config["mixed_tasks"] = len(_tasks_of(str(run.get("datasets", "")))) > 1
     stand_in = config["backbone"] in BACKBONE_STAND_INS
     if stand_in:
         config["backbone"] = BACKBONE_STAND_INS[config["backbone"]]
     return config, stand_in
+
+
+def _tasks_of(datasets: str) -> set[str]:
+    """The tasks of ``'a+b'`` dataset names (an unknown name, e.g. a CSV dataset not registered here: its own
+    name, so a mix of it and a known task counts as mixed; never silently a within-task run)."""
+    from .data.sources import dataset_task
+    tasks = set()
+    for name in filter(None, datasets.split("+")):
+        try:
+            tasks.add(dataset_task(name))
+        except (KeyError, ValueError):
+            tasks.add(f"unknown:{name}")
+    return tasks
 
 
 def run_weights(model: Mapping) -> str:

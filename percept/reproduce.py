@@ -2,8 +2,9 @@
 
 ``reproduce.yaml`` (repository root) lists the experiments of Zalcher, Wasserman et al. (TMLR 2025): per
 experiment its tables, kind (``single``: one run per dataset; ``multi``: one run per group, §3.2;
-``cross``: finished runs evaluated on another dataset, Tables 2 and A.1), datasets, splits, model variants
-and estimated GPU hours. :func:`reproduce` runs it with the sweep (:mod:`percept.sweep`: finished runs
+``cross``: finished runs evaluated on another dataset, Tables 2 and A.1; ``unified``, beyond the paper: one run
+over the datasets of several tasks, then its ``pairs`` evaluated as Tables 2 and A.1, :mod:`percept.unified`),
+datasets, splits, model variants and estimated GPU hours. :func:`reproduce` runs it with the sweep (:mod:`percept.sweep`: finished runs
 are skipped, interrupted ones resume), selects learning rates on validation (:mod:`percept.results`) and
 writes ``OUT/tables/table_<id>.csv``: the paper beside ours, each cell filled only by the run
 configuration its row names (:mod:`percept.paper_specs`).
@@ -35,10 +36,13 @@ from typing import Iterable
 
 import pandas as pd
 
+from .unified import TABLE_ID
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 REPRODUCE_YAML = REPO_ROOT / "reproduce.yaml"
 EXPERIMENT_KEYS = {"tables", "kind", "datasets", "pairs", "splits", "variants", "head_finetune", "lrs", "uses",
                    "gpu_hours", "note"}
+KINDS = ("single", "multi", "cross", "unified")   # unified: a multi run across tasks + its cross pairs (ours)
 
 # GPU-hour estimates (App. A.1: "Training on an NVIDIA L40S GPU takes up to a day for the largest dataset
 # (e.g. EmoSet with approximately 100,000 images) and only a few hours for smaller datasets when run for
@@ -82,8 +86,8 @@ def load_reproduce_config(path: str | os.PathLike | None = None) -> dict:
         unknown = set(exp) - EXPERIMENT_KEYS
         if unknown:
             raise ValueError(f"{path}: experiment {name!r} has unknown keys {sorted(unknown)}")
-        if exp.get("kind") not in ("single", "multi", "cross"):
-            raise ValueError(f"{path}: experiment {name!r}: kind must be single, multi or cross")
+        if exp.get("kind") not in KINDS:
+            raise ValueError(f"{path}: experiment {name!r}: kind must be one of {', '.join(KINDS)}")
         splits = exp.get("splits")
         if isinstance(splits, dict) and set(splits) != set(exp.get("datasets", [])):
             raise ValueError(f"{path}: experiment {name!r}: `splits` names {sorted(splits)} but the experiment's "
@@ -101,7 +105,7 @@ def experiment_splits(exp: dict, dataset: str) -> list[int]:
 
 
 def _groups(exp: dict) -> list[list[str]]:
-    return [[d] for d in exp["datasets"]] if exp["kind"] == "single" else [list(exp["datasets"])]
+    return [[d] for d in exp["datasets"]] if exp["kind"] == "single" else [list(exp["datasets"])]   # multi, unified
 
 
 def reproduce_plan(config: dict | None = None) -> pd.DataFrame:
@@ -150,7 +154,7 @@ def sampling_report(config: dict | None = None, threshold: int = 3) -> pd.DataFr
     minimum = int(defaults.get("min_batch_items", TrainConfig.__dataclass_fields__["min_batch_items"].default))
     frames = []
     for name, exp in config["experiments"].items():
-        if exp["kind"] != "multi":
+        if exp["kind"] not in ("multi", "unified"):
             continue
         cards = [get_card(d) for d in exp["datasets"]]
         images = [round(c.expected_images * _TRAIN_FRACTION[DATASET_PROTOCOLS[c.name]]) for c in cards]
@@ -265,6 +269,32 @@ def _run_cross(config: dict, exp: dict, data_root: Path, out: Path, log) -> tupl
     return records, first_error
 
 
+def _run_unified(config: dict, exp: dict, data_root: Path, out: Path, log) -> tuple[list[dict] | None, str | None]:
+    """The unified experiment's cross-dataset pairs (:func:`percept.unified.cross_evaluations`)."""
+    from .results import results_tables
+    from .unified import cross_evaluations
+    selected = results_tables(out / "runs")["selected"]
+    return cross_evaluations(selected, exp["datasets"], exp.get("pairs", []),
+                             lambda name: _data_config(config, name, data_root), log=log)
+
+
+def _write_unified(exp: dict, found: list[dict] | None, out: Path, result: Reproduction, log) -> None:
+    from .files import write_csv
+    from .results import results_tables
+    from .unified import unified_table
+    try:
+        table = unified_table(results_tables(out / "runs")["selected"], exp["datasets"], found or [])
+    except (ValueError, FileNotFoundError) as err:
+        result.failures[f"table {TABLE_ID}"] = str(err)
+        log(f"table {TABLE_ID} FAILED: {err}")
+        return
+    result.tables[TABLE_ID] = table
+    (out / "tables").mkdir(parents=True, exist_ok=True)
+    write_csv(out / "tables" / f"table_{TABLE_ID}.csv", table)
+    log(f"table {TABLE_ID}: {table['unified'].notna().sum()} unified cells, {table['single'].notna().sum()} "
+        f"single-task beside them -> {out / 'tables' / f'table_{TABLE_ID}.csv'}")
+
+
 def reproduce(out: str | os.PathLike, config_path: str | os.PathLike | None = None,
               data_root: str | os.PathLike | None = None, only: Iterable[str] | None = None,
               gpus: list[int] | None = None, log=print, smoke: bool = False) -> Reproduction:
@@ -303,9 +333,11 @@ def _execute(config: dict, names: list[str], root: Path, out: Path, gpus, log) -
     from .paper import compare, ours_from_cross, ours_from_results, table_sort_key
     from .results import results_tables
     from .files import write_csv
-    result, records = Reproduction(), []
-    # cross-dataset evaluations use the runs of the training experiments: those go first, whatever the file's order
-    for name in sorted(names, key=lambda n: config["experiments"][n]["kind"] == "cross"):
+    result, records, unified = Reproduction(), [], {}
+    # cross-dataset evaluations use the runs of the training experiments (the unified one's, the single-task runs
+    # beside it): those go first, whatever the file's order
+    order = {"unified": 1, "cross": 2}
+    for name in sorted(names, key=lambda n: order.get(config["experiments"][n]["kind"], 0)):
         exp = config["experiments"][name]
         log(f"== {name} (tables {', '.join(map(str, exp['tables']))})")
         try:
@@ -314,6 +346,10 @@ def _execute(config: dict, names: list[str], root: Path, out: Path, gpus, log) -
                 records += found
             else:
                 error = _run_training(config, exp, root, out, gpus, log)
+                if exp["kind"] == "unified":
+                    found, cross_error = _run_unified(config, exp, root, out, log)
+                    unified[name] = found
+                    error = error or cross_error
         except Exception as err:   # noqa: BLE001 - one experiment's failure must not stop the others
             error = f"{type(err).__name__}: {err}"
         if error:
@@ -326,7 +362,10 @@ def _execute(config: dict, names: list[str], root: Path, out: Path, gpus, log) -
     ours = pd.concat([ours_from_results(aggregated) if aggregated is not None else None, ours_from_cross(records)],
                      ignore_index=True)
     (out / "tables").mkdir(parents=True, exist_ok=True)
-    wanted = sorted({str(t) for n in names for t in config["experiments"][n]["tables"]}, key=table_sort_key)
+    wanted = sorted({str(t) for n in names for t in config["experiments"][n]["tables"]} - {TABLE_ID},
+                    key=table_sort_key)
+    for name, found in unified.items():
+        _write_unified(config["experiments"][name], found, out, result, log)
     for t in wanted:
         try:
             table = compare(ours, t)

@@ -21,7 +21,7 @@ from .runs import PROTOCOL, RunDir
 from .tasks import LOWER_IS_BETTER
 
 CONFIG_COLUMNS = ["datasets", "backbone", "weights", "strategy", "head_type", "lora_r", "lora_alpha", "head_finetune",
-                  "seed"]
+                  "seed", "task_weights"]
 PAPER_STATISTIC = TASK_STATISTIC   # per task; each table's own is in percept.paper_specs
 
 
@@ -41,7 +41,9 @@ def collect_runs(root: str | os.PathLike) -> pd.DataFrame:
             continue
         m = config["model"]
         base = {"run_dir": str(run_dir), "datasets": "+".join(d["dataset"] for d in config["data"]),
-                "multi": len(config["data"]) > 1, "split": config["split"], "lr": config["lr"],
+                "multi": len(config["data"]) > 1, "mixed_tasks": len(run_tasks(config)) > 1,
+                "task_weights": task_weights_text(config.get("task_weights")),
+                "split": config["split"], "lr": config["lr"],
                 "backbone": m["backbone"], "weights": run_weights(m), "strategy": m["strategy"], "head_type": m["head_type"],
                 "lora_r": m["lora_r"],
                 "lora_alpha": m["lora_alpha"], "head_finetune": config["head_finetune"], "seed": config["seed"],
@@ -56,6 +58,17 @@ def collect_runs(root: str | os.PathLike) -> pd.DataFrame:
     if not rows:
         raise FileNotFoundError(f"no finished runs (metrics.json with status complete) below {root}")
     return pd.DataFrame(rows)
+
+
+def task_weights_text(weights: dict | None) -> str:
+    """A mixed-task run's ``task_weights`` as one table cell (``emotion=2,iqa=1``; '' for equal weights)."""
+    return ",".join(f"{k}={float(v):g}" for k, v in sorted((weights or {}).items()))
+
+
+def run_tasks(config: dict) -> set[str]:
+    """The tasks of a run's datasets (its config.json): one for the paper's runs, several for a unified one."""
+    from .data.sources import dataset_facts
+    return {dataset_facts(entry)[1] for entry in config["data"]}
 
 
 def select_by_validation(table: pd.DataFrame) -> pd.DataFrame:

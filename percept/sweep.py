@@ -57,6 +57,8 @@ def run_name(config: TrainConfig) -> str:
         variant.append(f"r{m.lora_r}-a{m.lora_alpha:g}")
     if config.head_finetune:
         variant.append("2phase")
+    if config.task_weights:   # a mixed-task run's loss weights (percept.multitask)
+        variant.append("weights-" + "-".join(f"{k}{v:g}" for k, v in sorted(config.task_weights.items())))
     datasets = "+".join(d.dataset for d in config.data)
     return "/".join([datasets, *(["_".join(variant)] if variant else []), f"split{config.split}", f"lr{config.lr:g}"])
 

@@ -102,7 +102,9 @@ def train_one_epoch(model, batches, sources, optimizer, device, precision, epoch
         with autocast(device, precision):
             embedding = encoder(x)
         if dist.enabled:   # the whole global batch on every process
-            embedding, y = gather_rows(embedding, dist), gather_rows(y, dist, differentiable=False)
+            # one dtype on every process: a shard of class indices alone is int64, one with regression labels
+            # float32 (a mixed-task run), and the collective needs the same on all (indices < 2^24: exact)
+            embedding, y = gather_rows(embedding, dist), gather_rows(y.float(), dist, differentiable=False)
             which = gather_rows(which.to(device), dist, differentiable=False).cpu()
         terms, present = [], []
         # Under torchrun every process runs the heads on the same global batch: their dropout must draw

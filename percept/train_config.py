@@ -46,9 +46,9 @@ class TrainConfig:
     stage1_from: str | None = option(None, "with --head-finetune: a finished one-stage run of this configuration "
                                      "whose stage 1 (= this run's, same seed) is taken instead of retrained")
     protocol: int = PROTOCOL                       # what this version of percept computes (see PROTOCOL)
-    # mixed-task runs (percept.multitask): each task's weight in the batch loss, by task name (default equal);
     # absent from config.json when None, so runs written before it compare equal on resume
-    task_weights: dict[str, float] | None = None
+    task_weights: dict[str, float] | None = option(None, "mixed-task runs (percept.multitask): each task's weight "
+                                                   "in the batch loss, e.g. iqa=1 emotion=0.5 (default: equal)")
 
     def __post_init__(self):
         self.data = [d if isinstance(d, DataConfig) else DataConfig(**d) for d in self.data]

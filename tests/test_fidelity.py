@@ -179,6 +179,13 @@ def test_two_phase_and_multi_rows_of_table_a9_and_5():
     five = paper.compare(ours, "5")
     assert _cell(five, "PerceptCLIP", "LIVEC")["ours"] == 0.95
     assert _cell(five, "PerceptCLIP Multi-Dataset", "LIVEC")["ours"] == 0.97   # not the one-stage multi run (0.70)
+    # a unified run (datasets of several tasks, issue 17) is beyond the paper: it fills none of its cells, and
+    # neither displaces the within-task multi-dataset model nor collides with it
+    unified = _variants("livec").iloc[[9]].assign(datasets="livec+lamem+emoset", median_srcc=0.99)
+    both = paper.ours_from_results(pd.concat([single, multi, unified]))
+    assert not (both["ours"] == 0.99).any()
+    assert _cell(paper.compare(both, "5"), "PerceptCLIP Multi-Dataset", "LIVEC")["ours"] == 0.97
+    assert _cell(paper.compare(both, "A.9"), "PerceptCLIP 2-Phase Training Multi-Dataset", "LIVEC")["ours"] == 0.97
 
 
 def test_cross_dataset_table_takes_the_paper_configuration_only(tmp_path):
@@ -211,7 +218,7 @@ def test_plan_reports_the_batch_composition_of_every_multi_dataset_group():
     from percept.reproduce import load_reproduce_config, sampling_report
     config = load_reproduce_config()
     report = sampling_report(config)
-    groups = {n for n, e in config["experiments"].items() if e["kind"] == "multi"}
+    groups = {n for n, e in config["experiments"].items() if e["kind"] in ("multi", "unified")}
     assert set(report["experiment"]) == groups
     livec = report[(report["experiment"] == "multi_iqa_authentic") & (report["dataset"] == "livec")].iloc[0]
     assert livec["batches_ge3_plain"] < 0.5                            # ~1.7 items per batch of 32 without a remedy

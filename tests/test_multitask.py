@@ -121,3 +121,76 @@ def test_mixed_batch_loss_is_the_weighted_normalised_mean(monkeypatch):
                            loss_weights=[1.0, 3.0], loss_scales=[0.05, 1.1])
     seen.append(loss)
     assert loss == pytest.approx(float(expected), rel=1e-5)
+
+
+def test_a_mixed_run_interrupted_mid_epoch_resumes_to_the_same_result(mixed_run, tmp_path, monkeypatch):
+    import pandas as pd
+    import percept.train as train_module
+    config, run, reference = mixed_run
+    real, calls = train_module.train_one_epoch, {"n": 0}
+
+    def interrupted(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:                                         # killed in the middle of stage 1's epoch 2
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(train_module, "train_one_epoch", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        train(config, tmp_path / "resumed")
+    monkeypatch.setattr(train_module, "train_one_epoch", real)
+    resumed = train(config, tmp_path / "resumed")
+    assert resumed["test"] == reference["test"] and resumed["val_score"] == reference["val_score"]
+    assert resumed["stage2"] == reference["stage2"]
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "resumed" / "log.csv").drop(columns="seconds"),
+                                  pd.read_csv(run / "log.csv").drop(columns="seconds"))
+
+
+def test_a_mixed_run_on_two_gloo_processes_with_task_weights_from_the_command_line(mixed_run, tmp_path):
+    """DDP (2 CPU processes): the mixed-task run finishes with the weights given on the command line, every
+    test image of each dataset is predicted once, and each head's metrics are those of the saved weights."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import pandas as pd
+    from percept.data.sources import open_source
+    from percept.evaluate import evaluate_source
+    from percept.model import load_model
+    config, _, _ = mixed_run
+    root = str(config.data[0].root)
+    run = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "percept",
+           "train", "--run-dir", str(run), "--dataset", "synthetic_iqa", "--root", root, "--dataset",
+           "synthetic_distortion", "--root", root,
+           "--backbone", "tiny_clip", "--random-init", "--lr", "1e-3", "--batch-size", "16", "--max-epochs", "1",
+           "--test-crops", "2", "--device", "cpu", "--quiet", "--task-weights", "emotion=0.5", "iqa=2"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads((run / "environment.json").read_text())["world_size"] == 2
+    assert json.loads((run / "config.json").read_text())["task_weights"] == {"emotion": 0.5, "iqa": 2.0}
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["select_metric"] == MIXED_METRIC
+    model = load_model(run / "best.safetensors")
+    for name, metric in (("synthetic_iqa", "srcc"), ("synthetic_distortion", "accuracy")):
+        mine = pd.read_csv(run / f"predictions_{name}.csv")
+        assert len(mine) > 0 and mine["id"].is_unique
+        expected, frame = evaluate_source(model, open_source(DataConfig(name, root)), 1, "test", head_name=name,
+                                          test_crops=2)
+        assert sorted(frame["id"]) == sorted(mine["id"])
+        assert metrics["test"][name][metric] == pytest.approx(expected[metric], abs=1e-6)
+
+
+def test_task_weights_get_their_own_run_name_and_results_column(mixed_run):
+    """Two unified runs that differ only by their task weights never share a directory or a results row."""
+    from dataclasses import replace
+    from percept.results import collect_runs
+    from percept.sweep import run_name
+    config, run, _ = mixed_run
+    assert run_name(config).split("/")[-3] == "tiny_clip_2phase_weights-emotion2"
+    assert run_name(replace(config, task_weights=None)).split("/")[-3] == "tiny_clip_2phase"
+    table = collect_runs(run)
+    assert set(table["task_weights"]) == {"emotion=2"} and table["mixed_tasks"].all()

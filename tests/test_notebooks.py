@@ -28,11 +28,12 @@ PER_NOTEBOOK = {
     "06_attention_heads": {"n_images": 4, "top_k": 2, "n_per_head": 1},
     "07_error_analysis": {"n_examples": 4},
     "08_ablations": {"variants": [{}, {"strategy": "frozen"}]},   # + the three random-init strategies (section 2)
+    "10_unified_adapter": {"n_images": 4},
 }
 
 
-def test_the_ten_numbered_notebooks_are_there():
-    assert [p.stem[:2] for p in NOTEBOOKS] == [f"{i:02d}" for i in range(10)]
+def test_the_eleven_numbered_notebooks_are_there():
+    assert [p.stem[:2] for p in NOTEBOOKS] == [f"{i:02d}" for i in range(11)]
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
@@ -87,7 +88,8 @@ def test_figures_are_saved_as_png_and_pdf_named_after_the_paper(executed):
     for name in ("table1_iqa_training_curves_demo", "fig4_attention_heads_emotion_demo",
                  "fig4_attention_gallery_iqa_demo", "fig4_attention_gallery_memorability_demo", "figA3_confusion_matrix_demo",
                  "table2_cross_dataset_demo", "table5_multi_dataset_demo", "table6_strategy_demo", "table6_prior_ablation_demo",
-                 "paper_tables_coverage_demo", "fig2_parameter_counts"):
+                 "paper_tables_coverage_demo", "fig2_parameter_counts", "unified_vs_single_demo",
+                 "unified_head_importance_correlation_demo"):
         assert name in pngs, f"{name}.png missing; have {sorted(pngs)}"
     # the notebooks wrote their tables where they were told to, not into the repository
     assert (out / "09_paper_tables" / "paper_vs_ours.csv").is_file()

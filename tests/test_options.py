@@ -44,3 +44,23 @@ def test_bad_values_and_unsupported_field_types_are_refused():
         table: dict = option(None, "no flag for this")
     with pytest.raises(TypeError, match="no command-line flag for a field of type 'dict'"):
         add_flags(argparse.ArgumentParser(), Bad)
+
+
+def test_a_mapping_field_is_key_value_pairs():
+    @dataclass
+    class Weighted:
+        weights: dict[str, float] | None = option(None, "per-task weights")
+
+    def parse(argv):
+        parser = argparse.ArgumentParser(exit_on_error=False)
+        add_flags(parser, Weighted)
+        return values(Weighted, parser.parse_args(argv))
+
+    assert parse([]) == {"weights": None}
+    assert parse(["--weights", "iqa=1", "emotion=0.5"]) == {"weights": {"iqa": 1.0, "emotion": 0.5}}
+    with pytest.raises(argparse.ArgumentError, match="expected KEY=VALUE, got 'iqa'"):
+        parse(["--weights", "iqa"])
+    with pytest.raises(argparse.ArgumentError, match="'x' is not a float"):
+        parse(["--weights", "iqa=x"])
+    with pytest.raises(ValueError, match="names iqa more than once"):
+        parse(["--weights", "iqa=1", "iqa=2"])

@@ -34,6 +34,8 @@ def test_every_experiment_runs_and_every_table_is_written(smoke):
     finished = [p for p in (out / "runs").rglob("metrics.json") if (p.parent / "config.json").is_file()]
     assert len(finished) == plan["runs"].sum()
     for table_id, table in done.tables.items():
+        if table_id == "unified":                                   # ours, beyond the paper: its own test below
+            continue
         filled = table[table["status"] == "both"]
         assert len(filled) > 0, f"table {table_id}: no cell filled"
         assert not table["comparable"].any()                        # random weights: never comparable
@@ -52,6 +54,30 @@ def test_smoke_fills_each_row_from_its_own_variant(smoke):
     two = done.tables["2"]
     assert set(zip(two.loc[two["status"] == "both", "train_dataset"], two.loc[two["status"] == "both", "test_dataset"])) \
         == {("FLIVE", "KonIQ-10k"), ("FLIVE", "LIVEC"), ("LIVEC", "KonIQ-10k"), ("KonIQ-10k", "LIVEC")}
+
+
+def test_unified_table_sets_the_unified_run_beside_the_single_task_and_within_task_runs(smoke):
+    """The `unified` experiment (issue 17): every dataset of Tables 1, 3, 4 gets its unified, single-task and
+    (where the paper has a group) within-task multi-dataset number on the same splits, and each cross pair both."""
+    done, out = smoke
+    table = pd.read_csv(out / "tables" / "table_unified.csv")
+    config = reproduce.load_reproduce_config()["experiments"]["unified"]
+    per_dataset = table[~table["dataset"].str.contains("→")]
+    assert set(per_dataset["dataset"]) == set(config["datasets"])
+    assert per_dataset[["single", "unified"]].notna().all().all()
+    grouped = {d for exp in reproduce.load_reproduce_config()["experiments"].values() if exp["kind"] == "multi"
+               for d in exp["datasets"]}
+    has_multi = per_dataset.loc[per_dataset["within_task_multi"].notna(), "dataset"]
+    assert set(has_multi) == set(config["datasets"]) & grouped       # FLIVE is in no within-task group
+    assert (per_dataset["n_splits_unified"] == 2).all()              # the smoke plan's two group splits
+    cross = table[table["dataset"].str.contains("→")]
+    assert set(cross["dataset"]) == {f"{a} → {b}" for a, b in config["pairs"]}
+    assert cross[["single", "unified"]].notna().all().all() and not table["comparable"].any()
+    things = cross[cross["dataset"] == "lamem → things"].iloc[0]
+    assert "every image" in things["note"] and things["paper_single"] == pytest.approx(0.34, abs=0.05)
+    # the unified run's head of FLIVE was evaluated on KonIQ-10k's test part of split 1, in its own folder
+    evals = list((out / "runs").glob("livec+koniq10k+*/*/split1/*/eval/koniq10k_split1_test_head-flive/metrics.json"))
+    assert len(evals) == 1
 
 
 def test_multi_dataset_group_split_k_uses_each_datasets_split_k(smoke):

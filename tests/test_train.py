@@ -234,7 +234,7 @@ def test_multi_dataset_two_stage_and_cross_dataset(synth, tmp_path):
     record = evaluate_run(tmp_path / "multi", DataConfig("synthetic_strength", str(synth)), head_name="synthetic_iqa",
                           device="cpu")
     assert record["metrics"]["n_images"] == 160 and record["head_name"] == "synthetic_iqa"
-    assert (tmp_path / "multi" / "eval" / "synthetic_strength_all_test" / "predictions.csv").is_file()
+    assert (tmp_path / "multi" / "eval" / "synthetic_strength_all_test_head-synthetic_iqa" / "predictions.csv").is_file()
 
 
 def test_two_phase_run_takes_stage_one_from_the_one_stage_run(synth, tmp_path, monkeypatch):
