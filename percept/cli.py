@@ -2,141 +2,10 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-import warnings
-from pathlib import Path
 
-
-def _demo(args) -> None:
-    from .demo import run_demo
-    result = run_demo(args.out, epochs=args.epochs, seed=args.seed, log=None if args.quiet else print)
-    print(json.dumps({"run_dir": str(Path(args.out) / "run"), "test": result["test"]}, indent=2))
-
-
-WEIGHT_FIELDS = ("pretrained", "weights_path")   # ModelConfig fields that choose the encoder's weights
-
-
-def _params(args) -> None:
-    from .model import ModelConfig, build_model
-    from .options import values
-    config = ModelConfig(**values(ModelConfig, args, exclude=WEIGHT_FIELDS), pretrained=False,
-                         heads={"main": args.outputs})
-    print(json.dumps({"backbone": config.backbone, "strategy": config.strategy, "head_type": config.head_type,
-                      **build_model(config).parameter_counts()}, indent=2))
-
-
-def _prepare(args) -> None:
-    from .data.prepare import prepare
-    options = {}
-    for item in args.option or []:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise ValueError(f"--option {item!r} must be KEY=VALUE (e.g. image_dir=512x384)")
-        options[key.replace("-", "_")] = {"true": True, "false": False}.get(value.lower(), value)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        df, path = prepare(args.dataset, args.root, out=args.out, allow_partial=args.allow_partial,
-                           check_images=not args.labels_only, **options)
-    for warning in caught:
-        print(f"percept prepare: warning: {warning.message}", file=sys.stderr)
-    print(f"{args.dataset}: {len(df)} rows -> {path} (sidecar {path.with_suffix('.json').name})")
-
-
-def _data_configs(args) -> list:
-    from .data.sources import DataConfig
-    datasets = args.dataset if isinstance(args.dataset, list) else [args.dataset]
-    roots = args.root if isinstance(args.root, list) else [args.root] if args.root else []
-    if not roots and all(d.startswith("csv:") for d in datasets):
-        roots = [str(Path(d[4:]).parent) for d in datasets]          # a CSV's images default to its own folder
-    if len(roots) != len(datasets):
-        raise ValueError(f"give one --root per --dataset ({len(datasets)} datasets, {len(roots)} roots)")
-    manifests = args.manifest if isinstance(args.manifest, list) else [args.manifest] * len(roots)
-    if len(manifests) != len(roots):
-        raise ValueError("give one --manifest per --dataset, or none")
-    csv = {"task": args.task, "classes": args.classes.split(",") if args.classes else None,
-           "label_range": args.label_range}
-    return [DataConfig(d, r, m, **(csv if d.startswith("csv:") else {})) for d, r, m in zip(datasets, roots, manifests)]
-
-
-def _train_config(args):
-    from .model import ModelConfig
-    from .options import values
-    from .train_config import TrainConfig
-    return TrainConfig(data=_data_configs(args), model=ModelConfig(**values(ModelConfig, args)),
-                       **values(TrainConfig, args))
-
-
-def _train(args) -> None:
-    from .runs import RunDir
-    from .train import TrainConfig, train
-    run = RunDir(args.run_dir)
-    if args.dataset:
-        config = _train_config(args)
-    elif run.config_file.is_file():   # resume a run (or one prepared by a sweep)
-        config = TrainConfig.from_dict(run.read_config())
-        config.quiet = args.quiet
-    else:
-        raise ValueError(f"give --dataset and --root, or --run-dir of an existing run to resume "
-                         f"({run.config_file} does not exist)")
-    result = train(config, args.run_dir)
-    print(json.dumps({"run_dir": args.run_dir, "val_score": result["val_score"], "test": result["test"]}, indent=2))
-
-
-def _evaluate(args) -> None:
-    from .evaluate import evaluate_run
-    record = evaluate_run(args.run_dir, _data_configs(args)[0],
-                          split=None if args.split == 0 else args.split, part=args.part, head_name=args.head_name,
-                          out=args.out, device=args.device, num_workers=args.workers)
-    print(json.dumps(record, indent=2))
-
-
-def _sweep(args) -> None:
-    from .sweep import expand_grid, run_sweep
-    base = _train_config(args)
-    variants = [json.loads(v) for v in args.variant] if args.variant else [{}]
-    grid = expand_grid(base, lrs=args.lrs, splits=args.splits, model_variants=variants)
-    status = run_sweep(grid, args.out, gpus=args.gpus)
-    failed = {k: v for k, v in status.items() if v.startswith("failed")}
-    print(json.dumps({"runs": len(status), "failed": failed}, indent=2))
-    if failed:
-        raise RuntimeError(f"{len(failed)} of {len(status)} runs failed (see above)")
-
-
-def _results(args) -> None:
-    import pandas as pd
-    from .results import results_tables, wide_table
-    tables = results_tables(args.root)
-    table = tables[args.level] if args.level != "wide" else wide_table(
-        tables["aggregated"], metrics=args.metrics, statistic=args.statistic)
-    if args.csv:
-        from .files import write_csv
-        write_csv(args.csv, table.reset_index() if args.level == "wide" else table)
-    with pd.option_context("display.max_columns", 50, "display.width", 200):
-        print(table.to_string())
-
-
-def _predict(args) -> int:
-    from .predict import predict_images
-    table = predict_images(args.images, args.model, device=args.device, batch_size=args.batch_size, out=args.out,
-                           workers=args.workers, head_name=args.head_name, progress=not args.quiet,
-                           precision=args.precision)
-    failed = table[table["error"].fillna("") != ""]
-    if args.out is None:
-        print(table.to_csv(index=False) if args.csv else table.to_string(index=False))
-    else:
-        print(f"{len(table) - len(failed)} of {len(table)} images scored -> {args.out}")
-    for _, row in failed.iterrows():
-        print(f"percept predict: cannot score {row['image']}: {row['error']}", file=sys.stderr)
-    return 1 if len(failed) else 0
-
-
-def _list(args) -> None:
-    import pandas as pd
-    from .catalog import LISTS
-    table = LISTS[args.what](**({"data_root": args.data_root} if args.what == "datasets" else {}))
-    with pd.option_context("display.max_columns", 20, "display.width", 200, "display.max_colwidth", 60):
-        print(table.to_csv(index=False) if args.csv else table.to_string(index=False))
+from . import cli_commands as cmd
+from .cli_commands import WEIGHT_FIELDS
 
 
 def _add_data_args(p, many: bool = True) -> None:
@@ -190,7 +59,7 @@ def _demo_command(commands, full: bool) -> None:
     demo.add_argument("--epochs", type=int, default=8, help="maximum epochs (early stopping patience 4)")
     demo.add_argument("--seed", type=int, default=0, help="seed for data, split and training")
     demo.add_argument("--quiet", action="store_true", help="no per-epoch log")
-    demo.set_defaults(run=_demo)
+    demo.set_defaults(run=cmd.cmd_demo)
 
 
 def _params_command(commands, full: bool) -> None:
@@ -200,7 +69,7 @@ def _params_command(commands, full: bool) -> None:
     if full:
         _add_model_args(params, weights=False)
     params.add_argument("--outputs", type=int, default=1, help="head outputs (1 for regression, 8 for EmoSet)")
-    params.set_defaults(run=_params)
+    params.set_defaults(run=cmd.cmd_params)
 
 
 def _prepare_command(commands, full: bool) -> None:
@@ -219,7 +88,7 @@ def _prepare_command(commands, full: bool) -> None:
                          help="do not check that images exist (label files only; the sidecar records it)")
     prepare.add_argument("--option", action="append", metavar="KEY=VALUE",
                          help="preparer option, e.g. image_dir=512x384 for KonIQ-10k (repeatable)")
-    prepare.set_defaults(run=_prepare)
+    prepare.set_defaults(run=cmd.cmd_prepare)
 
 
 def _train_command(commands, full: bool) -> None:
@@ -229,9 +98,11 @@ def _train_command(commands, full: bool) -> None:
                                 "--run-dir. Re-running the same command resumes an interrupted run; "
                                 "`percept train --run-dir RUN` alone resumes RUN from its config.json.")
     train.add_argument("--run-dir", required=True, help="output folder of the run")
+    train.add_argument("--config", default=None, help="a run file (YAML/JSON: config.json's fields, e.g. a run's "
+                       "config.yaml; percept.config_files); typed flags override it")
     if full:
         _add_train_args(train)
-    train.set_defaults(run=_train)
+    train.set_defaults(run=cmd.cmd_train)
 
 
 def _evaluate_command(commands, full: bool) -> None:
@@ -248,7 +119,7 @@ def _evaluate_command(commands, full: bool) -> None:
     evaluate.add_argument("--device", default="auto")
     evaluate.add_argument("--workers", type=int, default=None,
                           help="DataLoader worker processes (default: 0 on CPU, the CPU cores up to 16 on GPU)")
-    evaluate.set_defaults(run=_evaluate)
+    evaluate.set_defaults(run=cmd.cmd_evaluate)
 
 
 def _sweep_command(commands, full: bool) -> None:
@@ -256,15 +127,18 @@ def _sweep_command(commands, full: bool) -> None:
                                 description="Run the grid under --out/<datasets>/<variant>/split<k>/lr<lr>, on "
                                 "every local GPU (one run per GPU at a time) or in-process on CPU; finished runs "
                                 "are skipped. Then `percept results --root OUT` selects the LR by validation.")
-    sweep.add_argument("--out", required=True, help="root folder of the sweep")
-    sweep.add_argument("--lrs", type=float, nargs="+", default=[5e-5, 1e-4, 5e-4, 1e-3])
-    sweep.add_argument("--splits", type=int, nargs="+", default=[1])
+    sweep.add_argument("--out", default=None, help="root folder of the sweep (or `out` in --config's sweep section)")
+    sweep.add_argument("--config", default=None, help="a sweep file: a run's settings plus `sweep: {lrs, splits, "
+                       "variants, out}` (percept.config_files); typed flags override it")
+    sweep.add_argument("--lrs", type=float, nargs="+", default=None, help="learning rates (default: the paper's "
+                       "5e-5 1e-4 5e-4 1e-3)")
+    sweep.add_argument("--splits", type=int, nargs="+", default=None, help="splits (default: 1)")
     sweep.add_argument("--variant", action="append", help='model overrides as JSON, e.g. \'{"strategy": "frozen"}\' '
                        "(repeatable)")
     sweep.add_argument("--gpus", type=int, nargs="*", default=None, help="GPU indices (default: all visible)")
     if full:
         _add_train_args(sweep)
-    sweep.set_defaults(run=_sweep)
+    sweep.set_defaults(run=cmd.cmd_sweep)
 
 
 def _results_command(commands, full: bool) -> None:
@@ -276,7 +150,17 @@ def _results_command(commands, full: bool) -> None:
     results.add_argument("--metrics", nargs="+", default=["srcc", "plcc_logistic"], help="for --level wide")
     results.add_argument("--statistic", default="median", choices=["median", "mean"], help="for --level wide")
     results.add_argument("--csv", default=None, help="also write the table to this CSV file")
-    results.set_defaults(run=_results)
+    results.set_defaults(run=cmd.cmd_results)
+
+
+def _status_command(commands, full: bool) -> None:
+    status = commands.add_parser("status", help="the runs of a tree by state: done, running, failed, ...",
+                                 description="One line per run directory below ROOT (a sweep's or `percept "
+                                 "reproduce`'s runs/): done, running, failed (with its error), interrupted (its "
+                                 "process is gone; re-running resumes it) or pending (percept.run_status).")
+    status.add_argument("root", help="a folder of run directories")
+    status.add_argument("--state", nargs="+", default=None, help="only these states")
+    status.set_defaults(run=cmd.cmd_status)
 
 
 def _predict_command(commands, full: bool) -> None:
@@ -300,7 +184,7 @@ def _predict_command(commands, full: bool) -> None:
                          "model, which pays for a small model only")
     predict.add_argument("--head-name", default=None, help="which head of a multi-dataset run")
     predict.add_argument("--quiet", action="store_true", help="no progress bar")
-    predict.set_defaults(run=_predict)
+    predict.set_defaults(run=cmd.cmd_predict)
 
 
 def _list_command(commands, full: bool) -> None:
@@ -312,13 +196,7 @@ def _list_command(commands, full: bool) -> None:
     what.add_argument("what", nargs="?", default="models", choices=["models", "backbones", "datasets"])
     what.add_argument("--data-root", default=None, help="folder holding one prepared dataset per subfolder")
     what.add_argument("--csv", action="store_true", help="print CSV instead of a table")
-    what.set_defaults(run=_list)
-
-
-def _download(args) -> None:
-    from .catalog import download
-    table = download(args.names, cache_dir=args.cache_dir)
-    print(table.to_string(index=False))
+    what.set_defaults(run=cmd.cmd_list)
 
 
 def _download_command(commands, full: bool) -> None:
@@ -331,15 +209,7 @@ def _download_command(commands, full: bool) -> None:
     fetch.add_argument("names", nargs="*", default=list(DEFAULT_DOWNLOADS), help="official checkpoints (official-"
                        "iqa, ...) and backbones (clip_vit_l14, ...); default: " + " ".join(DEFAULT_DOWNLOADS))
     fetch.add_argument("--cache-dir", default=None, help="cache folder (default: huggingface_hub's, from HF_HOME)")
-    fetch.set_defaults(run=_download)
-
-
-def _export(args) -> None:
-    from .export import export_run
-    path = export_run(args.run_dir, args.format, args.out, head_name=args.head_name,
-                      backbone_weights=args.backbone_weights)
-    size = sum(p.stat().st_size for p in ([path] if path.is_file() else path.rglob("*")) if p.is_file())
-    print(f"{args.format}: {path} ({size / 2**20:.1f} MB)")
+    fetch.set_defaults(run=cmd.cmd_download)
 
 
 def _export_command(commands, full: bool) -> None:
@@ -354,12 +224,7 @@ def _export_command(commands, full: bool) -> None:
     export.add_argument("--head-name", default=None, help="which head, for a multi-dataset run in the official format")
     export.add_argument("--backbone-weights", default=None, help="a local file of the backbone's weights (default: "
                         "what the run used)")
-    export.set_defaults(run=_export)
-
-
-def _push(args) -> None:
-    from .export import push_run
-    print(push_run(args.run_dir, args.repo_id, private=args.private, token=args.token))
+    export.set_defaults(run=cmd.cmd_export)
 
 
 def _push_command(commands, full: bool) -> None:
@@ -370,7 +235,7 @@ def _push_command(commands, full: bool) -> None:
     push.add_argument("repo_id", help="user/name on the Hugging Face hub")
     push.add_argument("--private", action="store_true", help="create the repository private")
     push.add_argument("--token", default=None, help="a Hugging Face token (default: HF_TOKEN / the saved login)")
-    push.set_defaults(run=_push)
+    push.set_defaults(run=cmd.cmd_push)
 
 
 def _delegated_command(commands, full: bool) -> None:
@@ -384,7 +249,7 @@ def _delegated_command(commands, full: bool) -> None:
 
 
 COMMANDS = {"demo": _demo_command, "params": _params_command, "prepare": _prepare_command, "train": _train_command,
-            "evaluate": _evaluate_command, "sweep": _sweep_command, "results": _results_command,
+            "evaluate": _evaluate_command, "sweep": _sweep_command, "results": _results_command, "status": _status_command,
             "predict": _predict_command, "list": _list_command, "download": _download_command,
             "export": _export_command, "push": _push_command, "bench, notebooks, reproduce": _delegated_command}
 
@@ -395,6 +260,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     ``percept prepare`` and ``percept --help`` start in a moment."""
     parser = argparse.ArgumentParser(prog="percept", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
+    parser.commands = commands   # the command parsers, by name (for the flags typed with --config)
     for name, add in COMMANDS.items():
         add(commands, full=command is None or command == name)
     return parser
@@ -411,8 +277,12 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["reproduce"]:
         from .reproduce import main as reproduce_main
         return reproduce_main(argv[1:])
-    args = build_parser(argv[0] if argv and not argv[0].startswith("-") else "").parse_args(argv)
+    parser = build_parser(argv[0] if argv and not argv[0].startswith("-") else "")
+    args = parser.parse_args(argv)
     try:
+        if getattr(args, "config", None):   # which flags were typed: they override the file
+            from .config_files import given_flags
+            args.given = given_flags(parser.commands.choices[args.command], argv[1:])
         status = args.run(args)
     except (ValueError, FileNotFoundError, RuntimeError) as err:
         print(f"percept {args.command}: error: {err}", file=sys.stderr)

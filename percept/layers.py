@@ -24,13 +24,13 @@ LAYERS: dict[str, tuple[str, ...]] = {
     "core": ("tasks", "config_names", "options", "files", "resources", "metrics", "images", "checkpoint"),
     "model": ("attention", "heads", "backbones", "model", "official_layout", "official", "official_reference"),
     "data": ("data",),
-    "engine": ("runtime", "distributed", "losses", "sampling", "gpu_augment", "runs", "evaluate", "head_finetune",
-               "train_config", "multitask", "train", "predict", "metric", "prior"),
+    "engine": ("runtime", "distributed", "losses", "sampling", "gpu_augment", "runs", "run_status", "evaluate",
+               "head_finetune", "tracking", "train_config", "multitask", "train", "predict", "metric", "prior"),
     "experiments": ("catalog", "model_card", "export", "paper_specs", "results", "paper", "unified", "sweep",
-                    "reproduce",
-                    "bench", "demo"),
+                    "reproduce", "bench", "demo"),
     "analysis": ("interpret", "interpret_cost", "analysis", "figures"),
-    "interface": ("cli", "notebooks", "notebook_study", "notebook_display", "notebook_runner", "__main__", "layers"),
+    "interface": ("cli", "cli_commands", "config_files", "notebooks", "notebook_study", "notebook_display", "notebook_runner",
+                  "__main__", "layers"),
 }
 LAYER_ORDER = tuple(LAYERS)
 

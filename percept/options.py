@@ -3,7 +3,7 @@
 A config field declared with :func:`option` carries its help text (and choices, and any older flag names);
 :func:`add_flags` gives an argparse parser one flag per field (``lora_r`` -> ``--lora-r``), typed from the
 field's annotation (``int``, ``float``, ``str``, ``bool`` -> ``--x/--no-x``, ``X | None``,
-``tuple[int, int]`` -> two values, ``dict[str, float]`` -> ``KEY=VALUE ...``), defaulting to the field's default; :func:`values` reads the parsed
+``tuple[int, int]`` -> two values, ``list[str]`` -> one or more, ``dict[str, float]`` -> ``KEY=VALUE ...``), defaulting to the field's default; :func:`values` reads the parsed
 flags back as the dataclass's keyword arguments. So ``percept train --help`` is written by
 :class:`~percept.model.ModelConfig` and :class:`~percept.train_config.TrainConfig` themselves, and a new
 field is a new flag. Torch-free.
@@ -31,7 +31,7 @@ def option(default: Any = MISSING, help: str = "", *, default_factory: Any = MIS
 
 
 def _flag_type(annotation: Any) -> tuple[str, type | None, int]:
-    """``("scalar" | "bool" | "tuple" | "mapping", element (value) type, tuple length)`` of a field annotation
+    """``("scalar" | "bool" | "tuple" | "list" | "mapping", element (value) type, tuple length)`` of a field annotation
     (a string under ``from __future__ import annotations``)."""
     text = annotation if isinstance(annotation, str) else getattr(annotation, "__name__", str(annotation))
     parts = [p.strip() for p in text.split("|") if p.strip() != "None"]
@@ -42,6 +42,9 @@ def _flag_type(annotation: Any) -> tuple[str, type | None, int]:
     match = re.fullmatch(r"tuple\[(\w+)(?:, \1)*\]", parts[0]) if len(parts) == 1 else None
     if match and match.group(1) in _SCALARS:
         return "tuple", _SCALARS[match.group(1)], parts[0].count(",") + 1
+    match = re.fullmatch(r"list\[(\w+)\]", parts[0]) if len(parts) == 1 else None
+    if match and match.group(1) in _SCALARS:
+        return "list", _SCALARS[match.group(1)], 0
     match = re.fullmatch(r"dict\[str, (\w+)\]", parts[0]) if len(parts) == 1 else None
     if match and match.group(1) in _SCALARS:
         return "mapping", _SCALARS[match.group(1)], 0
@@ -78,6 +81,8 @@ def add_flags(parser, cls, exclude: Iterable[str] = ()) -> None:
         kwargs: dict[str, Any] = {"dest": f.name, "default": default, "help": help_text}
         if kind == "bool":
             kwargs["action"] = argparse.BooleanOptionalAction
+        elif kind == "list":
+            kwargs.update(type=element, nargs="+")
         elif kind == "mapping":
             kwargs.update(type=_key_value(element), nargs="+", metavar="KEY=VALUE")
         else:
@@ -100,5 +105,6 @@ def values(cls, args: argparse.Namespace, exclude: Iterable[str] = ()) -> dict[s
             if twice:
                 raise ValueError(f"--{f.name.replace('_', '-')} names {', '.join(twice)} more than once")
             value = dict(value)
-        out[f.name] = tuple(value) if isinstance(value, list) else value
+        kind = _flag_type(f.type)[0]
+        out[f.name] = list(value) if kind == "list" else tuple(value) if isinstance(value, list) else value
     return out

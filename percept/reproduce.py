@@ -73,11 +73,11 @@ def run_hours(dataset: str) -> float:
 
 
 def load_reproduce_config(path: str | os.PathLike | None = None) -> dict:
-    """Read ``reproduce.yaml`` (needs PyYAML, installed with the ``notebooks`` extra)."""
+    """Read ``reproduce.yaml`` (PyYAML: a dependency of percept)."""
     try:
         import yaml
     except ImportError as err:   # pragma: no cover - depends on the environment
-        raise ImportError("reading reproduce.yaml needs PyYAML: pip install pyyaml (or the 'notebooks' extra)") from err
+        raise ImportError("reading reproduce.yaml needs PyYAML: pip install pyyaml") from err
     path = Path(path) if path else REPRODUCE_YAML
     config = yaml.safe_load(path.read_text())
     if not isinstance(config, dict) or "experiments" not in config:

@@ -12,6 +12,9 @@ Layout (``percept train`` and :func:`percept.train.train`)::
       metrics.json             final metrics; ``"status": "complete"`` marks a finished run
       eval/<dataset>_<split>_<part>/{metrics.json, predictions.csv}   ``percept evaluate`` on other data
       train.log                a sweep's subprocess output (``percept sweep``)
+      config.yaml              the config.json in YAML, its human form (``percept train --config`` reads it)
+      trackers.json, tensorboard/, wandb/   experiment trackers' run ids and files (``--logger``, tracking.py)
+      state.json               running (pid, host, epoch, last update) or failed (the error); run_status.py
 
 :class:`RunDir` owns this layout: no other module spells a run file's name. Every file is replaced atomically
 (temp file + ``os.replace``): a crash leaves the previous version. The checkpoint is a single file, so its
@@ -31,7 +34,7 @@ from pathlib import Path
 from typing import Mapping
 
 from .config_names import upgrade_run_config
-from .files import read_json, write_csv, write_json
+from .files import atomic_path, read_json, write_csv, write_json
 
 # What a run computes beyond its configuration fields (saved in config.json; see above).
 # History: 1 - until issue 12; 2 - LaMem split-k targets, image-proportional sampling with min_batch_items,
@@ -83,6 +86,24 @@ class RunDir:
     @property
     def metrics_file(self) -> Path:
         return self.path / METRICS
+
+    @property
+    def config_yaml(self) -> Path:
+        return self.path / "config.yaml"
+
+    @property
+    def state_file(self) -> Path:
+        """What the run is doing: running (pid, host, last update) or failed (its error); ``percept status``."""
+        return self.path / "state.json"
+
+    @property
+    def trackers_file(self) -> Path:
+        """The experiment trackers' run ids (W&B, MLflow), so that a resumed run continues the same ones."""
+        return self.path / "trackers.json"
+
+    def tracker_dir(self, name: str) -> Path:
+        """A tracker's own files (``tensorboard``, ``wandb``)."""
+        return self.path / name
 
     @property
     def output_file(self) -> Path:
@@ -160,7 +181,16 @@ class RunDir:
                     f"delete {self.path} to start over")
         else:
             write_json(self.config_file, config)
+        if not self.config_yaml.is_file():
+            self.write_config_yaml(self.read_config())
         return self
+
+    def write_config_yaml(self, config: Mapping) -> None:
+        """``config.yaml``: ``config.json`` in YAML, the human form (``percept train --config`` reads it back)."""
+        import yaml
+        with atomic_path(self.config_yaml) as tmp:
+            tmp.write_text("# the run's configuration (config.json is the record); percept train --config reads "
+                           "this file\n" + yaml.safe_dump(dict(config), sort_keys=False, width=110))
 
     def write_environment(self, device, **extra) -> None:
         write_json(self.environment_file, {**environment_info(device), **extra})

@@ -23,16 +23,19 @@ A job that hits the time limit can simply be resubmitted: it resumes from its la
 from __future__ import annotations
 
 import copy
+import dataclasses
 import os
 import queue
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Iterable
 
 import torch
 
+from .run_status import eta_text
 from .runs import IncompatibleRunError, RunDir
 from .train import EXECUTION_FIELDS, TrainConfig, train
 
@@ -101,6 +104,9 @@ def run_sweep(grid: dict[str, TrainConfig], out: str | os.PathLike, gpus: list[i
     gpus = list(range(torch.cuda.device_count())) if gpus is None else list(gpus)
     status: dict[str, str] = {}
     todo = []
+    # the trackers group a sweep's runs under its folder's name (unless the runs name a group themselves)
+    grid = {name: config if config.log_group else dataclasses.replace(config, log_group=out.resolve().name)
+            for name, config in grid.items()}
     for name, config in grid.items():
         run = RunDir(out / name)
         try:   # a run directory of another configuration (or an older protocol) is never reused, finished or not
@@ -117,15 +123,23 @@ def run_sweep(grid: dict[str, TrainConfig], out: str | os.PathLike, gpus: list[i
     log(f"sweep: {len(grid)} runs, {len(grid) - len(todo) - refused} already finished, {refused} refused, "
         f"{len(todo)} to run"
         f"{f' on GPUs {gpus}' if gpus and todo else ''}")
+    durations: list[float] = []
+
+    def finished(name: str, started: float, where: str = "") -> None:   # one line per run, with the ETA
+        durations.append(time.time() - started)
+        left = len(todo) - len(durations)
+        log(f"[{len(durations)}/{len(todo)}] {name}{where}: {status[name]} in {durations[-1]:.0f} s; "
+            f"{eta_text(durations, left, max(1, len(gpus)))}")
+
     if not gpus:
-        for i, name in enumerate(todo, 1):
-            log(f"[{i}/{len(todo)}] {name}")
+        for name in todo:
+            started = time.time()
             try:
                 train(grid[name], out / name, log=lambda *a, **k: None)
                 status[name] = "done"
             except (ValueError, RuntimeError, FileNotFoundError) as err:
                 status[name] = f"failed: {err}"
-                log(f"  failed: {err}")
+            finished(name, started)
         return status
 
     jobs: queue.Queue = queue.Queue()
@@ -139,10 +153,11 @@ def run_sweep(grid: dict[str, TrainConfig], out: str | os.PathLike, gpus: list[i
                 name = jobs.get_nowait()
             except queue.Empty:
                 return
+            started = time.time()
             code = _launch(RunDir(out / name), gpu)
             with lock:
                 status[name] = "done" if code == 0 else f"failed: exit {code}, see {RunDir(out / name).output_file}"
-                log(f"GPU {gpu}: {name} -> {status[name]}")
+                finished(name, started, f" (GPU {gpu})")
 
     threads = [threading.Thread(target=worker, args=(g,)) for g in gpus]
     for t in threads:

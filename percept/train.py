@@ -44,7 +44,7 @@ from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from .checkpoint import load_checkpoint, save_checkpoint
-from .files import atomic_path
+from .files import atomic_path, read_json
 from .data.sources import check_trainable, open_source
 from .gpu_augment import DeviceAugmentDataset, normalize_on_device
 from .distributed import DistContext, barrier, gather_rows, init_distributed
@@ -53,9 +53,11 @@ from .losses import get_loss
 from .model import build_model, load_weights, save_weights
 from .multitask import MIXED_METRIC, is_mixed, loss_scales, loss_weights, selection_metrics, selection_value
 from .runtime import autocast, cast_frozen_weights, compile_or_eager, resolve_device, resolve_workers
+from .run_status import write_state
 from .runs import RunDir
 from .sampling import ProportionalBatchSampler
 from .tasks import get_task, selection_score
+from .tracking import Trackers, check_loggers
 from .train_config import EXECUTION_FIELDS, TrainConfig  # noqa: F401 (percept.train.TrainConfig)
 
 class TrainingError(RuntimeError):
@@ -159,11 +161,22 @@ def train(config: TrainConfig, run_dir: str | Path, log=print) -> dict:
     barrier(dist)
     if run.is_complete():
         return run.read_metrics()
+    check_loggers(config.loggers)                  # a missing tracker package: an error before any work
     session = setup(config, run, dist, log)
-    if config.stage1_from and session.state["epoch"] == 0:
-        adopt_stage1(session, RunDir(config.stage1_from))
-    fit(session)
-    return finish(session)
+    try:
+        if config.stage1_from and session.state["epoch"] == 0:
+            adopt_stage1(session, RunDir(config.stage1_from))
+        fit(session)
+        result = finish(session)
+    except BaseException as err:
+        session.trackers.close(failed=True)
+        # an error is recorded for `percept status`; a kill (Ctrl-C, SLURM's signal) leaves "running", which the
+        # status shows as interrupted once the process is gone
+        if dist.is_main and isinstance(err, Exception):
+            write_state(run, "failed", epoch=session.state["epoch"], error=f"{type(err).__name__}: {err}")
+        raise
+    session.trackers.close()
+    return result
 
 
 @dataclass
@@ -191,6 +204,7 @@ class Session:
     metrics: dict = field(default_factory=dict)        # dataset -> its validation metric (percept.multitask)
     loss_scales: list = field(default_factory=list)    # dataset -> what its loss is divided by (mixed tasks)
     loss_weights: list = field(default_factory=list)   # dataset -> its task's weight
+    trackers: Trackers | None = None                   # TensorBoard / W&B / MLflow (main process; percept.tracking)
 
     @property
     def main(self) -> bool:
@@ -248,6 +262,11 @@ def setup(config: TrainConfig, run: RunDir, dist: DistContext, log=print) -> Ses
     log(f"{', '.join(s.name for s in sources)} split {config.split}: {config.model.backbone} "
         f"({config.model.strategy}), {counts['trainable']:,} trainable parameters, lr {config.lr:g}, {device}")
     _training_data(session)
+    group = config.log_group or "+".join(s.name for s in sources)
+    session.trackers = Trackers(config.loggers if main else [], run.path, group)
+    if main:
+        session.trackers.start(config.to_dict(), read_json(run.environment_file), resumed_after=state["epoch"])
+        write_state(run, "running", epoch=state["epoch"])
     return session
 
 
@@ -348,6 +367,8 @@ def fit(s: Session) -> None:
         if s.main:
             s.run.write_log(pd.DataFrame(state["history"]))
             save_checkpoint(s.run.checkpoint_file, s.model.trainable_state_dict(), s.optimizer, state)
+            s.trackers.epoch(state["history"][-1])
+            write_state(s.run, "running", epoch=epoch)
         barrier(s.dist)
         s.log(f"epoch {epoch:3d}  train loss {train_loss:.4f}  val {s.metric} {value:.4f}"
               f"{'  *' if state['best_epoch'] == epoch else ''}")
@@ -381,6 +402,7 @@ def finish(s: Session) -> dict:
             s.run.write_predictions(frame, src.name if len(s.sources) > 1 else None)
     if s.main:
         s.run.write_metrics(result)
+        s.trackers.final(result, s.run.best_weights)
     barrier(s.dist)
     for name, m in result["test"].items():
         shown = {k: round(v, 4) for k, v in m.items() if k in ("srcc", "plcc_logistic", "mse", "accuracy")}

@@ -8,10 +8,11 @@ from .data.sources import DataConfig
 from .model import ModelConfig
 from .options import option
 from .runs import PROTOCOL
+from .tracking import LOGGERS
 
 # Settings that change speed, not results: they may differ when a run resumes.
 EXECUTION_FIELDS = ("device", "num_workers", "eval_batch_size", "quiet", "cache_dir", "device_augment", "compile",
-                    "stage1_from")
+                    "stage1_from", "loggers", "log_group")
 
 
 @dataclass
@@ -45,6 +46,11 @@ class TrainConfig:
     min_batch_items: int = option(3, "multi-dataset: fewest items a PLCC dataset brings to a batch (ours)")
     stage1_from: str | None = option(None, "with --head-finetune: a finished one-stage run of this configuration "
                                      "whose stage 1 (= this run's, same seed) is taken instead of retrained")
+    loggers: list[str] = option(help="experiment trackers besides the run directory's own log.csv / metrics.json "
+                                "(csv): tensorboard, wandb, mlflow, several allowed (percept.tracking)",
+                                default_factory=lambda: ["csv"], choices=LOGGERS, aliases=("--logger",))
+    log_group: str | None = option(None, "the trackers' group / experiment (default: a sweep's folder name, else "
+                                   "the run's datasets)")
     protocol: int = PROTOCOL                       # what this version of percept computes (see PROTOCOL)
     # absent from config.json when None, so runs written before it compare equal on resume
     task_weights: dict[str, float] | None = option(None, "mixed-task runs (percept.multitask): each task's weight "

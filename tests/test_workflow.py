@@ -1,0 +1,122 @@
+"""Research workflow (issue 18): run and sweep config files with command-line overrides, the effective config
+written to the run directory, a sweep's progress lines, and `percept status` over a tree of runs."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+
+import pytest
+
+import percept.train as train_module
+from percept.cli import build_parser, main
+from percept.config_files import given_flags
+from percept.files import write_json
+from percept.run_status import run_status, tree_status, write_state
+from percept.runs import RunDir
+from percept.train import TrainConfig
+
+
+def _write(path, text):
+    path.write_text(text)
+    return path
+
+
+def _run_file(tmp_path, **extra):
+    lines = [f"data:\n  - {{dataset: synthetic_iqa, root: {tmp_path / 'data'}}}",
+             "model: {backbone: tiny_clip, pretrained: false, lora_r: 8}", "max_epochs: 1", "batch_size: 16",
+             "test_crops: 2", "lr: 0.001", "quiet: true", *(f"{k}: {v}" for k, v in extra.items())]
+    return _write(tmp_path / "run.yaml", "\n".join(lines) + "\n")
+
+
+def _file_config(argv):
+    """What `percept train/sweep ARGV` makes of its --config file and typed flags."""
+    from percept import cli_commands
+    parser = build_parser(argv[0])
+    args = parser.parse_args(argv)
+    args.given = given_flags(parser.commands.choices[argv[0]], argv[1:])
+    return cli_commands._file_config(args)
+
+
+def test_typed_flags_override_the_file_and_untyped_defaults_do_not(tmp_path):
+    path = _run_file(tmp_path, weight_decay=0.01)
+    config, sweep = _file_config(["train", "--run-dir", "x", "--config", str(path), "--lr", "1e-4", "--lora-r", "4"])
+    assert config.lr == 1e-4 and config.model.lora_r == 4                 # typed: wins, even at its default value
+    assert config.weight_decay == 0.01 and config.batch_size == 16         # not typed: the file's, not the defaults
+    assert config.model.backbone == "tiny_clip" and not config.model.pretrained and sweep == {}
+    other = _file_config(["train", "--run-dir", "x", "--config", str(path), "--dataset", "synthetic_strength",
+                          "--root", str(tmp_path)])[0]
+    assert [d.dataset for d in other.data] == ["synthetic_strength"]         # --dataset replaces the file's data
+
+
+def test_bad_config_files_name_the_file_and_the_fix(tmp_path):
+    cases = {"list.yaml": ("- 1\n- 2\n", "expected a mapping"),
+             "unknown.yaml": (_run_file(tmp_path).read_text() + "learning_rate: 0.1\n", "learning_rate"),
+             "sweep.yaml": (_run_file(tmp_path).read_text() + "sweep: {lr: [1]}\n", "`sweep` takes"),
+             "nodata.yaml": ("lr: 0.1\n", "no `data`"),
+             "broken.yaml": ("data: [\n", "not valid YAML")}
+    for name, (text, message) in cases.items():
+        path = _write(tmp_path / name, text)
+        with pytest.raises(ValueError, match=message) as err:
+            _file_config(["train", "--run-dir", "x", "--config", str(path)])
+        assert name in str(err.value)
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        _file_config(["train", "--run-dir", "x", "--config", str(tmp_path / "missing.yaml")])
+
+
+def test_a_runs_config_yaml_starts_the_same_run_again(tmp_path, capsys):
+    path = _run_file(tmp_path)
+    assert main(["train", "--run-dir", str(tmp_path / "first"), "--config", str(path)]) == 0
+    written = (tmp_path / "first" / "config.yaml").read_text()
+    assert written.startswith("# the run's configuration")
+    again = _file_config(["train", "--run-dir", "x", "--config", str(tmp_path / "first" / "config.yaml")])[0]
+    stored = TrainConfig.from_dict(json.loads((tmp_path / "first" / "config.json").read_text()))
+    assert again.to_dict() == stored.to_dict()
+
+
+def test_sweep_file_runs_its_grid_with_one_progress_line_per_run_and_status_lists_them(tmp_path, capsys):
+    path = _write(tmp_path / "sweep.yaml", _run_file(tmp_path).read_text()
+                  + f"sweep: {{lrs: [0.001, 0.0005], splits: [1], out: {tmp_path / 'sweep'}}}\n")
+    assert main(["sweep", "--config", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "[1/2] synthetic_iqa/tiny_clip_r8-a8/split1/lr0.001: done in" in out and "ETA" in out
+    assert "[2/2]" in out and "all done" in out
+    assert json.loads((tmp_path / "sweep" / "synthetic_iqa" / "tiny_clip_r8-a8" / "split1" / "lr0.001" /
+                       "config.json").read_text())["log_group"] == "sweep"        # the trackers' group
+    assert main(["status", str(tmp_path / "sweep")]) == 0
+    assert "2 done below" in capsys.readouterr().out
+    # --lrs typed on the command line overrides the file's sweep section
+    assert main(["sweep", "--config", str(path), "--lrs", "0.001"]) == 0
+    assert '"runs": 1' in capsys.readouterr().out
+
+
+def test_status_tells_running_failed_interrupted_and_pending_runs_apart(tmp_path, monkeypatch):
+    root = tmp_path / "tree"
+    for name in ("running", "interrupted", "failed", "pending", "other_host", "stale_host"):
+        RunDir(root / name).open({"lr": 1})
+    write_state(RunDir(root / "running"), "running", epoch=3)                        # this live process
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()                                                                      # a pid that no longer runs
+    write_json(RunDir(root / "interrupted").state_file, {"state": "running", "pid": gone.pid, "host":
+                                                         __import__("socket").gethostname(), "updated": time.time()})
+    write_state(RunDir(root / "failed"), "failed", epoch=2, error="TrainingError: the loss became nan")
+    write_json(RunDir(root / "other_host").state_file, {"state": "running", "pid": 1, "host": "node17",
+                                                        "updated": time.time() - 60})
+    write_json(RunDir(root / "stale_host").state_file, {"state": "running", "pid": 1, "host": "node17",
+                                                        "updated": time.time() - 7200})
+    states = dict(zip(tree_status(root)["run"], tree_status(root)["state"]))
+    assert states == {"running": "running", "interrupted": "interrupted", "failed": "failed", "pending": "pending",
+                      "other_host": "running", "stale_host": "interrupted"}
+    assert "the loss became nan" in run_status(RunDir(root / "failed"))["detail"]
+    assert main(["status", str(root), "--state", "failed"]) == 1                    # a failed run: non-zero exit
+
+
+def test_a_run_that_fails_records_its_error_for_status(tmp_path, monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("the data loader died")
+    monkeypatch.setattr(train_module, "train_one_epoch", broken)
+    path = _run_file(tmp_path)
+    assert main(["train", "--run-dir", str(tmp_path / "run"), "--config", str(path)]) == 2
+    status = run_status(RunDir(tmp_path / "run"))
+    assert status["state"] == "failed" and status["detail"] == "RuntimeError: the data loader died"
