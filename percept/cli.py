@@ -136,6 +136,8 @@ def _sweep_command(commands, full: bool) -> None:
     sweep.add_argument("--variant", action="append", help='model overrides as JSON, e.g. \'{"strategy": "frozen"}\' '
                        "(repeatable)")
     sweep.add_argument("--gpus", type=int, nargs="*", default=None, help="GPU indices (default: all visible)")
+    from .launch import add_launcher_args
+    add_launcher_args(sweep)
     if full:
         _add_train_args(sweep)
     sweep.set_defaults(run=cmd.cmd_sweep)

@@ -110,7 +110,8 @@ def cmd_sweep(args) -> None:
     if plan["out"] is None:
         raise ValueError("give --out, or `out` in the sweep file's `sweep` section")
     grid = expand_grid(base, lrs=plan["lrs"] or LR_GRID, splits=plan["splits"] or [1], model_variants=plan["variants"])
-    status = run_sweep(grid, plan["out"], gpus=args.gpus)
+    from .launch import slurm_options
+    status = run_sweep(grid, plan["out"], gpus=args.gpus, launcher=args.launcher, slurm=slurm_options(args))
     failed = {k: v for k, v in status.items() if v.startswith("failed")}
     print(json.dumps({"runs": len(status), "failed": failed}, indent=2))
     if failed:

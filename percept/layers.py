@@ -26,7 +26,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
     "data": ("data",),
     "engine": ("runtime", "distributed", "losses", "sampling", "gpu_augment", "runs", "run_status", "evaluate",
                "head_finetune", "tracking", "train_config", "multitask", "train", "predict", "metric", "prior"),
-    "experiments": ("catalog", "model_card", "export", "paper_specs", "results", "paper", "unified", "sweep",
+    "experiments": ("catalog", "model_card", "export", "paper_specs", "results", "paper", "unified", "launch", "sweep",
                     "reproduce", "bench", "demo"),
     "analysis": ("interpret", "interpret_cost", "analysis", "figures"),
     "interface": ("cli", "cli_commands", "config_files", "notebooks", "notebook_study", "notebook_display", "notebook_runner",

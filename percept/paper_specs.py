@@ -165,15 +165,14 @@ def run_configuration(run: Mapping[str, object]) -> tuple[dict, bool]:
 
 
 def _tasks_of(datasets: str) -> set[str]:
-    """The tasks of ``'a+b'`` dataset names (an unknown name, e.g. a CSV dataset not registered here: its own
-    name, so a mix of it and a known task counts as mixed; never silently a within-task run)."""
+    """The tasks of the known datasets among ``'a+b'`` (a name without a card fills no paper cell anyway)."""
     from .data.sources import dataset_task
     tasks = set()
     for name in filter(None, datasets.split("+")):
         try:
             tasks.add(dataset_task(name))
         except (KeyError, ValueError):
-            tasks.add(f"unknown:{name}")
+            continue
     return tasks
 
 

@@ -225,7 +225,7 @@ def _base_config(config: dict, datasets: list[str], data_root: Path, head_finetu
                        model=ModelConfig.from_dict(defaults["model"]), head_finetune=head_finetune, **defaults["train"])
 
 
-def _run_training(config: dict, exp: dict, data_root: Path, out: Path, gpus, log) -> str | None:
+def _run_training(config: dict, exp: dict, data_root: Path, out: Path, gpus, log, launch=None) -> str | None:
     """Sweep every group of a single/multi experiment; the first failed run's message, or None."""
     from .sweep import expand_grid, run_sweep
     first_error = None
@@ -233,7 +233,7 @@ def _run_training(config: dict, exp: dict, data_root: Path, out: Path, gpus, log
         base = _base_config(config, group, data_root, bool(exp.get("head_finetune", False)))
         grid = expand_grid(base, lrs=exp.get("lrs", config["defaults"]["lrs"]),
                            splits=experiment_splits(exp, group[0]), model_variants=exp.get("variants") or [{}])
-        status = run_sweep(grid, out / "runs", gpus=gpus, log=log)
+        status = run_sweep(grid, out / "runs", gpus=gpus, log=log, **(launch or {}))
         for run, outcome in status.items():
             if outcome.startswith("failed"):
                 log(f"  {run}: {outcome}")
@@ -297,11 +297,14 @@ def _write_unified(exp: dict, found: list[dict] | None, out: Path, result: Repro
 
 def reproduce(out: str | os.PathLike, config_path: str | os.PathLike | None = None,
               data_root: str | os.PathLike | None = None, only: Iterable[str] | None = None,
-              gpus: list[int] | None = None, log=print, smoke: bool = False) -> Reproduction:
+              gpus: list[int] | None = None, log=print, smoke: bool = False, launcher: str = "local",
+              slurm=None) -> Reproduction:
     """Run the experiments of ``reproduce.yaml`` (``only``: some of them) into ``out/runs``, evaluate the
     cross-dataset pairs, and write ``out/tables/table_<id>.csv`` (paper vs ours) for every table the
     experiments name. Finished runs are skipped, interrupted ones resume. ``smoke``: the plan of
-    :func:`smoke_config` on generated fixture datasets (``data_root`` is not used)."""
+    :func:`smoke_config` on generated fixture datasets (``data_root`` is not used). ``launcher="slurm"``
+    (:mod:`percept.launch`): the runs are submitted as SLURM jobs and this returns at once; run it again when they
+    have finished (finished runs are skipped) for the cross-dataset evaluations and the tables."""
     config = load_reproduce_config(config_path)
     out = Path(out)
     names = list(config["experiments"]) if only is None else list(only)
@@ -326,10 +329,10 @@ def reproduce(out: str | os.PathLike, config_path: str | os.PathLike | None = No
         if smoke:   # fixture test parts of 2-10 images: logistic fits and per-class metrics warn; expected there
             warnings.simplefilter("ignore", RuntimeWarning)
             warnings.simplefilter("ignore", UserWarning)
-        return _execute(config, names, root, out, gpus, log)
+        return _execute(config, names, root, out, gpus, log, {"launcher": launcher, "slurm": slurm})
 
 
-def _execute(config: dict, names: list[str], root: Path, out: Path, gpus, log) -> Reproduction:
+def _execute(config: dict, names: list[str], root: Path, out: Path, gpus, log, launch=None) -> Reproduction:
     from .paper import compare, ours_from_cross, ours_from_results, table_sort_key
     from .results import results_tables
     from .files import write_csv
@@ -345,7 +348,7 @@ def _execute(config: dict, names: list[str], root: Path, out: Path, gpus, log) -
                 found, error = _run_cross(config, exp, root, out, log)
                 records += found
             else:
-                error = _run_training(config, exp, root, out, gpus, log)
+                error = _run_training(config, exp, root, out, gpus, log, launch)
                 if exp["kind"] == "unified":
                     found, cross_error = _run_unified(config, exp, root, out, log)
                     unified[name] = found
@@ -395,6 +398,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--gpus", type=int, nargs="*", default=None, help="GPU indices (default: all visible)")
     parser.add_argument("--dry-run", action="store_true", help="print the plan, its estimated GPU hours and the "
                         "batch composition of the multi-dataset groups")
+    from .launch import add_launcher_args, slurm_options
+    add_launcher_args(parser)
     parser.add_argument("--smoke", action="store_true", help="every experiment for one epoch on generated fixture "
                         "datasets with tiny random backbones (CPU, minutes; checks the plan, not the paper)")
     args = parser.parse_args(argv)
@@ -414,7 +419,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.dry_run:
             return 0
         out = args.out or str(REPO_ROOT / "outputs" / ("reproduce_smoke" if args.smoke else "reproduce"))
-        result = reproduce(out, args.config, args.data_root, args.only, args.gpus, smoke=args.smoke)
+        result = reproduce(out, args.config, args.data_root, args.only, args.gpus, smoke=args.smoke,
+                           launcher=args.launcher, slurm=slurm_options(args))
     except (ValueError, FileNotFoundError, RuntimeError, ImportError) as err:
         print(f"percept reproduce: error: {err}", file=sys.stderr)
         return 2

@@ -7,18 +7,9 @@ output in ``RUN/train.log``. Finished runs (``metrics.json`` with ``status: comp
 interrupted ones resume, so re-running a sweep only does what is left. Model selection over the
 learning rates happens afterwards, on validation scores only (:func:`percept.results.select_by_validation`).
 
-Outgrowing one machine: every run is an independent, idempotent, resumable call, so the same grid can be
-submitted to a SLURM cluster as a job array, e.g. with submitit::
-
-    import submitit
-    from percept.sweep import expand_grid
-    from percept.train import train
-    grid = expand_grid(base, lrs=LR_GRID, splits=range(1, 11))
-    executor = submitit.AutoExecutor(folder="slurm_logs")
-    executor.update_parameters(gpus_per_node=1, cpus_per_task=8, timeout_min=24 * 60, slurm_array_parallelism=32)
-    jobs = executor.map_array(lambda name, cfg: train(cfg, OUT / name), list(grid), list(grid.values()))
-
-A job that hits the time limit can simply be resubmitted: it resumes from its last epoch.
+Outgrowing one machine: ``launcher="slurm"`` (``percept sweep --launcher slurm``, :mod:`percept.launch`) submits
+one submitit job per run as a job array; a job preempted or stopped at its time limit is requeued and resumes
+from its last epoch.
 """
 from __future__ import annotations
 
@@ -96,10 +87,13 @@ def _launch(run: RunDir, gpu: int | None) -> int:
 
 
 def run_sweep(grid: dict[str, TrainConfig], out: str | os.PathLike, gpus: list[int] | None = None,
-              log=print) -> dict[str, str]:
-    """Run every config of ``grid`` under ``out/<name>``; returns ``{name: "done" | "skipped" | "failed: ..."}``.
+              log=print, launcher: str = "local", slurm=None) -> dict[str, str]:
+    """Run every config of ``grid`` under ``out/<name>``; returns ``{name: "done" | "skipped" | "failed: ..."}``
+    (``"submitted: job ID"`` with the slurm launcher).
 
-    ``gpus``: GPU indices to use (default: every visible GPU; none → in-process on CPU)."""
+    ``gpus``: GPU indices to use (default: every visible GPU; none → in-process on CPU). ``launcher``: ``local``
+    (here), ``slurm`` or ``debug`` (:mod:`percept.launch`, submitit; ``slurm``: a
+    :class:`~percept.launch.SlurmOptions`)."""
     out = Path(out)
     gpus = list(range(torch.cuda.device_count())) if gpus is None else list(gpus)
     status: dict[str, str] = {}
@@ -123,6 +117,10 @@ def run_sweep(grid: dict[str, TrainConfig], out: str | os.PathLike, gpus: list[i
     log(f"sweep: {len(grid)} runs, {len(grid) - len(todo) - refused} already finished, {refused} refused, "
         f"{len(todo)} to run"
         f"{f' on GPUs {gpus}' if gpus and todo else ''}")
+    if launcher != "local" and todo:
+        from .launch import submit
+        status.update(submit({name: out / name for name in todo}, out / "slurm_logs", launcher, slurm, log=log))
+        return status
     durations: list[float] = []
 
     def finished(name: str, started: float, where: str = "") -> None:   # one line per run, with the ETA

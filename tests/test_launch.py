@@ -1,0 +1,76 @@
+"""Cluster launch through submitit (issue 18, percept.launch), offline: a sweep's runs as submitit jobs in the
+debug executor; the SLURM job array that `percept sweep --launcher slurm` submits, read from the sbatch script a
+stand-in `sbatch` receives; the requeue of a preempted job."""
+from __future__ import annotations
+
+import os
+import pickle
+import stat
+
+import pytest
+
+from percept.cli import main
+from percept.data.sources import DataConfig
+from percept.launch import TrainJob
+from percept.model import ModelConfig
+from percept.runs import RunDir
+from percept.sweep import expand_grid, run_sweep
+from percept.train import TrainConfig
+
+submitit = pytest.importorskip("submitit")
+
+
+def _base(root, **changes):
+    return TrainConfig(data=[DataConfig("synthetic_iqa", str(root / "data"))],
+                       model=ModelConfig(backbone="tiny_clip", pretrained=False), max_epochs=1, batch_size=16,
+                       test_crops=2, quiet=True, **changes)
+
+
+def test_debug_launcher_trains_the_sweeps_runs_as_submitit_jobs(tmp_path):
+    grid = expand_grid(_base(tmp_path), lrs=[1e-3], splits=[1])
+    status = run_sweep(grid, tmp_path / "sweep", launcher="debug", log=lambda *a, **k: None)
+    assert status == {name: "done" for name in grid}
+    assert all(RunDir(tmp_path / "sweep" / name).is_complete() for name in grid)
+    assert run_sweep(grid, tmp_path / "sweep", launcher="debug", log=lambda *a, **k: None) \
+        == {name: "skipped" for name in grid}                            # finished runs are not resubmitted
+    broken = RunDir(tmp_path / "broken").open(_base(tmp_path / "nowhere", head_finetune=True).to_dict()
+                                              | {"data": [{"dataset": "livec", "root": str(tmp_path / "nowhere")}]})
+    assert TrainJob(broken.path)().startswith("failed: ")                  # a job reports, never a debugger
+
+
+def test_slurm_launcher_submits_one_array_with_the_requested_resources(tmp_path, monkeypatch, capsys):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fake = bin_dir / "sbatch"                                           # records the script, answers like SLURM
+    fake.write_text(f"#!/bin/sh\ncp \"$1\" {tmp_path}/submitted.sh\necho 'Submitted batch job 4242'\n")
+    (bin_dir / "srun").write_text("#!/bin/sh\nexit 0\n")                 # submitit checks that srun exists
+    for tool in (fake, bin_dir / "srun"):
+        tool.chmod(tool.stat().st_mode | stat.S_IEXEC)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    code = main(["sweep", "--dataset", "synthetic_iqa", "--root", str(tmp_path / "data"), "--backbone", "tiny_clip",
+                 "--random-init", "--max-epochs", "1", "--lrs", "1e-3", "5e-4", "--out", str(tmp_path / "sweep"),
+                 "--launcher", "slurm", "--partition", "gpu", "--time", "600", "--mem", "32", "--cpus", "4",
+                 "--array-parallelism", "2", "--slurm-arg", "account=lab"])
+    assert code == 0
+    assert "submitted 2 job(s) to SLURM (array 4242)" in capsys.readouterr().out
+    script = (tmp_path / "submitted.sh").read_text()
+    for line in ("#SBATCH --partition=gpu", "#SBATCH --time=600", "#SBATCH --mem=32GB", "#SBATCH --cpus-per-task=4",
+                 "#SBATCH --gpus-per-node=1", "#SBATCH --array=0-1%2", "#SBATCH --account=lab",
+                 "#SBATCH --signal=USR2@90"):                              # USR2 before the limit: submitit requeues
+        assert line in script, f"{line} not in the sbatch script:\n{script}"
+    jobs = sorted((tmp_path / "sweep" / "slurm_logs").glob("*_submitted.pkl"))
+    assert len(jobs) == 2
+    submitted = [pickle.loads(p.read_bytes()) for p in jobs]
+    run_dirs = {str(tmp_path / "sweep" / n) for n in ("synthetic_iqa/tiny_clip/split1/lr0.001",
+                                                      "synthetic_iqa/tiny_clip/split1/lr0.0005")}
+    assert {s.function.run_dir for s in submitted} == run_dirs
+    requeued = submitted[0].function.checkpoint()                         # preempted: the same run again
+    assert isinstance(requeued, submitit.helpers.DelayedSubmission)
+    assert requeued.function.run_dir == submitted[0].function.run_dir
+    assert all(RunDir(d).config_file.is_file() and not RunDir(d).is_complete() for d in run_dirs)
+
+
+def test_bad_slurm_arguments_are_refused(tmp_path, capsys):
+    code = main(["sweep", "--dataset", "synthetic_iqa", "--root", str(tmp_path), "--backbone", "tiny_clip",
+                 "--out", str(tmp_path / "s"), "--launcher", "slurm", "--slurm-arg", "account"])
+    assert code == 2 and "--slurm-arg 'account' must be KEY=VALUE" in capsys.readouterr().err
