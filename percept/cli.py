@@ -282,11 +282,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser(argv[0] if argv and not argv[0].startswith("-") else "")
     args = parser.parse_args(argv)
     try:
-        if getattr(args, "config", None):   # which flags were typed: they override the file
+        if args.command in ("train", "sweep"):   # which flags were typed: they override a --config file / resume
             from .config_files import given_flags
             args.given = given_flags(parser.commands.choices[args.command], argv[1:])
         status = args.run(args)
-    except (ValueError, FileNotFoundError, RuntimeError) as err:
+    except (ValueError, FileNotFoundError, RuntimeError, ImportError) as err:
         print(f"percept {args.command}: error: {err}", file=sys.stderr)
         return 2
     return status or 0

@@ -81,8 +81,14 @@ def cmd_train(args) -> None:
         config, _ = _file_config(args)
     elif args.dataset:
         config = _train_config(args)
-    elif run.config_file.is_file():   # resume a run (or one prepared by a sweep)
+    elif run.config_file.is_file():   # resume a run (or one prepared by a sweep): typed execution flags apply
+        from .options import values
+        from .train_config import EXECUTION_FIELDS
         config = TrainConfig.from_dict(run.read_config())
+        typed = values(TrainConfig, args)
+        for name in EXECUTION_FIELDS:
+            if name in args.given:
+                setattr(config, name, typed[name])
         config.quiet = args.quiet
     else:
         raise ValueError(f"give --dataset and --root, or --run-dir of an existing run to resume "

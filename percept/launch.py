@@ -5,8 +5,8 @@ Each job is a :class:`TrainJob`: it trains (or resumes) one run directory that t
 (its ``config.json``). Runs are idempotent and resume from their last epoch, so a job that SLURM preempts or
 stops at its time limit is requeued by submitit (:meth:`TrainJob.checkpoint`) and goes on where it stopped;
 a finished run is skipped by the next sweep. Submitting returns at once: follow the jobs with ``percept status
-ROOT`` (and ``squeue``), then re-run the same command (finished runs are skipped) or ``percept results`` once
-they are done. submitit is optional: ``pip install 'percept[slurm]'``.
+ROOT`` (and ``squeue``), then re-run the same command (finished runs are skipped, queued and running ones are
+not submitted again) or ``percept results`` once they are done. submitit is optional: ``pip install 'percept[slurm]'``.
 
 ``local`` is percept's own scheduler (:func:`percept.sweep.run_sweep`: in this process on a CPU, one run per
 GPU at a time on a GPU machine), not submitit's local executor, which would start every run of a sweep at once.
@@ -91,6 +91,10 @@ def submit(run_dirs: Mapping[str, str | Path], folder: str | Path, launcher: str
         jobs = [executor.submit(TrainJob(run_dirs[name])) for name in names]
     if launcher == "debug":
         return {name: job.result() for name, job in zip(names, jobs)}
+    from .run_status import write_state
+    from .runs import RunDir
+    for name, job in zip(names, jobs):   # `percept status` shows it queued; a sweep does not submit it twice
+        write_state(RunDir(run_dirs[name]), "queued", job=job.job_id)
     log(f"submitted {len(jobs)} job(s) to SLURM (array {jobs[0].job_id.split('_')[0] if jobs else '-'}); "
         f"logs in {folder}; follow with `percept status`")
     return {name: f"submitted: job {job.job_id}" for name, job in zip(names, jobs)}

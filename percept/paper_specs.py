@@ -166,14 +166,8 @@ def run_configuration(run: Mapping[str, object]) -> tuple[dict, bool]:
 
 def _tasks_of(datasets: str) -> set[str]:
     """The tasks of the known datasets among ``'a+b'`` (a name without a card fills no paper cell anyway)."""
-    from .data.sources import dataset_task
-    tasks = set()
-    for name in filter(None, datasets.split("+")):
-        try:
-            tasks.add(dataset_task(name))
-        except (KeyError, ValueError):
-            continue
-    return tasks
+    from .data.cards import task_of
+    return {task_of(name) for name in filter(None, datasets.split("+"))} - {None}
 
 
 def run_weights(model: Mapping) -> str:

@@ -217,20 +217,22 @@ def _data_config(config: dict, dataset: str, data_root: Path):
                       manifest=(config.get("manifests") or {}).get(dataset))
 
 
-def _base_config(config: dict, datasets: list[str], data_root: Path, head_finetune: bool):
+def _base_config(config: dict, datasets: list[str], data_root: Path, head_finetune: bool, group: str | None = None):
     from .model import ModelConfig
     from .train import TrainConfig
     defaults = config["defaults"]
+    train = {"log_group": group, **defaults["train"]}   # trackers group a reproduction's runs by experiment
     return TrainConfig(data=[_data_config(config, d, data_root) for d in datasets],
-                       model=ModelConfig.from_dict(defaults["model"]), head_finetune=head_finetune, **defaults["train"])
+                       model=ModelConfig.from_dict(defaults["model"]), head_finetune=head_finetune, **train)
 
 
-def _run_training(config: dict, exp: dict, data_root: Path, out: Path, gpus, log, launch=None) -> str | None:
+def _run_training(config: dict, exp: dict, data_root: Path, out: Path, gpus, log, launch=None,
+                  name: str | None = None) -> str | None:
     """Sweep every group of a single/multi experiment; the first failed run's message, or None."""
     from .sweep import expand_grid, run_sweep
     first_error = None
     for group in _groups(exp):
-        base = _base_config(config, group, data_root, bool(exp.get("head_finetune", False)))
+        base = _base_config(config, group, data_root, bool(exp.get("head_finetune", False)), name)
         grid = expand_grid(base, lrs=exp.get("lrs", config["defaults"]["lrs"]),
                            splits=experiment_splits(exp, group[0]), model_variants=exp.get("variants") or [{}])
         status = run_sweep(grid, out / "runs", gpus=gpus, log=log, **(launch or {}))
@@ -340,16 +342,19 @@ def _execute(config: dict, names: list[str], root: Path, out: Path, gpus, log, l
     # cross-dataset evaluations use the runs of the training experiments (the unified one's, the single-task runs
     # beside it): those go first, whatever the file's order
     order = {"unified": 1, "cross": 2}
+    submitted = (launch or {}).get("launcher", "local") != "local"   # jobs run elsewhere: nothing to table yet
     for name in sorted(names, key=lambda n: order.get(config["experiments"][n]["kind"], 0)):
         exp = config["experiments"][name]
+        if submitted and exp["kind"] == "cross":
+            continue
         log(f"== {name} (tables {', '.join(map(str, exp['tables']))})")
         try:
             if exp["kind"] == "cross":
                 found, error = _run_cross(config, exp, root, out, log)
                 records += found
             else:
-                error = _run_training(config, exp, root, out, gpus, log, launch)
-                if exp["kind"] == "unified":
+                error = _run_training(config, exp, root, out, gpus, log, launch, name)
+                if exp["kind"] == "unified" and not submitted:
                     found, cross_error = _run_unified(config, exp, root, out, log)
                     unified[name] = found
                     error = error or cross_error
@@ -358,6 +363,10 @@ def _execute(config: dict, names: list[str], root: Path, out: Path, gpus, log, l
         if error:
             result.failures[name] = error
             log(f"== {name} FAILED: {error}")
+    if submitted:
+        log(f"runs submitted ({launch['launcher']}); when `percept status {out / 'runs'}` shows them done, run this "
+            f"command again (finished runs are skipped) for the cross-dataset evaluations and the tables")
+        return result
     try:
         aggregated = results_tables(out / "runs")["aggregated"]
     except FileNotFoundError:

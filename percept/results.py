@@ -66,9 +66,10 @@ def task_weights_text(weights: dict | None) -> str:
 
 
 def run_tasks(config: dict) -> set[str]:
-    """The tasks of a run's datasets (its config.json): one for the paper's runs, several for a unified one."""
-    from .data.sources import dataset_facts
-    return {dataset_facts(entry)[1] for entry in config["data"]}
+    """The tasks of a run's datasets (its config.json): one for the paper's runs, several for a unified one (a
+    dataset of unknown task counts as its own, so it never passes for a within-task run). Torch-free."""
+    from .data.cards import task_of
+    return {task_of(e["dataset"], e.get("task")) or f"unknown:{e['dataset']}" for e in config["data"]}
 
 
 def select_by_validation(table: pd.DataFrame) -> pd.DataFrame:
@@ -84,7 +85,7 @@ def select_by_validation(table: pd.DataFrame) -> pd.DataFrame:
 def aggregate(selected: pd.DataFrame) -> pd.DataFrame:
     """Median and mean of every test metric over splits, per (configuration, dataset)."""
     metrics = [c for c in selected.columns if c.startswith("test_") and c != "test_n_images"]
-    keys = [*CONFIG_COLUMNS, "dataset"]
+    keys = [*CONFIG_COLUMNS, "dataset", *(["mixed_tasks"] if "mixed_tasks" in selected else [])]   # by datasets
     grouped = selected.groupby(keys, sort=True, dropna=False)
     out = grouped.size().rename("n_splits").to_frame()
     for column in metrics:

@@ -4,7 +4,8 @@ A run's state is read from its directory (:class:`~percept.runs.RunDir`): **done
 **running** (``state.json`` written by a live training process: same host and its pid alive, or another host's
 that updated it within :data:`STALE_AFTER` seconds), **failed** (``state.json`` holds the error that stopped it),
 **interrupted** (it was running, but its process is gone: killed, preempted, out of time; re-running resumes it)
-or **pending** (configured by a sweep, never started). Torch-free.
+**queued** (submitted to SLURM by ``--launcher slurm``, not started yet: a sweep does not submit it again) or
+**pending** (configured by a sweep, never started). Torch-free.
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from .files import read_json, write_json
 from .runs import RunDir
 
 STALE_AFTER = 30 * 60          # seconds without an update before another host's "running" run counts as gone
-STATES = ("done", "running", "failed", "interrupted", "pending")
+STATES = ("done", "running", "queued", "failed", "interrupted", "pending")
 
 
 def write_state(run: RunDir, state: str, **extra) -> None:
@@ -54,6 +55,10 @@ def run_status(run: RunDir, now: float | None = None) -> dict:
     age = now - float(state.get("updated", 0))
     if state.get("state") == "failed":
         return {**out, "state": "failed", "detail": state.get("error", "")}
+    if state.get("state") == "queued":
+        return {**out, "state": "queued", "detail": f"SLURM job {state.get('job')} submitted {age / 60:.0f} min ago; "
+                                                    f"if squeue no longer lists it, delete {run.state_file.name} "
+                                                    f"to submit it again"}
     here = state.get("host") == socket.gethostname()
     if (here and _alive(int(state.get("pid", -1)))) or (not here and age < STALE_AFTER):
         return {**out, "state": "running", "detail": f"pid {state.get('pid')} on {state.get('host')}, "

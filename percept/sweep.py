@@ -119,6 +119,14 @@ def run_sweep(grid: dict[str, TrainConfig], out: str | os.PathLike, gpus: list[i
         f"{f' on GPUs {gpus}' if gpus and todo else ''}")
     if launcher != "local" and todo:
         from .launch import submit
+        from .run_status import run_status
+        busy = {name: run_status(RunDir(out / name)) for name in todo}
+        busy = {name: s for name, s in busy.items() if s["state"] in ("queued", "running")}
+        for name, state in busy.items():
+            status[name] = f"skipped: {state['state']} ({state['detail']})"
+        todo = [name for name in todo if name not in busy]
+        if busy:
+            log(f"  {len(busy)} run(s) already queued or running, not submitted again (percept status {out})")
         status.update(submit({name: out / name for name in todo}, out / "slurm_logs", launcher, slurm, log=log))
         return status
     durations: list[float] = []

@@ -162,18 +162,21 @@ def train(config: TrainConfig, run_dir: str | Path, log=print) -> dict:
     if run.is_complete():
         return run.read_metrics()
     check_loggers(config.loggers)                  # a missing tracker package: an error before any work
-    session = setup(config, run, dist, log)
+    session = None
     try:
+        session = setup(config, run, dist, log)
         if config.stage1_from and session.state["epoch"] == 0:
             adopt_stage1(session, RunDir(config.stage1_from))
         fit(session)
         result = finish(session)
     except BaseException as err:
-        session.trackers.close(failed=True)
-        # an error is recorded for `percept status`; a kill (Ctrl-C, SLURM's signal) leaves "running", which the
-        # status shows as interrupted once the process is gone
+        if session is not None and session.trackers is not None:
+            session.trackers.close(failed=True)
+        # an error is recorded for `percept status` (also one in setup: missing data, a bad split); a kill (Ctrl-C,
+        # SLURM's signal) leaves "running", which the status shows as interrupted once the process is gone
         if dist.is_main and isinstance(err, Exception):
-            write_state(run, "failed", epoch=session.state["epoch"], error=f"{type(err).__name__}: {err}")
+            write_state(run, "failed", epoch=session.state["epoch"] if session else 0,
+                        error=f"{type(err).__name__}: {err}")
         raise
     session.trackers.close()
     return result

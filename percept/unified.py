@@ -70,6 +70,14 @@ def _paper_value(tables: Mapping[str, str], train: str, test: str, metric: str) 
     return float(hit["value"].iloc[0]) if len(hit) else float("nan")
 
 
+def _comparable(dataset: str, model: Mapping) -> bool:
+    """Real data, the encoder's published weights, not a demo stand-in encoder (as the paper tables' rule)."""
+    from .data.sources import is_synthetic
+    from .paper_specs import BACKBONE_STAND_INS
+    return (not is_synthetic(dataset) and str(model["weights"]) != "random"
+            and model["backbone"] not in BACKBONE_STAND_INS)
+
+
 def _same_model(frame: pd.DataFrame, model: Mapping) -> pd.Series:
     keep = pd.Series(True, index=frame.index)
     for key in MODEL_FIELDS:
@@ -84,7 +92,7 @@ def unified_table(selected: pd.DataFrame, datasets: Sequence[str] | None = None,
     task's statistic over the unified run's splits), ``unified_minus_single``, ``paper_single``, ``paper_multi``,
     ``n_splits`` (per setting), ``within_task_group`` and ``comparable`` (real data and the encoder's published
     weights); then one row per cross-dataset pair of ``cross`` (:func:`cross_evaluations`' records)."""
-    from .data.sources import dataset_task, is_synthetic
+    from .data.sources import dataset_task
     from .paper import paper_dataset, paper_metric
     runs = unified_runs(selected, datasets)
     model = runs.iloc[0]
@@ -113,14 +121,14 @@ def unified_table(selected: pd.DataFrame, datasets: Sequence[str] | None = None,
                          **{f"n_splits_{k}": int(v[column].notna().sum()) if column in v else 0
                             for k, v in parts.items()},
                          "within_task_group": group,
-                         "comparable": not is_synthetic(name) and str(model["weights"]) != "random",
+                         "comparable": _comparable(name, model),
                          "note": ""})
     rows += _cross_rows(cross, model, names)
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
 def _cross_rows(records: Iterable[Mapping], model: Mapping, names: list[str]) -> list[dict]:
-    from .data.sources import dataset_task, is_synthetic
+    from .data.sources import dataset_task
     from .paper import paper_dataset, paper_metric
     frame = pd.DataFrame(list(records))
     if frame.empty:
@@ -138,7 +146,7 @@ def _cross_rows(records: Iterable[Mapping], model: Mapping, names: list[str]) ->
                      "paper_single": float("nan") if inside else _paper_value(
                          _PAPER_CROSS, train_name, test_name, paper_metric("srcc", test_name)),
                      "paper_multi": float("nan"), **counts, "n_splits_within_task_multi": 0, "within_task_group": "",
-                     "comparable": not is_synthetic(target) and str(model["weights"]) != "random",
+                     "comparable": _comparable(target, model),
                      "note": (f"tested on {target}'s test part of each split: the unified encoder saw its training "
                               f"part (head of {source} only), so not the paper's all-images protocol")
                      if inside else f"every image of {target}, as the paper"})

@@ -42,7 +42,8 @@ def test_slurm_launcher_submits_one_array_with_the_requested_resources(tmp_path,
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     fake = bin_dir / "sbatch"                                           # records the script, answers like SLURM
-    fake.write_text(f"#!/bin/sh\ncp \"$1\" {tmp_path}/submitted.sh\necho 'Submitted batch job 4242'\n")
+    fake.write_text(f"#!/bin/sh\ncp \"$1\" {tmp_path}/submitted.sh\necho x >> {tmp_path}/calls\n"
+                    "echo 'Submitted batch job 4242'\n")
     (bin_dir / "srun").write_text("#!/bin/sh\nexit 0\n")                 # submitit checks that srun exists
     for tool in (fake, bin_dir / "srun"):
         tool.chmod(tool.stat().st_mode | stat.S_IEXEC)
@@ -68,6 +69,14 @@ def test_slurm_launcher_submits_one_array_with_the_requested_resources(tmp_path,
     assert isinstance(requeued, submitit.helpers.DelayedSubmission)
     assert requeued.function.run_dir == submitted[0].function.run_dir
     assert all(RunDir(d).config_file.is_file() and not RunDir(d).is_complete() for d in run_dirs)
+    # queued runs are shown as such and never submitted twice by re-running the sweep
+    argv = ["sweep", "--dataset", "synthetic_iqa", "--root", str(tmp_path / "data"), "--backbone", "tiny_clip",
+            "--random-init", "--max-epochs", "1", "--lrs", "1e-3", "5e-4", "--out", str(tmp_path / "sweep"),
+            "--launcher", "slurm"]
+    capsys.readouterr()
+    assert main(argv) == 0 and "2 run(s) already queued or running" in capsys.readouterr().out
+    assert (tmp_path / "calls").read_text().count("x") == 1
+    assert main(["status", str(tmp_path / "sweep")]) == 0 and "2 queued" in capsys.readouterr().out
 
 
 def test_bad_slurm_arguments_are_refused(tmp_path, capsys):

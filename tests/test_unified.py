@@ -66,14 +66,24 @@ def test_each_column_takes_its_own_model_on_the_unified_runs_splits_with_the_tas
 
 def test_cross_rows_say_which_images_were_tested():
     records = [{"setting": s, "source": "livec", "dataset": "koniq10k", "split": k, "srcc": v}
-               for s, k, v in (("single", 1, 0.7), ("single", 2, 0.8), ("unified", 1, 0.6), ("unified", 2, 0.9))]
+               for s, k, v in (("single", 1, 0.6), ("single", 2, 0.7), ("single", 3, 0.95),
+                               ("unified", 1, 0.5), ("unified", 2, 0.6), ("unified", 3, 0.95))]
     records += [{"setting": "unified", "source": "lamem", "dataset": "things", "split": 1, "srcc": 0.5}]
+    records += [{"setting": s, "source": "koniq10k", "dataset": "livec", "split": 1, "srcc": v}
+                for s, v in (("single", 0.8), ("unified", 0.85))]
     table = unified_table(_selected(), cross=records)
     koniq = _cell(table, "livec → koniq10k")
-    assert koniq["single"] == pytest.approx(0.75) and koniq["unified"] == pytest.approx(0.75)
+    assert koniq["single"] == pytest.approx(0.7) and koniq["unified"] == pytest.approx(0.6)   # IQA: medians
+    assert koniq["n_splits_unified"] == 3 and koniq["unified_minus_single"] == pytest.approx(-0.1)
     assert "every image" in koniq["note"]                              # KonIQ-10k is not in this unified run
+    inside = _cell(table, "koniq10k → livec")                          # LIVEC is: its test part, and said so
+    assert inside["unified"] == pytest.approx(0.85) and "test part" in inside["note"]
+    assert np.isnan(inside["paper_single"])                            # not the paper's all-images protocol
     things = _cell(table, "lamem → things")
     assert things["unified"] == 0.5 and np.isnan(things["single"]) and things["n_splits_single"] == 0
+    assert things["comparable"]                                        # real data, the paper's encoder weights
+    demo = unified_table(_selected().assign(backbone="tiny_clip_prior"))
+    assert not demo["comparable"].any()                                # a demo stand-in encoder never is
 
 
 def test_no_unified_run_or_two_configurations_are_errors_naming_the_fix():

@@ -120,3 +120,7 @@ def test_a_run_that_fails_records_its_error_for_status(tmp_path, monkeypatch):
     assert main(["train", "--run-dir", str(tmp_path / "run"), "--config", str(path)]) == 2
     status = run_status(RunDir(tmp_path / "run"))
     assert status["state"] == "failed" and status["detail"] == "RuntimeError: the data loader died"
+    # a failure in setup (here: a dataset folder that does not exist) is recorded too, not left "pending"
+    broken = _write(tmp_path / "broken.yaml", path.read_text().replace("synthetic_iqa", "livec"))
+    assert main(["train", "--run-dir", str(tmp_path / "broken"), "--config", str(broken)]) == 2
+    assert run_status(RunDir(tmp_path / "broken"))["state"] == "failed"

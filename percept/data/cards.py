@@ -447,3 +447,21 @@ def write_card_files(directory: str | Path = CARDS_DIR) -> list[Path]:
 if __name__ == "__main__":
     for p in write_card_files():
         print(p)
+
+
+# The embedded demo sets' tasks (their labels: percept.data.sources.SYNTHETIC); here so that a task is known
+# without importing torch (percept.results).
+SYNTHETIC_TASKS = {"synthetic_iqa": "iqa", "synthetic_strength": "memorability", "synthetic_distortion": "emotion"}
+
+
+def task_of(name: str, task: str | None = None) -> str | None:
+    """The task of dataset ``name`` (``task``: a CSV dataset's own, from its config entry), or None when unknown.
+    Torch-free."""
+    if task:
+        return task
+    if name in SYNTHETIC_TASKS:
+        return SYNTHETIC_TASKS[name]
+    key = str(name).strip().lower()
+    card = USER_CARDS.get(key) or CARDS.get(key)
+    return card.task if card is not None else None
+

@@ -33,7 +33,7 @@ import pandas as pd
 
 from ..tasks import get_task
 from ..images import CLIP_MEAN, CLIP_STD
-from .cards import CARDS, get_card
+from .cards import CARDS, SYNTHETIC_TASKS, get_card
 from .dataset import LODA_IQA_PRESETS, ManifestDataset
 from .manifest import read_manifest
 from .pinned import splits_for_manifest
@@ -44,9 +44,9 @@ from .preprocessing import N_TEST_CROPS, TaskTransform, build_transform
 
 SYNTHETIC = {
     # name: (task, label column, class names)
-    "synthetic_iqa": ("iqa", "synthetic_quality", None),
-    "synthetic_strength": ("memorability", "distortion_strength", None),
-    "synthetic_distortion": ("emotion", "distortion_id", tuple(DISTORTIONS)),
+    "synthetic_iqa": (SYNTHETIC_TASKS["synthetic_iqa"], "synthetic_quality", None),
+    "synthetic_strength": (SYNTHETIC_TASKS["synthetic_strength"], "distortion_strength", None),
+    "synthetic_distortion": (SYNTHETIC_TASKS["synthetic_distortion"], "distortion_id", tuple(DISTORTIONS)),
 }
 SYNTHETIC_REFERENCES = 12   # 12 references x 4 distortions x 5 levels = 240 images (the demo default)
 SYNTHETIC_SPLITS = 5
