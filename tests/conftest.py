@@ -60,3 +60,21 @@ def randomize_lora(model) -> None:
         for name, p in model.named_parameters():
             if "lora_B" in name:
                 p.normal_(0, 0.5)
+
+
+def kill_in_epoch(patch, config, run_dir, epoch: int = 2) -> None:
+    """Train ``config`` into ``run_dir`` and kill it (KeyboardInterrupt) in the middle of stage 1's ``epoch``,
+    as Ctrl-C or a scheduler would; ``patch`` is a pytest MonkeyPatch, restored to the real epoch afterwards."""
+    import percept.train as train_module
+    real, calls = train_module.train_one_epoch, {"n": 0}
+
+    def interrupted(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == epoch:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    patch.setattr(train_module, "train_one_epoch", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        train_module.train(config, run_dir)
+    patch.setattr(train_module, "train_one_epoch", real)

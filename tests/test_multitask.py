@@ -7,6 +7,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from conftest import kill_in_epoch
 import torch
 from scipy.stats import entropy
 
@@ -125,20 +126,8 @@ def test_mixed_batch_loss_is_the_weighted_normalised_mean(monkeypatch):
 
 def test_a_mixed_run_interrupted_mid_epoch_resumes_to_the_same_result(mixed_run, tmp_path, monkeypatch):
     import pandas as pd
-    import percept.train as train_module
     config, run, reference = mixed_run
-    real, calls = train_module.train_one_epoch, {"n": 0}
-
-    def interrupted(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 2:                                         # killed in the middle of stage 1's epoch 2
-            raise KeyboardInterrupt
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(train_module, "train_one_epoch", interrupted)
-    with pytest.raises(KeyboardInterrupt):
-        train(config, tmp_path / "resumed")
-    monkeypatch.setattr(train_module, "train_one_epoch", real)
+    kill_in_epoch(monkeypatch, config, tmp_path / "resumed", epoch=2)   # in the middle of stage 1's epoch 2
     resumed = train(config, tmp_path / "resumed")
     assert resumed["test"] == reference["test"] and resumed["val_score"] == reference["val_score"]
     assert resumed["stage2"] == reference["stage2"]

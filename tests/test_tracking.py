@@ -7,8 +7,8 @@ import json
 
 import pandas as pd
 import pytest
+from conftest import kill_in_epoch
 
-import percept.train as train_module
 from percept.data.sources import DataConfig
 from percept.model import ModelConfig
 from percept.train import TrainConfig, train
@@ -30,18 +30,7 @@ def tracked(tmp_path_factory):
                          model=ModelConfig(backbone="tiny_clip", pretrained=False), max_epochs=2, patience=2,
                          batch_size=16, test_crops=2, quiet=True, loggers=["csv", "tensorboard", "wandb", "mlflow"],
                          log_group="sweep-a")
-    real, calls = train_module.train_one_epoch, {"n": 0}
-
-    def interrupted(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 2:                                          # killed in the middle of epoch 2
-            raise KeyboardInterrupt
-        return real(*args, **kwargs)
-
-    env.setattr(train_module, "train_one_epoch", interrupted)
-    with pytest.raises(KeyboardInterrupt):
-        train(config, root / "run")
-    env.setattr(train_module, "train_one_epoch", real)
+    kill_in_epoch(env, config, root / "run", epoch=2)
     result = train(config, root / "run")                             # resumed
     yield root, root / "run", result
     env.undo()

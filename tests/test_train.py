@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import kill_in_epoch
 import torch
 
 import percept.train as train_module
@@ -136,20 +137,8 @@ def test_resume_after_interruption_gives_identical_metrics(synth, tmp_path, monk
     cfg = config(synth, max_epochs=3, patience=3)
     reference = train(cfg, tmp_path / "uninterrupted")
 
-    real = train_module.train_one_epoch
-    calls = {"n": 0}
-
-    def interrupted(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 2:                       # killed in the middle of epoch 2
-            raise KeyboardInterrupt
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(train_module, "train_one_epoch", interrupted)
-    with pytest.raises(KeyboardInterrupt):
-        train(cfg, tmp_path / "resumed")
+    kill_in_epoch(monkeypatch, cfg, tmp_path / "resumed", epoch=2)
     assert len(pd.read_csv(tmp_path / "resumed" / "log.csv")) == 1
-    monkeypatch.setattr(train_module, "train_one_epoch", real)
     resumed = train(cfg, tmp_path / "resumed")
     assert resumed["test"] == reference["test"] and resumed["val_score"] == reference["val_score"]
     pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "resumed" / "log.csv").drop(columns="seconds"),
