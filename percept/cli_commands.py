@@ -154,7 +154,7 @@ def cmd_predict(args) -> int:
     from .predict import predict_images
     table = predict_images(args.images, args.model, device=args.device, batch_size=args.batch_size, out=args.out,
                            workers=args.workers, head_name=args.head_name, progress=not args.quiet,
-                           precision=args.precision)
+                           precision=args.precision, fast_resize=args.fast_resize)
     failed = table[table["error"].fillna("") != ""]
     if args.out is None:
         print(table.to_csv(index=False) if args.csv else table.to_string(index=False))

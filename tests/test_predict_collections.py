@@ -144,3 +144,31 @@ def test_precision_bf16_scores_close_to_fp32_and_bad_values_are_refused(run, fol
     np.testing.assert_allclose(bf16["score"], fp32["score"], atol=0.05)
     with pytest.raises(ValueError, match="precision must be auto, fp32 or bf16"):
         predict_images(images, model=run, device="cpu", precision="fp16")
+
+
+def test_fast_resize_scores_close_to_the_exact_pil_path(run, folder):
+    """--fast-resize: torch's 8-bit resize instead of PIL's — every readable mode scored, the same files failing,
+    pixels within one grey level of PIL's pipeline, so scores close to (not bit-equal to) the exact path's."""
+    exact = predict_images(folder, model=run, device="cpu")
+    fast = predict_images(folder, model=run, device="cpu", fast_resize=True)
+    assert list(fast["image"]) == list(exact["image"])
+    assert list(fast["error"] != "") == list(exact["error"] != "")
+    good = exact["error"] == ""
+    assert not np.array_equal(fast.loc[good, "score"], exact.loc[good, "score"])    # it did take the other path
+    spread = exact.loc[good, "score"].std()
+    np.testing.assert_allclose(fast.loc[good, "score"], exact.loc[good, "score"], atol=0.05 * spread)   # ≤ 5 % of the spread between images
+
+
+@pytest.mark.parametrize("kind", ["iqa_crops", "center_crop_bicubic", "official_bilinear"])
+def test_uint8_tensor_transform_is_within_one_grey_level_of_pil(kind):
+    from percept.data.preprocessing import TensorTestTransform, build_transform, center_crop_transform
+    transform = {"iqa_crops": build_transform("iqa", train=False, resize=(300, 400), n_crops=3),
+                 "center_crop_bicubic": build_transform("memorability", train=False),
+                 "official_bilinear": center_crop_transform()}[kind]
+    image = _noise(517, 389, 11).filter(__import__("PIL.ImageFilter").ImageFilter.GaussianBlur(2))
+    reference = transform(image, key="x.jpg") if kind == "iqa_crops" else transform(image).unsqueeze(0)
+    pixels = torch.from_numpy(np.asarray(image)).permute(2, 0, 1).unsqueeze(0)
+    fast = TensorTestTransform(transform)(pixels, key="x.jpg")[0]
+    assert fast.shape == reference.shape
+    grey_level = 1 / 255 / 0.26                                   # one 8-bit step in CLIP-normalised units (std ≥ 0.26)
+    assert (fast - reference).abs().max() <= grey_level + 1e-5
