@@ -107,6 +107,9 @@ def cmd_evaluate(args) -> None:
 
 def cmd_sweep(args) -> None:
     from .sweep import LR_GRID, expand_grid, run_sweep
+    if not args.config and not args.dataset:
+        raise ValueError("percept sweep needs the runs' template: --dataset NAME --root DIR (and the flags of "
+                         "percept train), or --config FILE (a run config with a `sweep:` section)")
     base, plan = _file_config(args) if args.config else (_train_config(args), {})
     if args.variant or "variants" not in plan:
         plan["variants"] = [json.loads(v) for v in args.variant] if args.variant else [{}]

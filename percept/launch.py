@@ -6,15 +6,20 @@ Each job is a :class:`TrainJob`: it trains (or resumes) one run directory that t
 stops at its time limit is requeued by submitit (:meth:`TrainJob.checkpoint`) and goes on where it stopped;
 a finished run is skipped by the next sweep. Submitting returns at once: follow the jobs with ``percept status
 ROOT`` (and ``squeue``), then re-run the same command (finished runs are skipped, queued and running ones are
-not submitted again) or ``percept results`` once they are done. submitit is optional: ``pip install 'percept[slurm]'``.
+not submitted again) or ``percept results`` once they are done.
 
-``local`` is percept's own scheduler (:func:`percept.sweep.run_sweep`: in this process on a CPU, one run per
-GPU at a time on a GPU machine), not submitit's local executor, which would start every run of a sweep at once.
+``local`` (:func:`percept.sweep.run_sweep`): on a CPU-only machine the runs train in this process, one after
+another; on a GPU machine each run is a job of submitit's local executor (:func:`run_local`: a subprocess that
+sees one GPU, ``CUDA_VISIBLE_DEVICES``), one run per GPU at a time — the sweep hands a GPU its next run when the
+last one ends (submitit's local executor alone would start every run of a sweep at once).
 ``debug`` runs the jobs through submitit's debug executor in this process (tests; a job's errors surface here).
 """
 from __future__ import annotations
 
 import argparse
+import os
+import socket
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
@@ -35,7 +40,10 @@ class SlurmOptions:
     extra: dict = field(default_factory=dict)   # any other sbatch flag, e.g. {"account": "lab", "qos": "high"}
 
     def executor_parameters(self) -> dict:
-        params = {"timeout_min": self.time_min, "gpus_per_node": self.gpus_per_node, "cpus_per_task": self.cpus,
+        """One task per GPU: a run with ``gpus_per_node`` > 1 trains with DDP across them (:meth:`TrainJob.__call__`
+        exports the torchrun variables from SLURM's), ``cpus`` cores each."""
+        params = {"timeout_min": self.time_min, "gpus_per_node": self.gpus_per_node,
+                  "tasks_per_node": self.gpus_per_node, "cpus_per_task": self.cpus,
                   "mem_gb": self.mem_gb, "name": "percept", "slurm_array_parallelism": self.array_parallelism,
                   "slurm_additional_parameters": dict(self.extra)}
         if self.partition:
@@ -54,8 +62,11 @@ class TrainJob:
         from .runs import RunDir
         from .train import TrainConfig, train
         run = RunDir(self.run_dir)
+        print(f"percept job: {run.path} on {socket.gethostname()} at {time.time():.3f} (unix time), "
+              f"CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', '')}", flush=True)
         config = TrainConfig.from_dict(run.read_config())
         config.quiet = True
+        _export_torch_distributed()
         try:
             train(config, run.path, log=lambda *a, **k: None)
         except Exception as err:   # noqa: BLE001 - reported as the job's result, never a debugger in a sweep
@@ -68,13 +79,45 @@ class TrainJob:
         return submitit.helpers.DelayedSubmission(TrainJob(self.run_dir))
 
 
+def _export_torch_distributed() -> None:
+    """In a job of several tasks (``--gpus-per-node`` > 1: one task per GPU), the variables ``torchrun`` would set
+    (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT), from SLURM's, so that :func:`percept.train.train`
+    runs DDP (:mod:`percept.distributed`; each task picks GPU ``LOCAL_RANK``). Nothing outside a job or in one
+    of one task."""
+    try:
+        import submitit
+        tasks = submitit.JobEnvironment().num_tasks
+    except (ImportError, RuntimeError):   # not in a submitit job (a TrainJob called directly)
+        return
+    if tasks > 1:
+        submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
+
+
 def _submitit():
     try:
         import submitit
     except ImportError as err:
-        raise ImportError("--launcher slurm needs submitit: pip install 'percept[slurm]' (or pip install "
-                          "submitit)") from err
+        raise ImportError("percept's launchers need submitit (a dependency of percept): pip install submitit") from err
     return submitit
+
+
+LOCAL_TIMEOUT_MIN = 14 * 24 * 60     # submitit's local executor kills a job at its timeout; a run has no limit here
+
+
+def run_local(run_dir: str | Path, gpu: int) -> str:
+    """Train (or resume) one configured run directory as a job of submitit's local executor on GPU ``gpu`` and
+    wait for it: ``"done"`` or ``"failed: ..."``. The job's stdout/stderr and submission files are in
+    ``RUN/submitit/``."""
+    from .runs import RunDir
+    submitit = _submitit()
+    executor = submitit.LocalExecutor(folder=str(RunDir(run_dir).jobs_dir))
+    executor.update_parameters(gpus_per_node=1, visible_gpus=[int(gpu)], timeout_min=LOCAL_TIMEOUT_MIN)
+    job = executor.submit(TrainJob(run_dir))
+    try:
+        return job.result()
+    except Exception as err:   # noqa: BLE001 - the process died (killed, out of memory): name it and its log
+        last = (str(err).strip().splitlines() or [""])[-1]
+        return f"failed: {type(err).__name__}: {last} (log: {job.paths.stderr})"
 
 
 def submit(run_dirs: Mapping[str, str | Path], folder: str | Path, launcher: str = "slurm",
@@ -106,7 +149,8 @@ def add_launcher_args(parser) -> None:
     group.add_argument("--launcher", choices=LAUNCHERS[:2], default="local", help="local: here (one run per GPU, "
                        "or in this process on a CPU); slurm: one job per run through submitit (default: local)")
     group.add_argument("--partition", default=None, help="SLURM partition")
-    group.add_argument("--gpus-per-node", type=int, default=1, help="GPUs per run's job (default: 1)")
+    group.add_argument("--gpus-per-node", type=int, default=1, help="GPUs per run's job, one task each: more than 1 "
+                       "trains each run with DDP across them (default: 1)")
     group.add_argument("--time", type=int, default=24 * 60, help="a job's time limit in minutes; a run stopped by "
                        "it is requeued and resumes (default: 1440)")
     group.add_argument("--mem", type=int, default=64, help="memory per job in GB (default: 64)")

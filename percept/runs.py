@@ -11,7 +11,7 @@ Layout (``percept train`` and :func:`percept.train.train`)::
       predictions.csv          test predictions per image (multi-dataset: predictions_<dataset>.csv)
       metrics.json             final metrics; ``"status": "complete"`` marks a finished run
       eval/<dataset>_<split>_<part>/{metrics.json, predictions.csv}   ``percept evaluate`` on other data
-      train.log                a sweep's subprocess output (``percept sweep``)
+      submitit/                the job's output and submission files of a sweep's local launcher (launch.py)
       config.yaml              the config.json in YAML, its human form (``percept train --config`` reads it)
       trackers.json, tensorboard/, wandb/   experiment trackers' run ids and files (``--logger``, tracking.py)
       state.json               running (pid, host, epoch, last update) or failed (the error); run_status.py
@@ -43,7 +43,7 @@ PROTOCOL = 2
 
 CONFIG, ENVIRONMENT, LOG = "config.json", "environment.json", "log.csv"
 CHECKPOINT, BEST, METRICS = "checkpoint.safetensors", "best.safetensors", "metrics.json"
-PREDICTIONS, EVAL, OUTPUT = "predictions.csv", "eval", "train.log"
+PREDICTIONS, EVAL, JOBS = "predictions.csv", "eval", "submitit"
 
 
 class IncompatibleRunError(ValueError):
@@ -106,9 +106,9 @@ class RunDir:
         return self.path / name
 
     @property
-    def output_file(self) -> Path:
-        """The console output of a run that a sweep started in a subprocess."""
-        return self.path / OUTPUT
+    def jobs_dir(self) -> Path:
+        """submitit's folder for the run's local-executor job (``*_log.out``/``*_log.err``: its console output)."""
+        return self.path / JOBS
 
     def predictions_file(self, dataset: str | None = None) -> Path:
         """``predictions.csv``; a multi-dataset run's test set ``dataset``: ``predictions_<dataset>.csv``."""

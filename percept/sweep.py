@@ -2,9 +2,9 @@
 
 ``expand_grid`` turns a template :class:`~percept.train.TrainConfig` into named runs; ``run_sweep`` runs
 them under ``OUT/<name>`` — in this process, one after another, on a CPU-only machine; on a GPU machine
-as ``percept train --run-dir RUN`` subprocesses, one per GPU at a time (``CUDA_VISIBLE_DEVICES``),
-output in ``RUN/train.log``. Finished runs (``metrics.json`` with ``status: complete``) are skipped and
-interrupted ones resume, so re-running a sweep only does what is left. Model selection over the
+as jobs of submitit's local executor (``percept.launch.run_local``: a subprocess that sees one GPU through
+``CUDA_VISIBLE_DEVICES``), one per GPU at a time, output in ``RUN/submitit/``. Finished runs (``metrics.json``
+with ``status: complete``) are skipped and interrupted ones resume, so re-running a sweep only does what is left. Model selection over the
 learning rates happens afterwards, on validation scores only (:func:`percept.results.select_by_validation`).
 
 Outgrowing one machine: ``launcher="slurm"`` (``percept sweep --launcher slurm``, :mod:`percept.launch`) submits
@@ -17,8 +17,6 @@ import copy
 import dataclasses
 import os
 import queue
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -75,15 +73,6 @@ def expand_grid(base: TrainConfig, lrs: Iterable[float] = LR_GRID, splits: Itera
                 config.model.__post_init__()
                 grid[run_name(config)] = config
     return grid
-
-
-def _launch(run: RunDir, gpu: int | None) -> int:
-    env = dict(os.environ)
-    if gpu is not None:
-        env["CUDA_VISIBLE_DEVICES"] = str(gpu)
-    with open(run.output_file, "ab") as logfile:
-        return subprocess.run([sys.executable, "-m", "percept", "train", "--run-dir", str(run.path), "--quiet"],
-                              env=env, stdout=logfile, stderr=subprocess.STDOUT).returncode
 
 
 def run_sweep(grid: dict[str, TrainConfig], out: str | os.PathLike, gpus: list[int] | None = None,
@@ -148,6 +137,7 @@ def run_sweep(grid: dict[str, TrainConfig], out: str | os.PathLike, gpus: list[i
             finished(name, started)
         return status
 
+    from .launch import run_local
     jobs: queue.Queue = queue.Queue()
     for name in todo:
         jobs.put(name)
@@ -160,9 +150,9 @@ def run_sweep(grid: dict[str, TrainConfig], out: str | os.PathLike, gpus: list[i
             except queue.Empty:
                 return
             started = time.time()
-            code = _launch(RunDir(out / name), gpu)
+            result = run_local(out / name, gpu)          # submitit's local executor, this GPU only
             with lock:
-                status[name] = "done" if code == 0 else f"failed: exit {code}, see {RunDir(out / name).output_file}"
+                status[name] = result
                 finished(name, started, f" (GPU {gpu})")
 
     threads = [threading.Thread(target=worker, args=(g,)) for g in gpus]

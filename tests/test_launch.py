@@ -83,3 +83,63 @@ def test_bad_slurm_arguments_are_refused(tmp_path, capsys):
     code = main(["sweep", "--dataset", "synthetic_iqa", "--root", str(tmp_path), "--backbone", "tiny_clip",
                  "--out", str(tmp_path / "s"), "--launcher", "slurm", "--slurm-arg", "account"])
     assert code == 2 and "--slurm-arg 'account' must be KEY=VALUE" in capsys.readouterr().err
+
+
+
+def test_local_launcher_trains_a_run_in_submitits_local_executor_on_its_gpu(tmp_path):
+    """The GPU path of `percept sweep` (issue 18: `local` through submitit's local executor), on the CPU: the run
+    trains in a local-executor subprocess that sees only its GPU slot."""
+    import re
+    grid = expand_grid(_base(tmp_path), lrs=[1e-3], splits=[1])
+    lines: list[str] = []
+    assert run_sweep(grid, tmp_path / "sweep", gpus=[1], log=lines.append) == {name: "done" for name in grid}
+    assert any("(GPU 1)" in line for line in lines)
+    run = RunDir(tmp_path / "sweep" / next(iter(grid)))
+    assert run.is_complete()
+    logs = "".join(p.read_text() for p in run.jobs_dir.glob("*_log.out"))
+    assert re.search(r"CUDA_VISIBLE_DEVICES=1\b", logs), logs       # the job saw its GPU slot only
+
+
+def test_local_launcher_gives_each_gpu_one_run_at_a_time(tmp_path, monkeypatch):
+    """Scheduling of the local launcher: every GPU slot takes the next run when its last one ends, all slots
+    busy; the job itself stands in for the local executor here (it is tested above)."""
+    import threading
+    import time
+    import percept.launch
+    spans: dict[int, list[tuple[float, float]]] = {0: [], 1: []}
+    lock = threading.Lock()
+
+    def fake_run_local(run_dir, gpu):
+        start = time.monotonic()
+        time.sleep(0.05)
+        with lock:
+            spans[gpu].append((start, time.monotonic()))
+        return "done"
+
+    monkeypatch.setattr(percept.launch, "run_local", fake_run_local)
+    grid = expand_grid(_base(tmp_path), lrs=[1e-3, 5e-4, 1e-4, 5e-5, 2e-5], splits=[1])
+    assert run_sweep(grid, tmp_path / "sweep", gpus=[0, 1], log=lambda *a: None) == dict.fromkeys(grid, "done")
+    assert len(spans[0]) + len(spans[1]) == 5 and spans[0] and spans[1]
+    for intervals in spans.values():
+        intervals.sort()
+        assert all(later[0] >= earlier[1] for earlier, later in zip(intervals, intervals[1:]))
+
+
+def test_a_multi_gpu_job_exports_the_torchrun_variables_from_slurms(monkeypatch):
+    """--gpus-per-node 2: two tasks per job; each task's TrainJob sets what torchrun would, from SLURM's variables,
+    so that train() runs DDP (percept.distributed reads RANK, WORLD_SIZE, LOCAL_RANK)."""
+    from percept.launch import SlurmOptions, _export_torch_distributed
+    assert SlurmOptions(gpus_per_node=2).executor_parameters()["tasks_per_node"] == 2
+    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.setenv(name, "")                                # recorded, so that the test's export is undone
+        monkeypatch.delenv(name)
+    _export_torch_distributed()                                     # outside a job: nothing
+    assert "RANK" not in os.environ
+    slurm = {"SLURM_JOB_ID": "77", "SLURM_NTASKS": "2", "SLURM_PROCID": "1", "SLURM_LOCALID": "1",
+             "SLURM_NODEID": "0", "SLURM_JOB_NUM_NODES": "1", "SLURM_JOB_NODELIST": "gpu-node-3",
+             "SUBMITIT_EXECUTOR": "slurm"}
+    for key, value in slurm.items():
+        monkeypatch.setenv(key, value)
+    _export_torch_distributed()
+    assert (os.environ["RANK"], os.environ["WORLD_SIZE"], os.environ["LOCAL_RANK"]) == ("1", "2", "1")
+    assert os.environ["MASTER_ADDR"] == "gpu-node-3" and 20000 <= int(os.environ["MASTER_PORT"]) <= 60000

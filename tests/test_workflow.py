@@ -65,6 +65,11 @@ def test_bad_config_files_name_the_file_and_the_fix(tmp_path):
         _file_config(["train", "--run-dir", "x", "--config", str(tmp_path / "missing.yaml")])
 
 
+def test_a_sweep_without_a_template_says_what_to_give(tmp_path, capsys):
+    assert main(["sweep", "--out", str(tmp_path / "sweep")]) == 2
+    assert "--dataset NAME --root DIR" in capsys.readouterr().err and not (tmp_path / "sweep").exists()
+
+
 def test_a_runs_config_yaml_starts_the_same_run_again(tmp_path, capsys):
     path = _run_file(tmp_path)
     assert main(["train", "--run-dir", str(tmp_path / "first"), "--config", str(path)]) == 0
