@@ -276,7 +276,8 @@ def plot_attention_overlay(image, maps: dict, index: int = 0, alpha: float = 0.5
 
 
 def plot_attention_gallery(images: Sequence, rows: Sequence[dict], labels: Sequence[str] | None = None,
-                           alpha: float = 0.55, denormalize=True, title: str | None = None) -> Figure:
+                           alpha: float = 0.55, denormalize=True, title: str | None = None,
+                           original_label: str = "original CLIP") -> Figure:
     """Rows of (image, fine-tuned, original CLS attention, fine-tuned − original) — the attention gallery of
     Figures 4, A.1, A.2.
 
@@ -286,6 +287,7 @@ def plot_attention_gallery(images: Sequence, rows: Sequence[dict], labels: Seque
     at zero with symmetric limits ``±max|difference|`` (never min-max scaled: that would hide the sign).
     ``denormalize``: how tensors were normalised — ``True`` (CLIP), the run's backbone name (e.g.
     ``config["model"]["backbone"]``: ImageNet statistics for DINOv2/MAE), a ``(mean, std)`` pair, or ``False``.
+    ``original_label``: the middle column's title (the encoder before fine-tuning).
     """
     if not rows:
         raise ValueError("no rows to plot")
@@ -305,7 +307,7 @@ def plot_attention_gallery(images: Sequence, rows: Sequence[dict], labels: Seque
         effect = f"\nablation changes the prediction by {row['effect']:.3g}" if "effect" in row else ""
         text = f"{where}{labels[i] if labels is not None else ''}".rstrip(": ") + effect
         ax[0].set_title(text or "image", fontsize=9)
-        for a, array, name in ((ax[1], tuned, "fine-tuned"), (ax[2], original, "original CLIP")):
+        for a, array, name in ((ax[1], tuned, "fine-tuned"), (ax[2], original, original_label)):
             a.imshow(picture)
             a.imshow(array, extent=extent, cmap="inferno", vmin=0, vmax=top, alpha=alpha, interpolation="bilinear")
             a.set_title(name)

@@ -172,8 +172,8 @@ def _predict_command(commands, full: bool) -> None:
                                   "and the rest are scored (exit status 1 when any failed).")
     predict.add_argument("images", nargs="+", help="image files, folders (recursive), glob patterns, or .txt/.csv "
                          "lists of files")
-    predict.add_argument("--model", default="official-iqa", help="a run directory, official-iqa, "
-                         "official-memorability, official-emotions, or a path to an official .pth")
+    predict.add_argument("--model", default="official-iqa", help="a run directory, a hub folder (percept export "
+                         "--format hub), official-iqa, official-memorability, official-emotions, or an official .pth")
     predict.add_argument("--device", default="auto")
     predict.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
                          help="auto: bf16 autocast on a GPU, fp32 on the CPU")
@@ -243,6 +243,23 @@ def _push_command(commands, full: bool) -> None:
     push.set_defaults(run=cmd.cmd_push)
 
 
+def _app_command(commands, full: bool) -> None:
+    app = commands.add_parser("app", help="interactive demo in the browser (Gradio): scores and attention maps",
+                              description="Upload images, get each model's scores (emotion: the class "
+                              "probabilities) and, for one image, the CLS attention maps of the most important "
+                              "heads, fine-tuned vs original. Without --model: the demo runs `make demo` trained "
+                              "(offline). Needs the app extra: pip install 'percept[app]'.")
+    app.add_argument("--model", action="append", default=None, help="a run directory, a hub folder (percept "
+                     "export --format hub), official-iqa, official-memorability, official-emotions or an official "
+                     ".pth; repeat for several (default: the demo runs under outputs/notebooks/runs)")
+    app.add_argument("--runs-dir", default=None, help="where to look for the demo runs (default: "
+                     "<repo>/outputs/notebooks/runs, where `make demo` writes them)")
+    app.add_argument("--host", default="127.0.0.1", help="address to serve on (0.0.0.0: every interface)")
+    app.add_argument("--port", type=int, default=None, help="port (default: Gradio's, 7860 or the next free one)")
+    app.add_argument("--share", action="store_true", help="also serve through a public gradio.live link")
+    app.set_defaults(run=cmd.cmd_app)
+
+
 def _delegated_command(commands, full: bool) -> None:
     """Commands parsed by their own modules (see main)."""
     commands.add_parser("bench", add_help=False, help="throughput of the fast path vs the official-style "
@@ -256,7 +273,8 @@ def _delegated_command(commands, full: bool) -> None:
 COMMANDS = {"demo": _demo_command, "params": _params_command, "prepare": _prepare_command, "train": _train_command,
             "evaluate": _evaluate_command, "sweep": _sweep_command, "results": _results_command, "status": _status_command,
             "predict": _predict_command, "list": _list_command, "download": _download_command,
-            "export": _export_command, "push": _push_command, "bench, notebooks, reproduce": _delegated_command}
+            "export": _export_command, "push": _push_command, "app": _app_command,
+            "bench, notebooks, reproduce": _delegated_command}
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:

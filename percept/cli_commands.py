@@ -193,3 +193,12 @@ def cmd_export(args) -> None:
 def cmd_push(args) -> None:
     from .export import push_run
     print(push_run(args.run_dir, args.repo_id, private=args.private, token=args.token))
+
+
+def cmd_app(args) -> None:
+    try:
+        from .app import launch
+        import gradio  # noqa: F401
+    except ImportError as err:
+        raise ImportError(f"percept app needs Gradio: pip install 'percept[app]' ({err})") from err
+    launch(args.model, server_name=args.host, server_port=args.port, share=args.share, runs_dir=args.runs_dir)

@@ -6,6 +6,8 @@
   keyed by the file's base name (App. A.1; the same crops evaluation takes of that file), or for
   memorability/emotion resize + centre crop; normalised with the backbone's mean/std. The dataset's
   files are not needed;
+* a hub folder (``percept export --format hub``: ``config.json`` + ``model.safetensors``): its first head's
+  dataset's test transform, as for a run (the release's resize + centre crop for a dataset percept does not know);
 * ``official-iqa`` / ``official-memorability`` / ``official-emotions`` (or a path to an official
   ``.pth``): the release's preprocessing (resize 224, centre crop, CLIP normalisation).
 
@@ -47,9 +49,30 @@ def _official_predictor(source: str):
     return model, "main", kind, (card.labels if card is not None else None), center_crop_transform(mean=mean, std=std)
 
 
+def _hub_predictor(folder: Path):
+    """A ``percept export --format hub`` folder (``config.json`` + ``model.safetensors``): its first head, named by
+    its dataset, takes that dataset's test transform, as a run would; a head of a dataset percept does not know
+    (a CSV dataset's) the release's resize + centre crop, with class indices for names."""
+    from .data.sources import SYNTHETIC, dataset_facts, dataset_transform
+    from .data.cards import CARDS
+    from .model import PerceptCLIP
+    model = PerceptCLIP.from_pretrained(folder)
+    head = model.head_names()[0]
+    if head in CARDS or head in SYNTHETIC:
+        _, task, classes, _ = dataset_facts({"dataset": head, "root": "."})
+        transform = dataset_transform(head, train=False, normalization=model.normalization)
+        return model, head, get_task(task).kind, classes, transform
+    mean, std = model.normalization
+    kind = "regression" if model.config.heads[head] == 1 else "classification"
+    return model, head, kind, None, center_crop_transform(mean=mean, std=std)
+
+
 def load_predictor(model: str | os.PathLike):
-    """(model, head_name, kind, class names, transform) for a run directory or an official checkpoint name/file."""
+    """(model, head_name, kind, class names, transform) for a run directory, a hub folder (``percept export
+    --format hub``) or an official checkpoint name/file."""
     path = Path(model)
+    if path.is_dir() and not (path / "best.safetensors").is_file() and (path / "model.safetensors").is_file():
+        return _hub_predictor(path)
     if path.is_dir():
         run = RunDir(path)
         run.require_weights()
@@ -159,8 +182,7 @@ def predict_images(images, model: str | os.PathLike = "official-iqa", device: st
     one grey level of PIL's pixels; scores no longer bit-equal to evaluation's, see :class:`ImageFiles`): for
     small models on few CPU cores, where PIL's resize costs more than the model."""
     from tqdm.auto import tqdm
-    from .evaluate import reduce_crops
-    from .runtime import autocast, resolve_device, resolve_workers
+    from .runtime import resolve_device, resolve_workers
     paths = collect_images(images)
     net, default_head, kind, classes, transform = load_predictor(model)
     head_name = head_name or default_head
@@ -169,7 +191,7 @@ def predict_images(images, model: str | os.PathLike = "official-iqa", device: st
     out = Path(out) if out is not None else None
     done = _done_rows(out) if out is not None else pd.DataFrame()
     names = list(classes or map(str, range(net.config.heads[head_name]))) if kind == "classification" else None
-    columns = _columns(names)
+    columns = output_columns(names)
     done = done.reindex(columns=columns) if len(done) else done      # an older file's columns: this version's
     if out is not None:
         from .files import atomic_write_text
@@ -187,15 +209,7 @@ def predict_images(images, model: str | os.PathLike = "official-iqa", device: st
     rows: list[dict] = []
     with _torch_threads(threads):
         for batch in tqdm(loader, desc="percept predict", unit="batch", disable=not progress):
-            new = [{"image": str(todo[i]), "error": reason} for i, x, reason in batch if x is None]
-            good = [(i, x) for i, x, _ in batch if x is not None]
-            if good:
-                x = torch.cat([v for _, v in good]).to(device)
-                with autocast(device, precision):
-                    output = net(x, head_name).float().reshape(len(good), -1, net.config.heads[head_name])
-                reduced = reduce_crops(output, kind)
-                new += [{"image": str(todo[i]), **_row(reduced, row, names), "error": ""}
-                        for row, (i, _) in enumerate(good)]
+            new = score_batch(net, batch, todo, head_name, kind, names, device, precision)
             rows += new
             if out is not None:
                 _append(out, pd.DataFrame(new, columns=columns))
@@ -204,6 +218,25 @@ def predict_images(images, model: str | os.PathLike = "official-iqa", device: st
     order = {str(p): k for k, p in enumerate(paths)}
     return table.sort_values("image", key=lambda c: c.map(order), kind="stable").reset_index(drop=True) \
         if len(table) else table
+
+
+@torch.no_grad()
+def score_batch(net, batch: list, paths: list, head_name: str, kind: str, names: list[str] | None, device,
+                precision: str) -> list[dict]:
+    """The output rows of one batch of :class:`ImageFiles` items ``(i, views | None, reason)`` of ``paths``: the
+    model on every view, reduced over an image's views (:func:`percept.evaluate.reduce_crops`); a row with the
+    reason for each unreadable file. ``net``: in eval mode on ``device`` (LoRA merged or not)."""
+    from .evaluate import reduce_crops
+    from .runtime import autocast
+    rows = [{"image": str(paths[i]), "error": reason} for i, x, reason in batch if x is None]
+    good = [(i, x) for i, x, _ in batch if x is not None]
+    if good:
+        x = torch.cat([v for _, v in good]).to(device)
+        with autocast(device, precision):
+            output = net(x, head_name).float().reshape(len(good), -1, net.config.heads[head_name])
+        reduced = reduce_crops(output, kind)
+        rows += [{"image": str(paths[i]), **_row(reduced, row, names), "error": ""} for row, (i, _) in enumerate(good)]
+    return rows
 
 
 @contextmanager
@@ -224,7 +257,8 @@ def _row(reduced: dict, i: int, names: list[str] | None) -> dict:
     return {"score": float(reduced["prediction"][i]), "crop_std": float(reduced["crop_std"][i])}
 
 
-def _columns(names: list[str] | None) -> list[str]:
+def output_columns(names: list[str] | None) -> list[str]:
+    """The columns of ``percept predict``'s table (``names``: the class names, or None for regression)."""
     if names is not None:
         return ["image", "prediction", *(f"prob_{c}" for c in names), "error"]
     return ["image", "score", "crop_std", "error"]   # crop_std: over the IQA test crops (0 for one view)

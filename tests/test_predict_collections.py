@@ -172,3 +172,22 @@ def test_uint8_tensor_transform_is_within_one_grey_level_of_pil(kind):
     assert fast.shape == reference.shape
     grey_level = 1 / 255 / 0.26                                   # one 8-bit step in CLIP-normalised units (std ≥ 0.26)
     assert (fast - reference).abs().max() <= grey_level + 1e-5
+
+
+def test_a_hub_folder_scores_as_its_run_does(run, folder, tmp_path):
+    """`percept export --format hub` folders are models for predict: the head's dataset's test transform (the
+    paper's 15 IQA crops), so the scores equal the run's with 15 test crops."""
+    import shutil
+    from percept.export import export_model
+    from percept.runs import RunDir
+    hub = export_model(RunDir(run).load_model(), "hub", tmp_path / "hub")
+    assert (hub / "model.safetensors").is_file() and not (hub / "best.safetensors").exists()
+    fifteen = tmp_path / "run15"
+    shutil.copytree(run, fifteen)
+    config = json.loads((fifteen / "config.json").read_text())
+    (fifteen / "config.json").write_text(json.dumps({**config, "test_crops": 15}))
+    images = [folder / "rgb.jpg", folder / "gray.png"]
+    expected = predict_images(images, model=fifteen, device="cpu")
+    got = predict_images(images, model=hub, device="cpu")
+    np.testing.assert_allclose(got["score"], expected["score"], atol=1e-6)
+    assert not np.allclose(got["score"], predict_images(images, model=run, device="cpu")["score"], atol=1e-7)
