@@ -246,11 +246,13 @@ def _run_data_here(run_dir: Path) -> bool:
 
 
 def _single(app_model: AppModel, path: Path) -> torch.Tensor:
-    """One normalised crop (3, H, W) of ``path`` (the run's single-crop test transform)."""
-    from .images import load_rgb
-    transform, image = app_model.single_transform, load_rgb(path)
-    x = transform(image, key=path) if getattr(transform, "needs_key", False) else transform(image)
-    return x[0] if x.ndim == 4 else x
+    """One normalised crop (3, H, W) of ``path`` (the run's single-crop test transform, applied as
+    ``percept predict`` applies it); ``ValueError`` naming the file when it cannot be read."""
+    from .predict import ImageFiles
+    _, views, error = ImageFiles([path], app_model.single_transform)[0]
+    if views is None:
+        raise ValueError(error)
+    return views[0]
 
 
 def attention_rows(app_model: AppModel, path: str | os.PathLike, examples: list[Path], k: int = 3):
