@@ -35,6 +35,35 @@ def test_captions_describe_the_drawn_parameters_and_are_deterministic():
         tokenizer(["a glossy photo"])
 
 
+def test_strength_ladders_differ_only_in_the_strength_of_one_degradation():
+    from percept.prior.pretrain import ScenePool
+    kinds = set()
+    for index in range(24):
+        content = scenes.draw_scene_content(0, index, size=48)
+        rungs = [scenes.make_ladder_rung(content, 0, index, 5, r, variant=20 + r) for r in range(4)]
+        params = [scene for _, _, scene in rungs]
+        assert len({(p.shape, p.colour, p.background, p.count) for p in params}) == 1       # one content
+        assert all(p.brightness == 1 and p.saturation == 1 for p in params)
+        assert "crisp, clean" in rungs[0][1] and not (params[0].blur or params[0].noise or params[0].jpeg
+                                                      or params[0].palette)
+        strengths = np.array([[p.blur, p.noise, -p.jpeg, -p.palette] for p in params[1:]])
+        kind = int(np.flatnonzero(strengths[0])[0])
+        assert np.count_nonzero(strengths, axis=1).tolist() == [1, 1, 1]                  # one degradation
+        assert np.all(np.diff(strengths[:, kind]) > 0)                                   # stronger at every rung
+        words = [scenes.appearance_words(p) for p in params]
+        assert len({tuple(w) for w in words}) == 4 and all(len(w) == 1 for w in words)   # one word each, distinct
+        kinds.add(kind)
+        assert rungs[1][1] == scenes.make_ladder_rung(content, 0, index, 5, 1, variant=21)[1]   # deterministic
+    assert kinds == {0, 1, 2, 3}
+    pool = ScenePool(0, 4, 48)
+    _, plain = pool.batch([0, 1], step=5, per_scene=4)
+    _, mixed = pool.batch([0, 1], step=5, per_scene=4, ladders=2)
+    assert mixed[0::2] == plain[0::2] and mixed[1::2] != plain[1::2]     # scenes at odd positions climb a ladder
+    assert "crisp, clean" in mixed[1]
+    with pytest.raises(ValueError, match="ladders have 4 rungs"):
+        pool.batch([0, 1], step=5, per_scene=2, ladders=1)
+
+
 def test_prior_images_are_disjoint_from_the_demo_sets(tmp_path):
     from percept.data.synthetic import make_reference_image
     # different generators and RNG streams: the demo's are seeded (seed, index), the scenes' (namespace, seed, index)
@@ -63,6 +92,15 @@ def test_pretraining_is_deterministic_and_replays_its_recorded_curve(small_prior
     assert replay["losses"] == saved["losses"][:2]                     # bit for bit on the same machine
     other = pretrain(PretrainConfig(**{**saved["config"], "seed": 1}), out=None, log=lambda *a: None, stop_after=2)
     assert other["losses"] != replay["losses"]
+
+
+def test_saving_the_same_weights_twice_gives_the_same_bytes(small_prior, tmp_path):
+    """The shipped file's SHA-256 is part of its record: the same weights must always give the same bytes
+    (a safetensors header with several metadata keys is written in hash order, which varies between runs)."""
+    from percept.prior.pretrain import save
+    _, _, record = small_prior
+    hashes = {save(record["image_tower"], tmp_path / str(i), record)["sha256"] for i in range(12)}
+    assert len(hashes) == 1
 
 
 def test_prior_weights_load_through_timm_and_are_verified(small_prior, tmp_path, monkeypatch):

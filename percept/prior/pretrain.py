@@ -3,7 +3,10 @@
 CLIP's recipe in miniature (Radford et al., 2021): an image tower (``tiny_clip_prior``: a conv-stem tiny
 ViT with a 64-d projection, :mod:`percept.backbones`) and a text tower (:mod:`percept.prior.text`) trained
 with the symmetric contrastive loss on generated images and their generated captions
-(:mod:`percept.prior.scenes`; a batch's pairs with identical captions all count as positives). AdamW,
+(:mod:`percept.prior.scenes`; a batch's pairs with identical captions all count as positives). A batch holds
+four appearances of each of its contents; from ``ladders_from`` of the run on, every ``ladder_every``-th content
+shows a strength ladder instead (one degradation, clean and at each of its strength words: hard negatives that
+differ only in strength; issue 13 measured every other content better than every content). AdamW,
 linear warm-up then cosine decay, random horizontal flips. Deterministic: seeded data, seeded batches, a
 fixed number of CPU threads.
 
@@ -53,6 +56,8 @@ class PretrainConfig:
     threads: int = 2
     text_width: int = 64
     text_layers: int = 2
+    ladders_from: float = 0.3      # from this fraction of the steps on (1.0: never), every ladder_every-th scene
+    ladder_every: int = 2          # of a batch is a strength ladder (scenes.make_ladder_rung; needs per_scene 4)
 
 
 class ScenePool:
@@ -67,15 +72,24 @@ class ScenePool:
         self.seed, self.n, self.size = seed, n, size
         self.content: dict[int, Image.Image] = {}
 
-    def batch(self, scene_ids: list[int], step: int, per_scene: int = 4) -> tuple[torch.Tensor, list[str]]:
+    def batch(self, scene_ids: list[int], step: int, per_scene: int = 4, ladders: int = 0
+              ) -> tuple[torch.Tensor, list[str]]:
         """(per_scene * len(scene_ids), 3, H, W) uint8 images and their captions: every scene's variant
-        ``per_scene * step``, then every scene's variant ``per_scene * step + 1``, ..."""
+        ``per_scene * step``, then every scene's variant ``per_scene * step + 1``, ... With ``ladders`` = k > 0,
+        every k-th scene of ``scene_ids`` (positions k-1, 2k-1, ...) shows the rungs of a strength ladder instead
+        (:func:`scenes.make_ladder_rung`: one degradation, clean then at each of its strength words)."""
+        if ladders and per_scene != len(scenes.LADDERS["blur"]) + 1:
+            raise ValueError(f"strength ladders have {len(scenes.LADDERS['blur']) + 1} rungs; per_scene is {per_scene}")
         images, captions = [], []
         for v in range(per_scene):
-            for index in scene_ids:
+            for position, index in enumerate(scene_ids):
                 if index not in self.content:
                     self.content[index] = scenes.draw_scene_content(self.seed, index, self.size)
-                image, text, _ = scenes.make_variant(self.content[index], self.seed, index, per_scene * step + v)
+                variant = per_scene * step + v
+                if ladders and position % ladders == ladders - 1:
+                    image, text, _ = scenes.make_ladder_rung(self.content[index], self.seed, index, step, v, variant)
+                else:
+                    image, text, _ = scenes.make_variant(self.content[index], self.seed, index, variant)
                 images.append(torch.from_numpy(np.array(image)).permute(2, 0, 1))
                 captions.append(text)
         return torch.stack(images), captions
@@ -133,7 +147,8 @@ def _pretrain(config: PretrainConfig, out, log, stop_after) -> dict:
     towers.train()
     for step in range(config.steps if stop_after is None else min(stop_after, config.steps)):
         scene_ids = torch.randperm(config.n_scenes, generator=generator)[:config.batch_size // config.per_scene]
-        x, captions = pool.batch(scene_ids.tolist(), step, config.per_scene)
+        x, captions = pool.batch(scene_ids.tolist(), step, config.per_scene,
+                                 ladders=config.ladder_every if step >= config.ladders_from * config.steps else 0)
         flip = torch.rand(len(x), generator=generator) < 0.5
         x = torch.where(flip.view(-1, 1, 1, 1), x.flip(3), x).float()
         _, caption_ids = np.unique(np.array(captions), return_inverse=True)
@@ -162,8 +177,10 @@ def save(tower: nn.Module, out: str | Path, record: dict) -> dict:
     from ..files import atomic_path
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    # one metadata key: safetensors writes its metadata map in hash order, so two keys made the same weights
+    # give files with different bytes (and SHA-256) from one run to the next (the backbone is in the record)
     data = save({k: v.detach().to(torch.float16).contiguous() for k, v in tower.state_dict().items()},
-                metadata={"format": "pt", "backbone": BACKBONE})
+                metadata={"format": "pt"})
     with atomic_path(out / WEIGHTS_FILE) as tmp:
         tmp.write_bytes(data)
     extra = {"sha256": hashlib.sha256(data).hexdigest(), "weights": WEIGHTS_FILE}

@@ -13,6 +13,8 @@ A scene's *content* (shapes, colours, layout, texture: :func:`draw_scene_content
 *appearance* (the degradations, their noise, the caption's noun) by a variant number (:func:`appearance_rng`), so
 the pre-training can draw fresh appearances of the same content at every step: a batch holds several variants of
 each of its scenes, and telling their captions apart needs the perceptual words, not only colours and shapes.
+A *strength ladder* (:func:`make_ladder_rung`) shows one content with one degradation at each of its strength
+words, so that its captions differ only in strength.
 
 Disjoint from the demo: the demo's images (:mod:`percept.data.synthetic`) are random ellipses and
 rectangles on gradients, distorted at five fixed levels per type and seeded by ``(seed, index)``; scenes are
@@ -172,6 +174,15 @@ def degrade(image: Image.Image, scene: Scene, rng: np.random.Generator) -> Image
     return image
 
 
+# A strength ladder: one degradation at each of its strength words, weakest first, with the range each word
+# covers in :func:`appearance_words` (JPEG quality and palette size: integer ranges, high end excluded). Rung 0
+# of a ladder is the clean image, rung k the degradation at word k.
+LADDERS = {"blur": ((1.0, 1.8), (1.8, 3.0), (3.0, 5.0)),        # soft, blurry, very blurry
+           "noise": ((4.0, 12.0), (12.0, 30.0), (30.0, 60.0)),  # slightly grainy, grainy, very noisy
+           "jpeg": ((31, 50), (13, 31), (4, 13)),              # compressed, blocky, heavily compressed
+           "palette": ((21, 40), (9, 21), (3, 9))}             # slightly banded, posterized, heavily posterized
+
+
 def content_rng(seed: int, index: int) -> np.random.Generator:
     """The RNG of scene ``index``'s content and layout: shared by all its variants."""
     return np.random.default_rng([SCENE_NAMESPACE, int(seed), int(index)])
@@ -188,6 +199,23 @@ def _variant(seed: int, index: int, variant: int) -> tuple[Scene, str, np.random
     appearance = appearance_rng(seed, index, variant)
     scene = Scene(**sample_content(content_rng(seed, index)), **sample_appearance(appearance))
     return scene, caption(scene, appearance), appearance      # the RNG goes on to draw the noise pixels
+
+
+def make_ladder_rung(content_image: Image.Image, seed: int, index: int, step: int, rung: int, variant: int
+                     ) -> tuple[Image.Image, str, Scene]:
+    """Rung ``rung`` (0..3) of scene ``index``'s strength ladder at pre-training step ``step``: the ladder's
+    degradation (drawn per scene and step) at its word ``rung`` (0: clean), no photometric change; the value
+    within the word's range, the noise pixels and the noun come from variant ``variant``'s RNG. The four rungs
+    of a ladder are hard negatives that differ only in the strength of one degradation."""
+    kind = list(LADDERS)[int(np.random.default_rng([SCENE_NAMESPACE, int(seed), int(index), 0, int(step)]).integers(4))]
+    appearance = appearance_rng(seed, index, variant)
+    values = dict(blur=0.0, noise=0.0, jpeg=0, palette=0)
+    if rung:
+        low, high = LADDERS[kind][rung - 1]
+        values[kind] = int(appearance.integers(low, high)) if kind in ("jpeg", "palette") else float(
+            appearance.uniform(low, high))
+    scene = Scene(**sample_content(content_rng(seed, index)), **values, brightness=1.0, saturation=1.0)
+    return degrade(content_image, scene, appearance), caption(scene, appearance), scene
 
 
 def scene_caption(seed: int, index: int, variant: int = 0) -> tuple[str, Scene]:
