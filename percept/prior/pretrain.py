@@ -78,8 +78,8 @@ class ScenePool:
         ``per_scene * step``, then every scene's variant ``per_scene * step + 1``, ... With ``ladders`` = k > 0,
         every k-th scene of ``scene_ids`` (positions k-1, 2k-1, ...) shows the rungs of a strength ladder instead
         (:func:`scenes.make_ladder_rung`: one degradation, clean then at each of its strength words)."""
-        if ladders and per_scene != len(scenes.LADDERS["blur"]) + 1:
-            raise ValueError(f"strength ladders have {len(scenes.LADDERS['blur']) + 1} rungs; per_scene is {per_scene}")
+        if ladders and per_scene != scenes.LADDER_RUNGS:
+            raise ValueError(f"strength ladders have {scenes.LADDER_RUNGS} rungs; per_scene is {per_scene}")
         images, captions = [], []
         for v in range(per_scene):
             for position, index in enumerate(scene_ids):

@@ -181,6 +181,7 @@ LADDERS = {"blur": ((1.0, 1.8), (1.8, 3.0), (3.0, 5.0)),        # soft, blurry, 
            "noise": ((4.0, 12.0), (12.0, 30.0), (30.0, 60.0)),  # slightly grainy, grainy, very noisy
            "jpeg": ((31, 50), (13, 31), (4, 13)),              # compressed, blocky, heavily compressed
            "palette": ((21, 40), (9, 21), (3, 9))}             # slightly banded, posterized, heavily posterized
+LADDER_RUNGS = 1 + len(LADDERS["blur"])                        # clean, then every strength word
 
 
 def content_rng(seed: int, index: int) -> np.random.Generator:
@@ -203,7 +204,7 @@ def _variant(seed: int, index: int, variant: int) -> tuple[Scene, str, np.random
 
 def make_ladder_rung(content_image: Image.Image, seed: int, index: int, step: int, rung: int, variant: int
                      ) -> tuple[Image.Image, str, Scene]:
-    """Rung ``rung`` (0..3) of scene ``index``'s strength ladder at pre-training step ``step``: the ladder's
+    """Rung ``rung`` (``0 .. LADDER_RUNGS - 1``) of scene ``index``'s strength ladder at pre-training step ``step``: the ladder's
     degradation (drawn per scene and step) at its word ``rung`` (0: clean), no photometric change; the value
     within the word's range, the noise pixels and the noun come from variant ``variant``'s RNG. The four rungs
     of a ladder are hard negatives that differ only in the strength of one degradation."""
