@@ -204,16 +204,17 @@ def _variant(seed: int, index: int, variant: int) -> tuple[Scene, str, np.random
 
 def make_ladder_rung(content_image: Image.Image, seed: int, index: int, step: int, rung: int, variant: int
                      ) -> tuple[Image.Image, str, Scene]:
-    """Rung ``rung`` (``0 .. LADDER_RUNGS - 1``) of scene ``index``'s strength ladder at pre-training step ``step``: the ladder's
-    degradation (drawn per scene and step) at its word ``rung`` (0: clean), no photometric change; the value
-    within the word's range, the noise pixels and the noun come from variant ``variant``'s RNG. The four rungs
-    of a ladder are hard negatives that differ only in the strength of one degradation."""
-    kind = list(LADDERS)[int(np.random.default_rng([SCENE_NAMESPACE, int(seed), int(index), 0, int(step)]).integers(4))]
+    """Rung ``rung`` (``0 .. LADDER_RUNGS - 1``) of scene ``index``'s strength ladder at pre-training step
+    ``step``: the ladder's degradation (drawn per scene and step) at its word ``rung`` (0: clean), no photometric
+    change; the value within the word's range, the noise pixels and the noun come from variant ``variant``'s RNG.
+    The rungs of a ladder are hard negatives that differ only in the strength of one degradation."""
+    ladder_rng = np.random.default_rng([SCENE_NAMESPACE, int(seed), int(index), 0, int(step)])
+    kind = list(LADDERS)[int(ladder_rng.integers(len(LADDERS)))]
     appearance = appearance_rng(seed, index, variant)
     values = dict(blur=0.0, noise=0.0, jpeg=0, palette=0)
     if rung:
-        low, high = LADDERS[kind][rung - 1]
-        values[kind] = int(appearance.integers(low, high)) if kind in ("jpeg", "palette") else float(
+        low, high = LADDERS[kind][rung - 1]       # integer ranges (JPEG quality, palette size) draw integers
+        values[kind] = int(appearance.integers(low, high)) if isinstance(low, int) else float(
             appearance.uniform(low, high))
     scene = Scene(**sample_content(content_rng(seed, index)), **values, brightness=1.0, saturation=1.0)
     return degrade(content_image, scene, appearance), caption(scene, appearance), scene
