@@ -194,14 +194,20 @@ def test_interrupted_overwrite_invalidates_old_manifest(tmp_path, monkeypatch):
 
 
 def test_manifest_write_is_atomic(tmp_path, monkeypatch):
-    real_replace = syn.os.replace
+    from percept import files
+    real_replace = files.os.replace
 
     def failing_replace(src, dst):
         if str(dst).endswith("manifest.csv"):
             raise OSError("disk full")
         return real_replace(src, dst)
 
-    monkeypatch.setattr(syn.os, "replace", failing_replace)
+    monkeypatch.setattr(files.os, "replace", failing_replace)
     with pytest.raises(OSError):
         generate_synthetic_iqa(tmp_path, n_references=1, size=32)
     assert not (tmp_path / "manifest.csv").exists() and not list(tmp_path.rglob("*.tmp"))
+    monkeypatch.undo()
+    generate_synthetic_iqa(tmp_path, n_references=1, size=32)
+    (tmp_path / "plain.txt").write_text("x")           # the permissions of a file written with open()
+    plain = (tmp_path / "plain.txt").stat().st_mode
+    assert {p.stat().st_mode for p in (tmp_path / "manifest.csv", *tmp_path.glob("images/*.png"))} == {plain}

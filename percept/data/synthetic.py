@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import io
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from PIL import Image, ImageDraw, ImageFilter
+
+from ..files import atomic_path
 
 DISTORTIONS = ("gaussian_blur", "gaussian_noise", "jpeg", "color_quantization")
 LEVELS = (1, 2, 3, 4, 5)  # 5 = strongest
@@ -104,15 +104,8 @@ def synthetic_quality(level: int, distortion: str | None = None) -> float:
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
 
 
 def _png_bytes(img: Image.Image) -> bytes:
