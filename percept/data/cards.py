@@ -433,13 +433,12 @@ def render_card_markdown(card: DatasetCard) -> str:
 
 def write_card_files(directory: str | Path = CARDS_DIR) -> list[Path]:
     """(Re)write every markdown card into ``directory``; returns the paths written."""
-    from ..files import atomic_path
+    from ..files import atomic_write_bytes
     directory = Path(directory)
     paths = []
     for card in CARDS.values():
         path = directory / f"{card.name}.md"
-        with atomic_path(path) as tmp:
-            tmp.write_bytes(render_card_markdown(card).encode("utf-8"))
+        atomic_write_bytes(path, render_card_markdown(card).encode("utf-8"))
         paths.append(path)
     return paths
 

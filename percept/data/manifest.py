@@ -24,7 +24,7 @@ from typing import Any, Mapping
 import numpy as np
 import pandas as pd
 
-from ..files import atomic_path
+from ..files import atomic_write_bytes
 from .cards import DatasetCard, get_card
 
 FORMAT_VERSION = 1
@@ -147,10 +147,8 @@ def write_manifest(df: pd.DataFrame, path: str | os.PathLike, card: DatasetCard,
             "sha256": hashlib.sha256(data).hexdigest(), "label_columns": list(card.label_columns),
             "created_by": "percept", "format_version": FORMAT_VERSION}
     meta.update(dict(extra or {}))
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(data)
-    with atomic_path(sidecar_path(path)) as tmp:
-        tmp.write_bytes((json.dumps(meta, indent=2, sort_keys=True) + "\n").encode("utf-8"))
+    atomic_write_bytes(path, data)
+    atomic_write_bytes(sidecar_path(path), (json.dumps(meta, indent=2, sort_keys=True) + "\n").encode("utf-8"))
     return path
 
 

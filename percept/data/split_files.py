@@ -13,7 +13,7 @@ from typing import Hashable, Sequence
 
 import pandas as pd
 
-from ..files import atomic_path
+from ..files import atomic_write_bytes
 from .splits import _FORMAT, PARTS, PROTOCOLS, SplitError, split_columns, validate_split_columns
 
 
@@ -41,10 +41,8 @@ def write_splits(df: pd.DataFrame, path: str | Path, dataset: str, protocol: str
             "n_images": len(table), "n_splits": len(cols), "counts": _part_counts(table),
             "sha256": hashlib.sha256(data).hexdigest()}
     path = Path(path)
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(data)
-    with atomic_path(sidecar_path(path)) as tmp:
-        tmp.write_bytes((json.dumps(meta, indent=2) + "\n").encode("utf-8"))
+    atomic_write_bytes(path, data)
+    atomic_write_bytes(sidecar_path(path), (json.dumps(meta, indent=2) + "\n").encode("utf-8"))
     return path
 
 

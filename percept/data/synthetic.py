@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image, ImageDraw, ImageFilter
 
-from ..files import atomic_path
+from ..files import atomic_write_bytes
 
 DISTORTIONS = ("gaussian_blur", "gaussian_noise", "jpeg", "color_quantization")
 LEVELS = (1, 2, 3, 4, 5)  # 5 = strongest
@@ -103,11 +103,6 @@ def synthetic_quality(level: int, distortion: str | None = None) -> float:
     return round(5.0 - 0.95 * (level - 1) - offset, 4)
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(data)
-
-
 def _png_bytes(img: Image.Image) -> bytes:
     buf = io.BytesIO()
     img.save(buf, format="PNG", compress_level=1)  # fast; lossless either way
@@ -151,14 +146,14 @@ def generate_synthetic_iqa(root, n_references: int = 12, size: int = 256, seed: 
     for r in range(n_references):
         ref = make_reference_image(r, size=size, seed=seed)
         ref_rel = f"references/ref{r:02d}.png"
-        _atomic_write(root / ref_rel, _png_bytes(ref))
+        atomic_write_bytes(root / ref_rel, _png_bytes(ref))
         noise_seed = int(np.random.SeedSequence((seed, r)).generate_state(1)[0])
         for d_id, d in enumerate(DISTORTIONS):
             for level in LEVELS:
                 rel = f"images/ref{r:02d}_{d}_{level}.png"
-                _atomic_write(root / rel, _png_bytes(distort(ref, d, level, seed=noise_seed)))
+                atomic_write_bytes(root / rel, _png_bytes(distort(ref, d, level, seed=noise_seed)))
                 rows.append((rel, ref_rel, d, d_id, level, synthetic_quality(level, d)))
-    _atomic_write(params_path, (json.dumps(params, indent=2, sort_keys=True) + "\n").encode())
+    atomic_write_bytes(params_path, (json.dumps(params, indent=2, sort_keys=True) + "\n").encode())
     csv = pd.DataFrame(rows, columns=list(MANIFEST_COLUMNS)).to_csv(index=False, lineterminator="\n")
-    _atomic_write(manifest, csv.encode())
+    atomic_write_bytes(manifest, csv.encode())
     return pd.read_csv(manifest)

@@ -174,18 +174,17 @@ def _pretrain(config: PretrainConfig, out, log, stop_after) -> dict:
 def save(tower: nn.Module, out: str | Path, record: dict) -> dict:
     """Write the image tower (fp16, timm layout) and its JSON record (with the file's SHA-256) atomically."""
     from safetensors.torch import save
-    from ..files import atomic_path
+    from ..files import atomic_write_bytes, atomic_write_text
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     # one metadata key: safetensors writes its metadata map in hash order, so two keys made the same weights
     # give files with different bytes (and SHA-256) from one run to the next (the backbone is in the record)
     data = save({k: v.detach().to(torch.float16).contiguous() for k, v in tower.state_dict().items()},
                 metadata={"format": "pt"})
-    with atomic_path(out / WEIGHTS_FILE) as tmp:
-        tmp.write_bytes(data)
+    atomic_write_bytes(out / WEIGHTS_FILE, data)
     extra = {"sha256": hashlib.sha256(data).hexdigest(), "weights": WEIGHTS_FILE}
-    with atomic_path((out / WEIGHTS_FILE).with_suffix(".json")) as tmp:
-        tmp.write_text(json.dumps({**{k: v for k, v in record.items() if k != "image_tower"}, **extra}, indent=1))
+    atomic_write_text((out / WEIGHTS_FILE).with_suffix(".json"),
+                      json.dumps({**{k: v for k, v in record.items() if k != "image_tower"}, **extra}, indent=1))
     return extra
 
 
@@ -229,9 +228,8 @@ def main(argv: list[str] | None = None) -> int:
         path = Path(args.out) / WEIGHTS_FILE
         sidecar = json.loads(path.with_suffix(".json").read_text())
         sidecar["linear_probe_srcc"] = probe
-        from ..files import atomic_path
-        with atomic_path(path.with_suffix(".json")) as tmp:
-            tmp.write_text(json.dumps(sidecar, indent=1))
+        from ..files import atomic_write_text
+        atomic_write_text(path.with_suffix(".json"), json.dumps(sidecar, indent=1))
     return 0
 
 
