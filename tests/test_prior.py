@@ -70,8 +70,27 @@ def test_prior_images_are_disjoint_from_the_demo_sets(tmp_path):
     assert scenes.SCENE_NAMESPACE not in range(0, 1000)
     demo = {hashlib.sha256(np.asarray(make_reference_image(i, size=224).crop((16, 0, 240, 224))).tobytes()).digest()
             for i in range(12)}
-    prior = {hashlib.sha256(np.asarray(scenes.make_pair(0, i)[0]).tobytes()).digest() for i in range(40)}
-    assert not demo & prior
+    size = PretrainConfig().image_size + PretrainConfig().crop_margin          # the pre-training draws this size
+    prior = [np.asarray(scenes.make_pair(0, i, size=size)[0]) for i in range(40)]
+    assert not demo & {hashlib.sha256(p[16:240, 16:240].tobytes()).digest() for p in prior}
+
+
+def test_pretraining_crops_scenes_at_every_phase_of_the_jpeg_block_grid():
+    """The demo crops its images anywhere; the pre-training must show JPEG blocks at every offset from the
+    tower's 32-pixel patch grid, not only aligned with it (issue 13: a tower that only saw aligned blocks
+    scored misaligned JPEG as clean)."""
+    from percept.prior.pretrain import random_crops
+    images = torch.arange(2 * 3 * 40 * 44).view(2, 3, 40, 44).repeat(200, 1, 1, 1)
+    crops = random_crops(images, 32, torch.Generator().manual_seed(0))
+    assert crops.shape == (400, 3, 32, 32)
+    ys, xs = (crops[:, 0, 0, 0] % (40 * 44)) // 44, crops[:, 0, 0, 0] % 44         # where each crop starts
+    for crop, image, y, x in zip(crops, images, ys.tolist(), xs.tolist()):
+        assert torch.equal(crop, image[:, y:y + 32, x:x + 32])                      # a window of its own image
+    assert set(ys.tolist()) == set(range(9)) and set(xs.tolist()) == set(range(13))  # every offset occurs
+    again = random_crops(images, 32, torch.Generator().manual_seed(0))
+    assert torch.equal(again, crops)                                                # seeded
+    with pytest.raises(ValueError, match="smaller than the crop size"):
+        random_crops(images, 48, torch.Generator())
 
 
 @pytest.fixture(scope="module")
