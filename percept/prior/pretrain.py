@@ -149,7 +149,7 @@ def _pretrain(config: PretrainConfig, out, log, stop_after) -> dict:
     pool = ScenePool(config.seed, config.n_scenes, config.image_size + config.crop_margin)
     tokenizer = Tokenizer()
     mean, std = (torch.tensor(v).view(1, 3, 1, 1) * 255 for v in get_spec(BACKBONE).normalization)
-    towers = nn.ModuleDict({"image": image_tower(), "text": TextTower(len(Tokenizer().words), config.text_width,
+    towers = nn.ModuleDict({"image": image_tower(), "text": TextTower(len(tokenizer.words), config.text_width,
                                                                       config.text_layers, out_dim=64)})
     log_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
     decay = [p for n, p in towers.named_parameters() if p.ndim >= 2 and "position" not in n]
