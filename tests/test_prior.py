@@ -94,6 +94,26 @@ def test_pretraining_crops_scenes_at_every_phase_of_the_jpeg_block_grid():
         random_crops(images, 48, torch.Generator())
 
 
+def test_appearance_word_targets_follow_the_drawn_parameters():
+    """The caption-word prediction's labels, read from the caption text, checked against the scene's parameters
+    with the word thresholds of scenes.appearance_words: ordinal within a degradation ("blurry" marks "soft")."""
+    from percept.prior.text import APPEARANCE_LABELS, appearance_targets
+    for i in range(300):
+        text, p = scenes.scene_caption(0, i, variant=i % 7)
+        labels = dict(zip(APPEARANCE_LABELS, appearance_targets([text])[0].tolist()))
+        expected = {"slightly soft": p.blur > 0, "soft": p.blur >= 1.0, "blurry": p.blur >= 1.8,
+                    "very blurry": p.blur >= 3,
+                    "slightly grainy": p.noise > 0, "grainy": p.noise >= 12, "very noisy": p.noise >= 30,
+                    "compressed": p.jpeg > 0, "blocky": 0 < p.jpeg <= 30, "heavily compressed": 0 < p.jpeg <= 12,
+                    "slightly banded": p.palette > 0, "posterized": 0 < p.palette <= 20,
+                    "heavily posterized": 0 < p.palette <= 8, "dark": p.brightness < 1, "bright": p.brightness > 1,
+                    "dull": p.saturation < 1, "vivid": p.saturation > 1,
+                    "crisp, clean": not (p.blur or p.noise or p.jpeg or p.palette)}
+        assert labels == {k: float(v) for k, v in expected.items()}, text
+    with pytest.raises(ValueError, match="'glossy' is not one of the appearance words"):
+        appearance_targets(["a glossy photo of a red ring on a grey background"])
+
+
 @pytest.fixture(scope="module")
 def small_prior(tmp_path_factory):
     """A few steps of the pre-training on a handful of scenes, written as the shipped files would be."""
@@ -115,6 +135,9 @@ def test_pretraining_is_deterministic_and_replays_its_recorded_curve(small_prior
     cropped = pretrain(PretrainConfig(**{**saved["config"], "crop_margin": 8}), out=None, log=lambda *a: None,
                        stop_after=2)
     assert cropped["losses"] != replay["losses"]                       # the margin reaches the images
+    words = pretrain(PretrainConfig(**{**saved["config"], "caption_loss": 0.5 + saved["config"]["caption_loss"]}),
+                     out=None, log=lambda *a: None, stop_after=2)
+    assert words["losses"] != replay["losses"]                         # the caption prediction reaches the loss
 
 
 def test_saving_the_same_weights_twice_gives_the_same_bytes(small_prior, tmp_path):
@@ -187,3 +210,21 @@ def test_the_first_steps_of_the_shipped_pretraining_replay_its_recorded_curve():
     np.testing.assert_allclose(replay["losses"], record["losses"][:3], rtol=1e-4, atol=1e-5)
     if replay["environment"] == record["environment"]:
         assert replay["losses"] == record["losses"][:3]
+
+
+def test_the_ceiling_diagnostic_regresses_the_drawn_parameters(tmp_path, capsys):
+    """percept.prior.ceiling (issue 13's diagnostic: the tower trained on the degradation parameters, not captions):
+    its targets on hand-computed scenes, a short run that writes a tower in the prior's format, and a refusal to
+    overwrite the shipped prior."""
+    from percept.prior.ceiling import main, parameter_targets, train_ceiling
+    scene = scenes.Scene("circle", "red", "grey", 1, blur=0.6, noise=60.0, jpeg=0, palette=11, brightness=1.0,
+                         saturation=1.0)
+    expected = [1, 1, 0, 1, 0.2, 1.0, 0.0, 0.2 + 0.8 * np.log(40 / 11) / np.log(40 / 3)]
+    np.testing.assert_allclose(parameter_targets(scene), expected, rtol=1e-12)
+    record = train_ceiling(PretrainConfig(n_scenes=4, steps=2, batch_size=4, warmup=1, threads=1), tmp_path,
+                           log=lambda *a: None)
+    assert len(record["losses"]) == 2 and all(np.isfinite(record["losses"]))
+    assert hashlib.sha256((tmp_path / WEIGHTS_FILE).read_bytes()).hexdigest() == record["sha256"]
+    with pytest.raises(SystemExit):
+        main(["--out", str(SHIPPED.parent)])
+    assert "is the shipped prior's folder" in capsys.readouterr().err

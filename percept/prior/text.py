@@ -14,6 +14,14 @@ from . import scenes
 
 PAD = "<pad>"
 MAX_TOKENS = 24
+# The appearance words of the captions (scenes.appearance_words), weakest first within each degradation: the labels
+# of the pre-training's caption-word prediction. A strength word also counts as the weaker words of its scale ("very
+# blurry" is also blurry, soft and slightly soft), so the labels of one degradation are ordinal.
+APPEARANCE_SCALES = (("slightly soft", "soft", "blurry", "very blurry"), ("slightly grainy", "grainy", "very noisy"),
+                     ("compressed", "blocky", "heavily compressed"),
+                     ("slightly banded", "posterized", "heavily posterized"),
+                     ("dark",), ("bright",), ("dull",), ("vivid",), ("crisp, clean",))
+APPEARANCE_LABELS = tuple(word for scale in APPEARANCE_SCALES for word in scale)
 
 
 def _words(text: str) -> list[str]:
@@ -25,11 +33,32 @@ def vocabulary() -> list[str]:
     words = {"a", "an", "of", "on", "background", ",", *scenes.NOUNS, *scenes.COUNT_WORDS.values()}
     words |= {w for name in (*scenes.COLOURS, *scenes.BACKGROUNDS) for w in _words(name)}
     words |= {w for shape in scenes.SHAPES for form in (shape, shape + "s") for w in _words(form)}
-    for phrase in ("slightly soft", "soft", "blurry", "very blurry", "slightly grainy", "grainy", "very noisy", "compressed",
-                   "blocky", "heavily compressed", "slightly banded", "posterized", "heavily posterized", "dark",
-                   "bright", "dull", "vivid", "crisp, clean"):
+    for phrase in APPEARANCE_LABELS:
         words |= set(_words(phrase))
     return [PAD, *sorted(words)]
+
+
+def appearance_phrases(caption: str) -> list[str]:
+    """The appearance words of a caption, in its order: the comma-separated phrases between the article and the
+    noun ("a slightly soft, dark photo of ..." -> ["slightly soft", "dark"]; "crisp, clean" is one phrase)."""
+    adjectives = caption.split(" of ", 1)[0].split(" ", 1)[-1].rsplit(" ", 1)[0]
+    phrases = adjectives.replace("crisp, clean", "crisp+clean").split(", ")
+    return [p.replace("crisp+clean", "crisp, clean") for p in phrases]
+
+
+def appearance_targets(captions: list[str]) -> torch.Tensor:
+    """(len(captions), len(APPEARANCE_LABELS)) multi-hot targets of the captions' appearance words, ordinal within a
+    degradation (a strength word also marks the weaker words of its scale). A phrase that is no appearance word is
+    refused."""
+    out = torch.zeros(len(captions), len(APPEARANCE_LABELS))
+    for row, text in enumerate(captions):
+        for phrase in appearance_phrases(text):
+            scale = next((s for s in APPEARANCE_SCALES if phrase in s), None)
+            if scale is None:
+                raise ValueError(f"caption {text!r}: {phrase!r} is not one of the appearance words {APPEARANCE_LABELS}")
+            start = APPEARANCE_LABELS.index(scale[0])
+            out[row, start:start + scale.index(phrase) + 1] = 1.0
+    return out
 
 
 class Tokenizer:

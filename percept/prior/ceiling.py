@@ -1,0 +1,95 @@
+"""What the prior's tower can learn within the pre-training's budget: ``python -m percept.prior.ceiling --out DIR``.
+
+A diagnostic, not a prior the demo uses (issue 13). The image tower of :mod:`percept.prior.pretrain`, the same data
+stream (fresh appearances of the same scenes, batches of ``per_scene`` appearances of each content), optimiser,
+schedule, steps and seed, trained *without captions*: a linear layer on the tower's embedding regresses the scene's
+degradation parameters directly (:func:`parameter_targets`). It is no image–text pre-training, and it reads the
+quantities the demo's labels are made of, so it only bounds what the tiny tower and the 30-minute budget allow:
+the gap between it and the image–text prior is what the captions fail to teach. Writes the tower as the
+pre-training does (``DIR/tiny_clip_prior.safetensors`` and its JSON record), so it can be evaluated the same way.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+from dataclasses import asdict, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from . import scenes
+from .pretrain import BACKBONE, PretrainConfig, image_tower, optimizer_and_schedule, save, take_step
+
+# (parameter, weakest, strongest) of the scenes' degradation ranges (scenes.sample_appearance)
+RANGES = (("blur", 0.6, 5.0), ("noise", 4.0, 60.0), ("jpeg", 50, 4), ("palette", 40, 3))
+
+
+def parameter_targets(scene: scenes.Scene) -> list[float]:
+    """Presence of each degradation (0/1), then its strength: ``0.2 + 0.8 * t`` with ``t`` the position of its value
+    between the weakest and the strongest of its range on a log scale (0 when absent)."""
+    values = [getattr(scene, name) for name, _, _ in RANGES]
+    strengths = [0.2 + 0.8 * math.log(v / weak) / math.log(strong / weak) if v else 0.0
+                 for v, (_, weak, strong) in zip(values, RANGES)]
+    return [float(bool(v)) for v in values] + strengths
+
+
+def train_ceiling(config: PretrainConfig, out: str | Path | None = None, log=print) -> dict:
+    """``config.steps`` steps of parameter regression (logistic loss on presence + 4 x squared error on strength)."""
+    from ..backbones import get_spec
+    threads = torch.get_num_threads()
+    torch.set_num_threads(config.threads)
+    try:
+        torch.manual_seed(config.seed)
+        mean, std = (torch.tensor(v).view(1, 3, 1, 1) * 255 for v in get_spec(BACKBONE).normalization)
+        model = nn.ModuleDict({"image": image_tower(), "readout": nn.Linear(64, 2 * len(RANGES))})
+        optimizer, schedule = optimizer_and_schedule(model, config)
+        generator = torch.Generator().manual_seed(config.seed)
+        content: dict[int, object] = {}
+        losses, start = [], time.time()
+        for step in range(config.steps):
+            ids = torch.randperm(config.n_scenes, generator=generator)[:config.batch_size // config.per_scene].tolist()
+            images, targets = [], []
+            for v in range(config.per_scene):
+                for index in ids:
+                    if index not in content:
+                        content[index] = scenes.draw_scene_content(config.seed, index, config.image_size)
+                    variant = config.per_scene * step + v
+                    image, _, scene = scenes.make_variant(content[index], config.seed, index, variant)
+                    images.append(torch.from_numpy(np.array(image)).permute(2, 0, 1))
+                    targets.append(parameter_targets(scene))
+            x, y = torch.stack(images), torch.tensor(targets)
+            flip = torch.rand(len(x), generator=generator) < 0.5
+            x = torch.where(flip.view(-1, 1, 1, 1), x.flip(3), x).float()
+            out_ = model["readout"](model["image"]((x - mean) / std))
+            k = len(RANGES)
+            loss = (nn.functional.binary_cross_entropy_with_logits(out_[:, :k], y[:, :k])
+                    + 4 * nn.functional.mse_loss(out_[:, k:], y[:, k:]))
+            take_step(loss, model, optimizer, schedule, losses, step, config.steps, start, log)
+        record = {"config": asdict(config), "objective": "degradation parameters (percept.prior.ceiling)",
+                  "losses": losses, "seconds": round(time.time() - start, 1)}
+        if out is not None:
+            record.update(save(model["image"], out, record))
+        record["image_tower"] = model["image"]
+        return record
+    finally:
+        torch.set_num_threads(threads)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m percept.prior.ceiling", description=__doc__.split("\n")[0])
+    parser.add_argument("--out", required=True, help="folder for the tower (never the shipped prior's folder)")
+    parser.add_argument("--steps", type=int, default=PretrainConfig().steps)
+    args = parser.parse_args(argv)
+    shipped = (Path(__file__).resolve().parent / "weights").resolve()
+    if Path(args.out).resolve() == shipped:
+        parser.error(f"--out {args.out} is the shipped prior's folder; the ceiling is a diagnostic, write it elsewhere")
+    train_ceiling(replace(PretrainConfig(), steps=args.steps), args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
