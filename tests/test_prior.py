@@ -56,10 +56,10 @@ def test_strength_ladders_differ_only_in_the_strength_of_one_degradation():
         assert rungs[1][1] == scenes.make_ladder_rung(content, 0, index, 5, 1, variant=21)[1]   # deterministic
     assert kinds == {0, 1, 2, 3}
     pool = ScenePool(0, 4, 48)
-    _, plain = pool.batch([0, 1], step=5, per_scene=4)
-    _, mixed = pool.batch([0, 1], step=5, per_scene=4, ladders=2)
+    _, plain, _ = pool.batch([0, 1], step=5, per_scene=4)
+    _, mixed, drawn = pool.batch([0, 1], step=5, per_scene=4, ladders=2)
     assert mixed[0::2] == plain[0::2] and mixed[1::2] != plain[1::2]     # scenes at odd positions climb a ladder
-    assert "crisp, clean" in mixed[1]
+    assert "crisp, clean" in mixed[1] and not (drawn[1].blur or drawn[1].noise or drawn[1].jpeg or drawn[1].palette)
     with pytest.raises(ValueError, match="ladders have 4 rungs"):
         pool.batch([0, 1], step=5, per_scene=2, ladders=1)
 

@@ -17,12 +17,11 @@ import time
 from dataclasses import asdict, replace
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 
 from . import scenes
-from .pretrain import BACKBONE, PretrainConfig, image_tower, optimizer_and_schedule, save, take_step
+from .pretrain import BACKBONE, PretrainConfig, ScenePool, image_tower, optimizer_and_schedule, save, take_step
 
 # (parameter, weakest, strongest) of the scenes' degradation ranges (scenes.sample_appearance)
 RANGES = (("blur", 0.6, 5.0), ("noise", 4.0, 60.0), ("jpeg", 50, 4), ("palette", 40, 3))
@@ -48,20 +47,12 @@ def train_ceiling(config: PretrainConfig, out: str | Path | None = None, log=pri
         model = nn.ModuleDict({"image": image_tower(), "readout": nn.Linear(64, 2 * len(RANGES))})
         optimizer, schedule = optimizer_and_schedule(model, config)
         generator = torch.Generator().manual_seed(config.seed)
-        content: dict[int, object] = {}
+        pool = ScenePool(config.seed, config.n_scenes, config.image_size)
         losses, start = [], time.time()
         for step in range(config.steps):
             ids = torch.randperm(config.n_scenes, generator=generator)[:config.batch_size // config.per_scene].tolist()
-            images, targets = [], []
-            for v in range(config.per_scene):
-                for index in ids:
-                    if index not in content:
-                        content[index] = scenes.draw_scene_content(config.seed, index, config.image_size)
-                    variant = config.per_scene * step + v
-                    image, _, scene = scenes.make_variant(content[index], config.seed, index, variant)
-                    images.append(torch.from_numpy(np.array(image)).permute(2, 0, 1))
-                    targets.append(parameter_targets(scene))
-            x, y = torch.stack(images), torch.tensor(targets)
+            x, _, drawn = pool.batch(ids, step, config.per_scene)
+            y = torch.tensor([parameter_targets(scene) for scene in drawn])
             flip = torch.rand(len(x), generator=generator) < 0.5
             x = torch.where(flip.view(-1, 1, 1, 1), x.flip(3), x).float()
             out_ = model["readout"](model["image"]((x - mean) / std))

@@ -81,26 +81,28 @@ class ScenePool:
         self.content: dict[int, Image.Image] = {}
 
     def batch(self, scene_ids: list[int], step: int, per_scene: int = 4, ladders: int = 0
-              ) -> tuple[torch.Tensor, list[str]]:
-        """(per_scene * len(scene_ids), 3, H, W) uint8 images and their captions: every scene's variant
+              ) -> tuple[torch.Tensor, list[str], list[scenes.Scene]]:
+        """(per_scene * len(scene_ids), 3, H, W) uint8 images, their captions and parameters: every scene's variant
         ``per_scene * step``, then every scene's variant ``per_scene * step + 1``, ... With ``ladders`` = k > 0,
         every k-th scene of ``scene_ids`` (positions k-1, 2k-1, ...) shows the rungs of a strength ladder instead
         (:func:`scenes.make_ladder_rung`: one degradation, clean then at each of its strength words)."""
         if ladders and per_scene != scenes.LADDER_RUNGS:
             raise ValueError(f"strength ladders have {scenes.LADDER_RUNGS} rungs; per_scene is {per_scene}")
-        images, captions = [], []
+        images, captions, drawn = [], [], []
         for v in range(per_scene):
             for position, index in enumerate(scene_ids):
                 if index not in self.content:
                     self.content[index] = scenes.draw_scene_content(self.seed, index, self.size)
                 variant = per_scene * step + v
                 if ladders and position % ladders == ladders - 1:
-                    image, text, _ = scenes.make_ladder_rung(self.content[index], self.seed, index, step, v, variant)
+                    image, text, scene = scenes.make_ladder_rung(self.content[index], self.seed, index, step, v,
+                                                                 variant)
                 else:
-                    image, text, _ = scenes.make_variant(self.content[index], self.seed, index, variant)
+                    image, text, scene = scenes.make_variant(self.content[index], self.seed, index, variant)
                 images.append(torch.from_numpy(np.array(image)).permute(2, 0, 1))
                 captions.append(text)
-        return torch.stack(images), captions
+                drawn.append(scene)
+        return torch.stack(images), captions, drawn
 
 
 def random_crops(images: torch.Tensor, size: int, generator: torch.Generator) -> torch.Tensor:
@@ -193,7 +195,7 @@ def _pretrain(config: PretrainConfig, out, log, stop_after) -> dict:
     towers.train()
     for step in range(config.steps if stop_after is None else min(stop_after, config.steps)):
         scene_ids = torch.randperm(config.n_scenes, generator=generator)[:config.batch_size // config.per_scene]
-        x, captions = pool.batch(scene_ids.tolist(), step, config.per_scene,
+        x, captions, _ = pool.batch(scene_ids.tolist(), step, config.per_scene,
                                  ladders=config.ladder_every if step >= config.ladders_from * config.steps else 0)
         if config.crop_margin:        # (no random numbers drawn without a margin: the shipped run had none)
             x = random_crops(x, config.image_size, generator)
