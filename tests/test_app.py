@@ -169,7 +169,12 @@ def test_attention_maps_of_the_top_heads(app_models, images):
             assert row[name].shape == grid
             np.testing.assert_allclose(row[name], maps[name][0], atol=1e-6)
         np.testing.assert_allclose(row["difference"], row["finetuned"] - row["original"], atol=1e-7)
-        assert np.abs(row["difference"]).max() > 1e-4             # LoRA changes where the head looks
+    # LoRA changes where the model looks. Not necessarily in a top head: a head whose CLS attends to itself before
+    # and after fine-tuning has a patch map of ~0 in both, and can still matter most under uniform-CLS ablation
+    # (the demo prior's IQA run has one such head).
+    depth, heads = len(model.vit.blocks), model.vit.blocks[0].attn.num_heads
+    assert max(np.abs(cls_attention_maps(model, x, layer, head)["difference"]).max()
+               for layer in range(depth) for head in range(heads)) > 1e-4
     fig, caption = percept_app.attention_figure(iqa, images / "cmyk.jpg", percept_app.example_images(), k=2)
     assert len(fig.axes) >= 8 and where in caption
 
