@@ -26,7 +26,7 @@ from .train import TrainConfig, train
 def demo_config(out: str | Path, epochs: int = 8, seed: int = 0, quiet: bool = False) -> TrainConfig:
     return TrainConfig(data=[DataConfig("synthetic_iqa", str(Path(out) / "synthetic"))],
                        model=ModelConfig(backbone="tiny_clip_prior", pretrained=True), lr=1e-3, batch_size=16,
-                       max_epochs=epochs, patience=4, seed=seed, quiet=quiet)
+                       max_epochs=epochs, patience=12, seed=seed, quiet=quiet)
 
 
 def run_demo(out: str | Path, epochs: int = 8, seed: int = 0, log=print) -> dict:

@@ -161,15 +161,15 @@ def data_config(dataset: str, data_root, dataset_root=None, manifest=None):
 
 def demo_config(datasets, data_root, *, dataset_root=None, manifest=None, dataset_roots: Mapping | None = None,
                 backbone: str = "tiny_clip_prior",
-                pretrained: bool = True, epochs: int = 8, patience: int = 4, lr: float = 1e-3,
+                pretrained: bool = True, epochs: int = 8, patience: int = 12, lr: float = 1e-3,
                 batch_size: int = 16, test_crops: int = 3, split: int = 1, head_finetune: bool = False,
                 seed: int = 0, device: str = "auto", task_weights: Mapping[str, float] | None = None, **model):
     """A :class:`~percept.train.TrainConfig` for the notebooks. ``datasets``: a name or a list (several =
     multi-dataset; real ones need ``dataset_root`` or ``dataset_roots={name: folder}``; ``task_weights``: a
     mixed-task run's loss weights, :mod:`percept.multitask`); ``model``: ModelConfig overrides (``strategy``, ``head_type``, ``lora_r``, ``lora_alpha``).
-    Defaults are the demo's (the shipped tiny image-text prior ``tiny_clip_prior`` + LoRA, 8 epochs, patience 4,
-    3 test crops); the paper's are 40 epochs,
-    patience 12, batch 32, 15 IQA test crops, ``clip_vit_l14`` pretrained."""
+    Defaults are the demo's (the shipped tiny image-text prior ``tiny_clip_prior`` + LoRA, at most 8 epochs with
+    the paper's patience 12 — a demo run trains all 8 and keeps its best validation epoch — and 3 test crops); the
+    paper's are 40 epochs, patience 12, batch 32, 15 IQA test crops, ``clip_vit_l14`` pretrained."""
     from .model import ModelConfig
     from .train import TrainConfig
     names = [datasets] if isinstance(datasets, str) else list(datasets)

@@ -21,10 +21,11 @@ import torch
 from torch import nn
 
 from . import scenes
-from .pretrain import BACKBONE, PretrainConfig, ScenePool, image_tower, optimizer_and_schedule, save, take_step
+from .pretrain import (PretrainConfig, ScenePool, flip_and_normalise, image_tower, optimizer_and_schedule, save,
+                       take_step)
 
-# (parameter, weakest, strongest) of the scenes' degradation ranges (scenes.sample_appearance)
-RANGES = (("blur", 0.6, 5.0), ("noise", 4.0, 60.0), ("jpeg", 50, 4), ("palette", 40, 3))
+# (parameter, weakest, strongest) of the scenes' degradation ranges
+RANGES = tuple((name, weakest, strongest) for name, (weakest, strongest) in scenes.DEGRADATION_RANGES.items())
 
 
 def parameter_targets(scene: scenes.Scene) -> list[float]:
@@ -38,12 +39,10 @@ def parameter_targets(scene: scenes.Scene) -> list[float]:
 
 def train_ceiling(config: PretrainConfig, out: str | Path | None = None, log=print) -> dict:
     """``config.steps`` steps of parameter regression (logistic loss on presence + 4 x squared error on strength)."""
-    from ..backbones import get_spec
     threads = torch.get_num_threads()
     torch.set_num_threads(config.threads)
     try:
         torch.manual_seed(config.seed)
-        mean, std = (torch.tensor(v).view(1, 3, 1, 1) * 255 for v in get_spec(BACKBONE).normalization)
         model = nn.ModuleDict({"image": image_tower(), "readout": nn.Linear(64, 2 * len(RANGES))})
         optimizer, schedule = optimizer_and_schedule(model, config)
         generator = torch.Generator().manual_seed(config.seed)
@@ -53,9 +52,7 @@ def train_ceiling(config: PretrainConfig, out: str | Path | None = None, log=pri
             ids = torch.randperm(config.n_scenes, generator=generator)[:config.batch_size // config.per_scene].tolist()
             x, _, drawn = pool.batch(ids, step, config.per_scene)
             y = torch.tensor([parameter_targets(scene) for scene in drawn])
-            flip = torch.rand(len(x), generator=generator) < 0.5
-            x = torch.where(flip.view(-1, 1, 1, 1), x.flip(3), x).float()
-            out_ = model["readout"](model["image"]((x - mean) / std))
+            out_ = model["readout"](model["image"](flip_and_normalise(x, generator)))
             k = len(RANGES)
             loss = (nn.functional.binary_cross_entropy_with_logits(out_[:, :k], y[:, :k])
                     + 4 * nn.functional.mse_loss(out_[:, k:], y[:, k:]))

@@ -119,6 +119,15 @@ def random_crops(images: torch.Tensor, size: int, generator: torch.Generator) ->
     return torch.stack([image[:, y:y + size, x:x + size] for image, y, x in zip(images, ys, xs)])
 
 
+def flip_and_normalise(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """The pre-training's augmentation of a uint8 batch: a horizontal flip of each image with probability 1/2 (draws
+    from ``generator``), then the backbone's normalisation, as float."""
+    from ..backbones import get_spec
+    mean, std = (torch.tensor(v).view(1, 3, 1, 1) * 255 for v in get_spec(BACKBONE).normalization)
+    flip = torch.rand(len(images), generator=generator) < 0.5
+    return (torch.where(flip.view(-1, 1, 1, 1), images.flip(3), images).float() - mean) / std
+
+
 def image_tower() -> nn.Module:
     """The image tower in timm's own layout (fused qkv), as the shipped file stores it."""
     import timm
@@ -179,11 +188,9 @@ def pretrain(config: PretrainConfig, out: str | Path | None = None, log=print, s
 
 
 def _pretrain(config: PretrainConfig, out, log, stop_after) -> dict:
-    from ..backbones import get_spec
     torch.manual_seed(config.seed)
     pool = ScenePool(config.seed, config.n_scenes, config.image_size + config.crop_margin)
     tokenizer = Tokenizer()
-    mean, std = (torch.tensor(v).view(1, 3, 1, 1) * 255 for v in get_spec(BACKBONE).normalization)
     towers = nn.ModuleDict({"image": image_tower(), "text": TextTower(len(tokenizer.words), config.text_width,
                                                                       config.text_layers, out_dim=64)})
     if config.caption_loss:     # (created after the towers: without it, the random stream is that of CLIP's loss alone)
@@ -199,10 +206,9 @@ def _pretrain(config: PretrainConfig, out, log, stop_after) -> dict:
                                  ladders=config.ladder_every if step >= config.ladders_from * config.steps else 0)
         if config.crop_margin:        # (no random numbers drawn without a margin: the shipped run had none)
             x = random_crops(x, config.image_size, generator)
-        flip = torch.rand(len(x), generator=generator) < 0.5
-        x = torch.where(flip.view(-1, 1, 1, 1), x.flip(3), x).float()
+        x = flip_and_normalise(x, generator)
         _, caption_ids = np.unique(np.array(captions), return_inverse=True)
-        image = towers["image"]((x - mean) / std)
+        image = towers["image"](x)
         loss = contrastive_loss(image, towers["text"](tokenizer(captions)), log_scale.exp().clamp(max=100),
                                 torch.from_numpy(caption_ids))
         if config.caption_loss:

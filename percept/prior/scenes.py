@@ -61,15 +61,27 @@ def sample_content(rng: np.random.Generator) -> dict:
                 background=str(rng.choice(list(BACKGROUNDS))), count=int(rng.integers(1, 4)))
 
 
+# The range each degradation is drawn from: (weakest, strongest) value. Blur radius and noise sigma are drawn
+# uniformly between them; JPEG quality and palette size are integers from [strongest, weakest).
+DEGRADATION_RANGES = {"blur": (0.6, 5.0), "noise": (4.0, 60.0), "jpeg": (50, 4), "palette": (40, 3)}
+
+
+def _draw_strength(rng: np.random.Generator, name: str) -> float | int:
+    weakest, strongest = DEGRADATION_RANGES[name]
+    if isinstance(weakest, int):
+        return int(rng.integers(strongest, weakest))
+    return float(rng.uniform(weakest, strongest))
+
+
 def sample_appearance(rng: np.random.Generator) -> dict:
-    """How it looks: at most two of the four degradations, each on a continuous scale, and now and then a
-    photometric change (one image in five: too frequent, these easy cues let the towers tell a scene's
-    variants apart without learning the degradations)."""
+    """How it looks: at most two of the four degradations, each on a continuous scale
+    (:data:`DEGRADATION_RANGES`), and now and then a photometric change (one image in five: too frequent, these
+    easy cues let the towers tell a scene's variants apart without learning the degradations)."""
     degradations = rng.choice(4, size=int(rng.choice([0, 1, 1, 2, 2])), replace=False)
-    return dict(blur=float(rng.uniform(0.6, 5.0)) if 0 in degradations else 0.0,
-                noise=float(rng.uniform(4.0, 60.0)) if 1 in degradations else 0.0,
-                jpeg=int(rng.integers(4, 50)) if 2 in degradations else 0,
-                palette=int(rng.integers(3, 40)) if 3 in degradations else 0,
+    return dict(blur=_draw_strength(rng, "blur") if 0 in degradations else 0.0,
+                noise=_draw_strength(rng, "noise") if 1 in degradations else 0.0,
+                jpeg=_draw_strength(rng, "jpeg") if 2 in degradations else 0,
+                palette=_draw_strength(rng, "palette") if 3 in degradations else 0,
                 brightness=float(rng.choice([1.0, rng.uniform(0.45, 0.75), rng.uniform(1.3, 1.6)], p=[.8, .1, .1])),
                 saturation=float(rng.choice([1.0, rng.uniform(0.2, 0.55), rng.uniform(1.4, 1.9)], p=[.8, .1, .1])))
 
