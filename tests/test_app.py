@@ -77,7 +77,7 @@ def runs_dir(tmp_path_factory):
         return Path(os.environ["PERCEPT_APP_RUNS"])
     root = tmp_path_factory.mktemp("app_runs")
     for dataset, outputs in TASKS.items():
-        _run(root / "e8-p4" / dataset / "lora_r16_a8_mlp" / "split1" / "lr0.001", dataset, outputs)
+        _run(root / "e8-p12" / dataset / "lora_r16_a8_mlp" / "split1" / "lr0.001", dataset, outputs)
     return root
 
 

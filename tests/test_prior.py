@@ -33,13 +33,22 @@ def test_captions_describe_the_drawn_parameters_and_are_deterministic():
     assert len({(v.blur, v.noise, v.jpeg, v.palette, v.brightness, v.saturation) for v in variants}) == 4
     with pytest.raises(ValueError, match="not in the prior's vocabulary"):
         tokenizer(["a glossy photo"])
-    # every drawn strength lies in its DEGRADATION_RANGES entry and the draws span it (the ceiling reads these ranges)
+    # every drawn strength lies in its DEGRADATION_RANGES entry and the draws span it (the ceiling reads these
+    # ranges): blur and noise uniform on [weakest, strongest], JPEG quality and palette size integers from
+    # [strongest, weakest); the strength ladders' word ranges lie inside them
     drawn = [scenes.scene_caption(0, i)[1] for i in range(2000)]
     for name, (weakest, strongest) in scenes.DEGRADATION_RANGES.items():
-        values = np.array([getattr(scene, name) for scene in drawn if getattr(scene, name)])
-        low, high = sorted((weakest, strongest))
-        assert len(values) > 300 and values.min() >= low and values.max() <= high
-        assert values.min() - low < 0.05 * (high - low) and high - values.max() < 0.05 * (high - low) + 1
+        values = [getattr(scene, name) for scene in drawn if getattr(scene, name)]
+        assert len(values) > 300
+        if isinstance(weakest, int):
+            assert all(type(v) is int for v in values)
+            assert (min(values), max(values)) == (strongest, weakest - 1)
+        else:
+            assert all(type(v) is float for v in values)
+            low, high = weakest, strongest
+            assert low <= min(values) < low + 0.02 * (high - low) and high - 0.02 * (high - low) < max(values) <= high
+        ladder = [bound for word in scenes.LADDERS[name] for bound in word]
+        assert min(weakest, strongest) <= min(ladder) and max(ladder) <= max(weakest, strongest)
 
 
 def test_strength_ladders_differ_only_in_the_strength_of_one_degradation():
