@@ -9,6 +9,7 @@
   plan (``reproduce.yaml``) and the figure helper.
 """
 import ast
+import inspect
 import os
 
 import nbformat
@@ -53,6 +54,14 @@ def test_notebook_is_stored_without_outputs_and_has_a_parameters_cell(path):
     names = {target.id for node in tree.body for target in node.targets}
     assert {"out_dir", "figures_dir", "runs_dir", "data_root", "cpu_threads"} <= names
     assert book.cells[0].cell_type == "markdown" and book.cells[0].source.startswith(f"# {path.stem[:2]}")
+    # the training budget a notebook declares is demo_config's, so that the notebooks share their runs (a run's
+    # folder is named after its budget) and every demo run has the paper's patience 12 (§3.1)
+    defaults = {name: p.default for name, p in inspect.signature(nb.demo_config).parameters.items()}
+    assert defaults["patience"] == 12
+    for node in tree.body:
+        name = node.targets[0].id
+        if name in ("epochs", "patience", "lr", "batch_size", "test_crops", "backbone", "pretrained"):
+            assert ast.literal_eval(node.value) == defaults[name], f"{path.name}: {name} differs from demo_config's"
 
 
 @pytest.fixture(scope="module")
