@@ -20,6 +20,8 @@ def test_demo_is_one_engine_run_reproducible_and_loadable(tmp_path, capsys):
     assert second["test"] == first["test"]                  # deterministic
     config = read_json(tmp_path / "a" / "run" / "config.json")
     assert config["data"][0]["dataset"] == "synthetic_iqa" and config["model"]["lora_r"] == 16
+    # the notebooks' budget (percept.notebooks.demo_config) with the paper's 15 IQA test crops and patience 12
+    assert (config["test_crops"], config["patience"], config["max_epochs"], config["batch_size"]) == (15, 12, 1, 16)
     # split by reference: no reference image in two parts
     table = pd.read_csv(tmp_path / "a" / "synthetic" / "manifest.csv")
     preds = pd.read_csv(tmp_path / "a" / "run" / "predictions.csv")
