@@ -18,16 +18,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .notebooks import demo_config as notebook_demo_config
+from .data.sources import DataConfig
+from .model import ModelConfig
 from .train import TrainConfig, train
 
 
 def demo_config(out: str | Path, epochs: int = 8, seed: int = 0, quiet: bool = False) -> TrainConfig:
-    """The notebooks' demo budget (:func:`percept.notebooks.demo_config`, its one definition) on ``synthetic_iqa``
-    in ``out/synthetic``, with the paper's 15 IQA test crops instead of the notebooks' 3."""
-    config = notebook_demo_config("synthetic_iqa", Path(out) / "synthetic", epochs=epochs, seed=seed, test_crops=15)
-    config.quiet = quiet
-    return config
+    return TrainConfig(data=[DataConfig("synthetic_iqa", str(Path(out) / "synthetic"))],
+                       model=ModelConfig(backbone="tiny_clip_prior", pretrained=True), lr=1e-3, batch_size=16,
+                       max_epochs=epochs, patience=12, seed=seed, quiet=quiet)
 
 
 def run_demo(out: str | Path, epochs: int = 8, seed: int = 0, log=print) -> dict:

@@ -30,6 +30,21 @@ def test_demo_is_one_engine_run_reproducible_and_loadable(tmp_path, capsys):
     assert load_model(tmp_path / "a" / "run" / "best.safetensors").config.backbone == "tiny_clip_prior"
 
 
+def test_cli_demo_has_the_notebooks_budget_with_the_papers_test_crops(tmp_path):
+    """`percept demo` (experiments layer) cannot import percept.notebooks (interface layer), so it writes the
+    demo's training budget again: the two must agree, except the IQA test crops (the paper's 15; notebooks 3)."""
+    from dataclasses import asdict
+
+    from percept import notebooks as nb
+    from percept.demo import demo_config
+    for epochs, seed in ((8, 0), (2, 3)):
+        cli = asdict(demo_config(tmp_path, epochs=epochs, seed=seed, quiet=True))
+        notebook = asdict(nb.demo_config("synthetic_iqa", tmp_path / "synthetic", epochs=epochs, seed=seed,
+                                         test_crops=15))
+        assert cli == notebook
+    assert asdict(demo_config(tmp_path))["test_crops"] == 15
+
+
 def test_cli_params_counts(capsys):
     assert main(["params", "--backbone", "tiny_clip", "--head-type", "linear", "--outputs", "8"]) == 0
     counts = json.loads(capsys.readouterr().out)
