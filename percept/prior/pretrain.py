@@ -217,7 +217,9 @@ def _pretrain(config: PretrainConfig, out, log, stop_after) -> dict:
         take_step(loss, towers, optimizer, schedule, losses, step, config.steps, start, log)
     record = {"config": asdict(config), "losses": losses, "seconds": round(time.time() - start, 1),
               "environment": {"torch": torch.__version__, "python": platform.python_version(),
-                              "machine": platform.machine(), "threads": config.threads}}
+                              "machine": platform.machine(), "threads": config.threads,
+                              # the CPU kernels torch dispatches to (AVX2, AVX512, ...): summation order differs
+                              "cpu_capability": torch.backends.cpu.get_cpu_capability()}}
     if out is not None:
         record.update(save(towers["image"], out, record))
     record["image_tower"] = towers["image"]
