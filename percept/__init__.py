@@ -7,7 +7,8 @@ import importlib
 
 _LAZY = {"ModelConfig": "model", "PerceptCLIP": "model", "build_model": "model", "load_model": "model",
          "load_weights": "model", "save_weights": "model", "OFFICIAL_CHECKPOINTS": "official",
-         "load_official": "official", "RunDir": "runs", "list_models": "catalog", "list_backbones": "catalog",
+         "load_official": "official", "load_merged": "merged", "RunDir": "runs", "list_models": "catalog",
+         "list_backbones": "catalog",
          "list_datasets": "catalog", "predict_images": "predict",
          "create_metric": "metric", "PerceptMetric": "metric"}
 
@@ -20,6 +21,7 @@ def __getattr__(name: str):
 
 
 __all__ = ["ModelConfig", "PerceptCLIP", "build_model", "load_model", "load_weights", "save_weights",
-           "OFFICIAL_CHECKPOINTS", "load_official", "RunDir", "list_models", "list_backbones", "list_datasets",
+           "OFFICIAL_CHECKPOINTS", "load_official", "load_merged", "RunDir", "list_models", "list_backbones",
+           "list_datasets",
            "predict_images", "create_metric", "PerceptMetric"]
 __version__ = "0.1.0"

@@ -70,9 +70,11 @@ def _header(app_models: list[AppModel]) -> str:
              "Pick an image below the table for its attention maps.", ""]
     for m in app_models:
         lines.append(f"* **{m.label}** — {TASK_MEANING.get(m.task, m.kind)}; from `{_short(m.source)}`")
-    if any(m.model.config.backbone == "tiny_clip_prior" for m in app_models):
-        lines.append("\nThe demo runs are trained on generated images whose labels come from the generator, "
-                     "**not human judgements**: the recipe in miniature, not PerceptCLIP's scores.")
+    demo = [m.label for m in app_models if m.notice]
+    if demo:
+        lines.append(f"\n**{', '.join(demo)}: demo model{'s' if len(demo) > 1 else ''}**, adapted only on generated "
+                     f"images whose labels come from the generator, **not human judgements**: the recipe in "
+                     f"miniature, not PerceptCLIP's scores; they say little about photographs.")
     return "\n".join(lines)
 
 

@@ -43,6 +43,7 @@ class AppModel:
     transform: object                       # percept predict's transform (test crops)
     single_transform: object                # one crop, for head importance and attention maps
     run_dir: Path | None = None
+    notice: str = ""                        # what to know beside its scores ('' or the demo-model notice)
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _importance: tuple | None = field(default=None, repr=False)
 
@@ -65,7 +66,9 @@ def demo_runs(runs_dir: str | os.PathLike | None = None) -> list[Path]:
     from .runs import RunDir
     root = Path(runs_dir) if runs_dir is not None else REPO_ROOT / "outputs" / "notebooks" / "runs"
     found = []
-    candidates = [r for r in RunDir.find(root) if r.is_complete() and r.best_weights.is_file()] if root.is_dir() else []
+    from .runs import PROTOCOL
+    candidates = [r for r in RunDir.find(root) if r.is_complete() and r.best_weights.is_file()
+                  and r.read_config().get("protocol") == PROTOCOL] if root.is_dir() else []   # never an older percept's
     for dataset in DEMO_DATASETS.values():
         runs = [r for r in candidates if _is_demo_run(r.read_config(), dataset)]
         if runs:
@@ -116,38 +119,29 @@ def load_models(models=None, runs_dir=None) -> list[AppModel]:
 
 
 def _load_one(source: str) -> AppModel:
-    """One model by :func:`percept.predict.load_predictor` (run directory, hub folder, official name or file)."""
+    """One model by :func:`percept.predict.load_predictor` (run directory, hub folder, merged file, official name or
+    file)."""
+    import dataclasses
     from .predict import load_predictor
-    from .runs import RunDir
     path = Path(source)
-    model, head, kind, classes, transform = load_predictor(source)
-    model.to(_device()).eval()
-    names = _class_names(model, head, kind, classes)
+    predictor = load_predictor(source)
+    model = predictor.model.to(_device()).eval()
     run_dir = path if (path / "best.safetensors").is_file() else None
-    from .data.sources import dataset_facts, dataset_transform
-    from .data.preprocessing import TaskTransform
-    if run_dir is not None or isinstance(transform, TaskTransform):   # a run, or a hub folder of a known dataset
-        entry = RunDir(path).read_config()["data"][0] if run_dir is not None else {"dataset": head, "root": "."}
-        name, task, _, _ = dataset_facts(entry)         # a run's (first) dataset, or a hub folder's head's
-        single = dataset_transform(name, train=False, test_crops=1, normalization=model.normalization)
-        label = f"{task}: {head}"
-    else:                                               # an official checkpoint (or a hub folder of unknown data)
-        card = getattr(model, "official", None)
-        task = card.task if card is not None else ("emotion" if kind == "classification" else "iqa")
-        single, label = transform, (path.name if path.suffix or path.is_dir() else source)
-    return AppModel(label, source, task, kind, names, head, model, _merged(model), transform, single, run_dir)
+    if predictor.preprocessing is not None:             # a run or an export of one: its own test transform
+        single = dataclasses.replace(predictor.preprocessing, n_crops=1).transform()
+        label = f"{predictor.task}: {predictor.head_name}"
+        task = predictor.task
+    else:                                               # an official checkpoint
+        task = predictor.task or ("emotion" if predictor.kind == "classification" else "iqa")
+        single, label = predictor.transform, (path.name if path.suffix or path.is_dir() else source)
+    return AppModel(label, source, task, predictor.kind, predictor.class_names, predictor.head_name, model,
+                    _merged(model), predictor.transform, single, run_dir, notice=predictor.notice)
 
 
 def _device() -> torch.device:
     """The GPU when there is one (as ``percept predict --device auto``)."""
     from .runtime import resolve_device
     return resolve_device("auto")[0]
-
-
-def _class_names(model, head: str, kind: str, classes) -> list[str] | None:
-    if kind != "classification":
-        return None
-    return list(classes or map(str, range(model.config.heads[head])))
 
 
 def _merged(model):
@@ -204,13 +198,17 @@ def score_images(app_models: list[AppModel], files, max_pixels: int = MAX_PIXELS
     for path in paths:
         reason = check_image(path, max_pixels)
         (messages.append(reason) if reason else usable.append(path))
+    from .predict import NON_FINITE
     details = {m.label: predict_with(m, usable) for m in app_models}
     failed = {}
-    for table in details.values():
+    for label, table in details.items():
         for _, row in table[table["error"] != ""].iterrows():
-            failed.setdefault(row["image"], row["error"])
-    messages += [f"{Path(p).name}: {why.split(': ', 1)[-1]} — upload a JPEG, PNG, WebP, TIFF or BMP image"
-                 for p, why in failed.items()]
+            if row["error"] == NON_FINITE:          # the model's fault, not the file's
+                failed.setdefault(row["image"], f"{Path(row['image']).name}: {label}: {NON_FINITE}")
+            else:
+                failed.setdefault(row["image"], f"{Path(row['image']).name}: {row['error'].split(': ', 1)[-1]} — "
+                                                f"upload a JPEG, PNG, WebP, TIFF or BMP image")
+    messages += list(failed.values())
     scored = [p for p in usable if str(p) not in failed]
     table = pd.DataFrame({"image": [p.name for p in scored]})
     for label, rows in details.items():
@@ -220,6 +218,9 @@ def score_images(app_models: list[AppModel], files, max_pixels: int = MAX_PIXELS
         else:
             table[label] = rows["prediction"].to_numpy()
             table[f"{label} p"] = [float(r[f"prob_{r['prediction']}"]) for _, r in rows.iterrows()]
+    demo = [m for m in app_models if m.notice]
+    if demo:                                          # beside every score: what a demo model's number is
+        table["note"] = "; ".join(f"{m.label}: {m.notice}" for m in demo)
     return table, details, messages
 
 

@@ -172,8 +172,8 @@ def _predict_command(commands, full: bool) -> None:
                                   "and the rest are scored (exit status 1 when any failed).")
     predict.add_argument("images", nargs="+", help="image files, folders (recursive), glob patterns, or .txt/.csv "
                          "lists of files")
-    predict.add_argument("--model", default="official-iqa", help="a run directory, a hub folder (percept export "
-                         "--format hub), official-iqa, official-memorability, official-emotions, or an official .pth")
+    predict.add_argument("--model", default="official-iqa", help="a run directory, its hub folder or merged file "
+                         "(percept export), official-iqa, official-memorability, official-emotions, or an official .pth")
     predict.add_argument("--device", default="auto")
     predict.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
                          help="auto: bf16 autocast on a GPU, fp32 on the CPU")
@@ -249,8 +249,8 @@ def _app_command(commands, full: bool) -> None:
                               "probabilities) and, for one image, the CLS attention maps of the most important "
                               "heads, fine-tuned vs original. Without --model: the demo runs `make demo` trained "
                               "(offline). Needs the app extra: pip install 'percept[app]'.")
-    app.add_argument("--model", action="append", default=None, help="a run directory, a hub folder (percept "
-                     "export --format hub), official-iqa, official-memorability, official-emotions or an official "
+    app.add_argument("--model", action="append", default=None, help="a run directory, its hub folder or merged "
+                     "file (percept export), official-iqa, official-memorability, official-emotions or an official "
                      ".pth; repeat for several (default: the demo runs under outputs/notebooks/runs)")
     app.add_argument("--runs-dir", default=None, help="where to look for the demo runs (default: "
                      "<repo>/outputs/notebooks/runs, where `make demo` writes them)")

@@ -154,10 +154,18 @@ def cmd_status(args) -> int:
 
 
 def cmd_predict(args) -> int:
-    from .predict import predict_images
-    table = predict_images(args.images, args.model, device=args.device, batch_size=args.batch_size, out=args.out,
-                           workers=args.workers, head_name=args.head_name, progress=not args.quiet,
-                           precision=args.precision, fast_resize=args.fast_resize)
+    import warnings
+    from .predict import GeneratedDataWarning, predict_images
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", GeneratedDataWarning)
+        table = predict_images(args.images, args.model, device=args.device, batch_size=args.batch_size, out=args.out,
+                               workers=args.workers, head_name=args.head_name, progress=not args.quiet,
+                               precision=args.precision, fast_resize=args.fast_resize)
+    for note in dict.fromkeys(str(w.message) for w in caught if issubclass(w.category, GeneratedDataWarning)):
+        print(f"percept predict: note: {note}", file=sys.stderr)
+    for w in caught:                                     # any other warning, as Python would have shown it
+        if not issubclass(w.category, GeneratedDataWarning):
+            warnings.showwarning(w.message, w.category, w.filename, w.lineno)
     failed = table[table["error"].fillna("") != ""]
     if args.out is None:
         print(table.to_csv(index=False) if args.csv else table.to_string(index=False))

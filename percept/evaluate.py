@@ -1,8 +1,8 @@
 """Inference over a dataset, per-image predictions and task metrics: shared by validation, test,
 cross-dataset evaluation (Table 2, Table A.1) and ``percept predict``.
 
-Test-time augmentation (App. A.1): an IQA test item is ``(15, 3, 224, 224)`` crops (positions keyed by the
-file's base name, ``preprocessing.iqa_crop_positions``: the same crops as ``percept predict``); the image's
+Test-time augmentation (App. A.1): an IQA test item is ``(15, 3, 224, 224)`` crops (positions by the
+image's size alone, ``preprocessing.iqa_crop_positions``: the same crops as ``percept predict``); the image's
 prediction is the mean over its crops (for classification: the mean of the crops' softmax
 probabilities). Crops of one image are always reduced together, so batching, worker count and
 order never mix images.

@@ -1,21 +1,25 @@
 """Share a trained run (``percept export`` / ``percept push``): three formats and a generated model card.
 
 * ``hub`` — a folder for the Hugging Face hub: ``config.json`` + ``model.safetensors`` (what
-  :meth:`PerceptCLIP.save_pretrained` writes: LoRA + heads for a pretrained backbone, ~11 MB for ViT-L/14) and a
-  ``README.md`` model card (:func:`model_card`). Load with ``percept.PerceptCLIP.from_pretrained(dir_or_repo)``.
+  :meth:`PerceptCLIP.save_pretrained` writes: LoRA + heads for a pretrained backbone, ~11 MB for ViT-L/14),
+  ``preprocessor_config.json`` (the run's test preprocessing and what each head predicts,
+  :mod:`percept.scoring`; its SHA-256 in ``config.json``) and a ``README.md`` model card (:func:`model_card`).
+  ``percept predict --model DIR``, ``create_metric(DIR)`` and the app score with it exactly as the run did; the
+  bare network loads with ``percept.PerceptCLIP.from_pretrained(dir_or_repo)``.
 * ``official`` — one ``.pth`` state dict in the authors' release layout (transformers ``CLIPVisionModel`` + peft
   LoRA on ``q_proj/k_proj/v_proj`` + ``proj`` + ``mlp.fc1..fc3``; :mod:`percept.official_layout`), so that the
   authors' modeling code and Gradio demo load a model trained here. It holds the whole encoder (~1.2 GB for
   L/14) and one head; only a CLIP backbone with LoRA and the MLP head fit in it. A plain dict of tensors written
   with ``torch.save`` (readable with ``torch.load(weights_only=True)``): that is the release's format.
-* ``merged`` — one safetensors file: LoRA folded into the encoder, in timm's own layout (fused ``qkv``), so
-  ``timm.create_model(TIMM_NAME)`` loads it without percept or peft; the heads beside it under
-  ``perceptclip_heads.<name>.``; the percept config in the file's metadata.
+* ``merged`` — one safetensors file: LoRA folded into the encoder, in timm's own layout (fused ``qkv``), the heads
+  beside it, the architecture's timm arguments, the percept config and the run's scoring in its metadata
+  (:mod:`percept.merged`): ``percept.load_merged(FILE)``, ``percept predict --model FILE``, or plain timm.
+
+What a model can be exported to is decided in one place (:func:`format_problem`), which both ``export`` and the
+model card ask.
 """
 from __future__ import annotations
 
-import copy
-import json
 import os
 import tempfile
 from pathlib import Path
@@ -24,13 +28,14 @@ import torch
 
 from .backbones import get_spec
 from .files import atomic_path
+from .merged import MERGED_HEAD_PREFIX, merged_metadata, merged_state_dict  # noqa: F401  (MERGED_HEAD_PREFIX: API)
 from .model import PerceptCLIP
 from .model_card import render_model_card
 from .official_layout import percept_to_official_state_dict
 from .runs import RunDir
+from .scoring import ModelScoring, write_hub_scoring
 
 FORMATS = ("hub", "official", "merged")
-MERGED_HEAD_PREFIX = "perceptclip_heads."
 
 
 def finished_run(run_dir: str | os.PathLike) -> RunDir:
@@ -71,36 +76,37 @@ def official_state_dict(model: PerceptCLIP, head_name: str | None = None) -> dic
                          f"{config.head_type!r}: export it with --format hub or merged")
     name = _one_head(model, head_name, "official")
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    return percept_to_official_state_dict(state, head_name=name)
+    try:
+        return percept_to_official_state_dict(state, head_name=name)
+    except KeyError as err:          # a weight with no place in the release's layout (e.g. a convolutional stem)
+        raise ValueError(f"the official layout cannot hold this model ({err.args[0]}): export it with --format "
+                         f"hub or merged") from None
 
 
-def merged_state_dict(model: PerceptCLIP) -> dict[str, torch.Tensor]:
-    """LoRA folded into q, k, v and the three fused back into timm's ``qkv``: a plain timm state dict of the
-    backbone's ``timm_name``; the heads under ``perceptclip_heads.<name>.``."""
-    merged = copy.deepcopy(model).cpu().merge_lora()
-    encoder = {k: v.detach().contiguous() for k, v in merged.vit.state_dict().items()}
-    out: dict[str, torch.Tensor] = {}
-    for key, value in encoder.items():
-        head, _, leaf = key.rpartition(".")
-        if head.endswith(".attn.q"):
-            block = head[:-len(".q")]
-            out[f"{block}.qkv.{leaf}"] = torch.cat([encoder[f"{block}.{p}.{leaf}"] for p in ("q", "k", "v")])
-        elif not head.endswith((".attn.k", ".attn.v")):
-            out[key] = value
-    for key, value in merged.heads.state_dict().items():
-        out[MERGED_HEAD_PREFIX + key] = value.detach().contiguous()
-    return out
+def format_problem(model: PerceptCLIP, fmt: str) -> str | None:
+    """Why ``model`` cannot be exported in ``fmt`` (None when it can): the one rule export and the card follow."""
+    if fmt != "official":
+        return None if fmt in FORMATS else f"unknown export format {fmt!r}"
+    try:
+        official_state_dict(model, model.head_names()[0])
+    except ValueError as err:
+        return str(err)
+    return None
 
 
 def export_model(model: PerceptCLIP, fmt: str, out: str | os.PathLike, *, head_name: str | None = None,
-                 card: str | None = None) -> Path:
-    """Write ``model`` in format ``fmt`` (:data:`FORMATS`) at ``out`` (a folder for ``hub``, a file otherwise)."""
+                 card: str | None = None, scoring: ModelScoring | None = None) -> Path:
+    """Write ``model`` in format ``fmt`` (:data:`FORMATS`) at ``out`` (a folder for ``hub``, a file otherwise).
+    ``scoring``: how its run scored (:mod:`percept.scoring`), written beside the weights (hub, merged); without
+    it a hub folder or merged file holds the network only, which ``percept predict`` refuses."""
     out = Path(out)
     if fmt == "hub":
         out.mkdir(parents=True, exist_ok=True)
         if card is not None:
             (out / "README.md").write_text(card, encoding="utf-8")    # save_pretrained keeps an existing card
         model.save_pretrained(out)
+        if scoring is not None:
+            write_hub_scoring(out, scoring)
         return out
     if fmt == "official":
         state = official_state_dict(model, head_name)
@@ -109,9 +115,7 @@ def export_model(model: PerceptCLIP, fmt: str, out: str | os.PathLike, *, head_n
         return out
     if fmt == "merged":
         from safetensors.torch import save_file
-        spec = get_spec(model.config.backbone)
-        meta = {"format": "percept-merged", "timm_name": spec.timm_name,
-                "config": json.dumps({**model.config.to_dict(), "strategy": "full", "weights_path": None})}
+        meta = merged_metadata(model, scoring.to_json() if scoring is not None else None)
         with atomic_path(out) as tmp:
             save_file(merged_state_dict(model), str(tmp), metadata=meta)
         return out
@@ -123,7 +127,9 @@ def export_run(run_dir: str | os.PathLike, fmt: str, out: str | os.PathLike, *, 
     """Export a finished run's best weights (``percept export RUN --format F --out PATH``)."""
     run = finished_run(run_dir)
     model = run.load_model(**({"weights_path": os.fspath(backbone_weights)} if backbone_weights else {}))
-    return export_model(model, fmt, out, head_name=head_name, card=model_card(run) if fmt == "hub" else None)
+    scoring = ModelScoring.from_run_config(run.read_config())
+    card = model_card(run, model) if fmt == "hub" else None
+    return export_model(model, fmt, out, head_name=head_name, card=card, scoring=scoring)
 
 
 def push_run(run_dir: str | os.PathLike, repo_id: str, *, private: bool = False, token: str | None = None,
@@ -140,6 +146,9 @@ def push_run(run_dir: str | os.PathLike, repo_id: str, *, private: bool = False,
     return str(getattr(commit, "commit_url", commit))
 
 
-def model_card(run: RunDir) -> str:
-    """The hub model card of a finished run (:func:`percept.model_card.render_model_card`)."""
-    return render_model_card(run)
+def model_card(run: RunDir, model: PerceptCLIP | None = None) -> str:
+    """The hub model card of a finished run (:func:`percept.model_card.render_model_card`), listing the export
+    formats this model fits (:func:`format_problem`)."""
+    model = model if model is not None else run.load_model()
+    problems = {fmt: format_problem(model, fmt) for fmt in FORMATS}
+    return render_model_card(run, official_problem=problems["official"])

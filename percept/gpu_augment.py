@@ -80,8 +80,8 @@ class DevicePlan:
     @classmethod
     def from_transform(cls, transform) -> "DevicePlan":
         pre_resize = getattr(transform, "pre_resize", None)
-        if getattr(transform, "needs_key", False):
-            raise ValueError("the IQA test transform (keyed 15-crop) is not a training transform")
+        if not getattr(transform, "train", True):
+            raise ValueError("a test transform (e.g. the IQA 15-crop one) is not a training transform")
         post = getattr(transform, "post", transform)
         steps = post.transforms if isinstance(post, T.Compose) else [post]
         ops, mean, std, seen_tensor = [], None, None, False

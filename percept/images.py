@@ -28,18 +28,24 @@ def _high_bit_depth_to_8bit(img: Image.Image) -> Image.Image:
     return Image.fromarray(np.clip(np.rint(np.nan_to_num(values)), 0, 255).astype(np.uint8), mode="L")
 
 
+def to_rgb(img: Image.Image) -> Image.Image:
+    """An image as RGB with its EXIF orientation applied (grayscale/CMYK/palette/alpha → RGB, alpha composited on
+    white; 16-bit and float grayscale scaled to 8 bits by their depth, not clipped): what :func:`load_rgb` gives
+    for its file, so a PIL image and its file score the same."""
+    img = ImageOps.exif_transpose(img)
+    if img.mode.startswith("I") or img.mode == "F":
+        img = _high_bit_depth_to_8bit(img)
+    if img.mode in ("RGBA", "LA") or (img.mode == "P" and "transparency" in img.info):
+        background = Image.new("RGB", img.size, (255, 255, 255))   # composite alpha on white
+        background.paste(img.convert("RGBA"), mask=img.convert("RGBA").getchannel("A"))
+        return background
+    return img.convert("RGB")
+
+
 def load_rgb(path: str | os.PathLike) -> Image.Image:
-    """Open an image file as RGB with its EXIF orientation applied (grayscale/CMYK/palette/alpha → RGB; 16-bit
-    and float grayscale scaled to 8 bits by their depth, not clipped)."""
+    """Open an image file as RGB (:func:`to_rgb`: EXIF orientation applied, any mode converted)."""
     try:
         with Image.open(path) as img:
-            img = ImageOps.exif_transpose(img)
-            if img.mode.startswith("I") or img.mode == "F":
-                img = _high_bit_depth_to_8bit(img)
-            if img.mode in ("RGBA", "LA") or (img.mode == "P" and "transparency" in img.info):
-                background = Image.new("RGB", img.size, (255, 255, 255))   # composite alpha on white
-                background.paste(img.convert("RGBA"), mask=img.convert("RGBA").getchannel("A"))
-                return background
-            return img.convert("RGB")
+            return to_rgb(img)
     except (OSError, SyntaxError) as err:
         raise ValueError(f"cannot read image {os.fspath(path)!r}: {err} (corrupt, truncated or not an image)") from err

@@ -8,10 +8,12 @@ bottom up:
 layer           modules
 ==============  ===========================================================================================
 core            task registry, atomic files, package data, metrics, image loading + CLIP statistics, checkpoints
-model           attention (public hook points), heads, backbones, the PerceptCLIP model, the official layout
+model           attention (public hook points), heads, backbones, the PerceptCLIP model, the merged and official
+                layouts
 data            dataset cards, manifests, preparers, splits, datasets, preprocessing, cache, demo sets
 engine          device/precision (runtime), losses, sampling, mixed-task losses, training, evaluation, stage 2,
-                run directories, prediction, the pyiqa-style metric, the demo prior's pre-training
+                run directories, how a model scores (its test preprocessing, exported), prediction, the pyiqa-style
+                metric, the demo prior's pre-training
 experiments     what exists (catalog), sharing (export, model cards), the paper's tables as data, results,
                 sweeps, reproduce, benchmarks, the demo runner
 analysis        interpretability (head importance, attention maps), error analysis, figures
@@ -22,10 +24,12 @@ from __future__ import annotations
 
 LAYERS: dict[str, tuple[str, ...]] = {
     "core": ("tasks", "config_names", "options", "files", "resources", "metrics", "images", "checkpoint"),
-    "model": ("attention", "heads", "backbones", "model", "official_layout", "official", "official_reference"),
+    "model": ("attention", "heads", "backbones", "model", "merged", "official_layout", "official",
+              "official_reference"),
     "data": ("data",),
     "engine": ("runtime", "distributed", "losses", "sampling", "gpu_augment", "runs", "run_status", "evaluate",
-               "head_finetune", "tracking", "train_config", "multitask", "train", "predict", "metric", "prior"),
+               "head_finetune", "tracking", "train_config", "multitask", "train", "scoring", "predict", "metric",
+               "prior"),
     "experiments": ("catalog", "model_card", "export", "paper_specs", "results", "paper", "unified", "launch", "sweep",
                     "reproduce", "bench", "demo"),
     "analysis": ("interpret", "interpret_cost", "analysis", "figures"),

@@ -7,14 +7,17 @@
     metric.lower_better, metric.score_range
     loss = percept.create_metric(run_dir, as_loss=True)(x)      # differentiable w.r.t. x
 
-Every input goes through the model's own preprocessing (:func:`percept.predict.load_predictor`): for a run, the
-test transform its evaluation uses (IQA: the dataset's LoDa pre-resize and the mean over the 15 test crops,
-App. A.1; memorability and emotion: resize + centre crop); for an official checkpoint the release's resize 224 +
-centre crop. Files and PIL images take the PIL path, exactly what ``percept predict`` computes (an IQA file's
-crops are keyed by its base name; a PIL image without a file name and a tensor use the fixed key ``"image"``);
-tensors take :class:`~percept.data.preprocessing.TensorTestTransform`, the same steps in torch, differentiable,
-close to the PIL path but not bit-equal where an image is resized (PIL rounds to 8 bits and its bicubic kernel
-differs from torch's; scores agree to about 1e-3 in the tests, exactly for an image at the model's size).
+Every input goes through the model's own preprocessing (:func:`percept.predict.load_predictor`): for a run or an
+export of one (hub folder, merged file), the test transform its evaluation uses (IQA: the dataset's LoDa
+pre-resize and the mean over the run's test crops, placed by the image's size alone, App. A.1; memorability and
+emotion: resize + centre crop); for an official checkpoint the release's resize 224 + centre crop.
+
+Same pixels, same score: files and PIL images take the PIL path, exactly what ``percept predict`` computes; a
+tensor whose values are 8-bit levels (``k / 255``, what ``to_tensor`` of a decoded image gives) takes the same PIL
+path, so it scores exactly as its file. Any other tensor, and every tensor when gradients are needed
+(``as_loss``), takes :class:`~percept.data.preprocessing.TensorTestTransform`: the same steps in torch,
+differentiable, equal where no resize is needed, close but not bit-equal where the image is resized (PIL rounds
+to 8 bits and its bicubic kernel has a = -0.5, torch's a = -0.75; README deviation 22 gives the measured gap).
 
 Output: regression, one score per image ``(B,)``; classification, class probabilities ``(B, C)`` (the mean of
 the crops' softmax, as evaluation) with ``metric.class_names``. With ``as_loss=True`` (pyiqa's convention)
@@ -25,14 +28,12 @@ frozen (LoRA merged), so a backward pass computes input gradients only.
 from __future__ import annotations
 
 import os
-from pathlib import Path
-
 import torch
 from PIL import Image
 from torch import nn
 
-from .images import load_rgb
-from .predict import load_predictor
+from .images import load_rgb, to_rgb
+from .predict import NON_FINITE, load_predictor
 from .runtime import resolve_device
 from .tasks import get_task
 
@@ -57,34 +58,36 @@ class PerceptMetric(nn.Module):
     def __init__(self, model: str | os.PathLike, device: str = "auto", *, as_loss: bool = False,
                  loss_weight: float = 1.0, head_name: str | None = None):
         super().__init__()
-        net, default_head, kind, classes, transform = load_predictor(model)
-        self.head_name = head_name or default_head
-        if self.head_name not in net.head_names():
-            raise ValueError(f"head {self.head_name!r} is not in {model}; its heads: {', '.join(net.head_names())}")
+        predictor = load_predictor(model, head_name)
         from .data.preprocessing import TensorTestTransform
-        self.device = resolve_device(device)[0]
-        self.net = net.merge_lora().to(self.device).eval().requires_grad_(False)
-        self.kind, self.transform, self.tensor_transform = kind, transform, TensorTestTransform(transform)
-        self.class_names = list(classes or map(str, range(net.config.heads[self.head_name]))) \
-            if kind == "classification" else None
+        self.head_name, self.device = predictor.head_name, resolve_device(device)[0]
+        self.net = predictor.model.merge_lora().to(self.device).eval().requires_grad_(False)
+        self.kind, self.transform = predictor.kind, predictor.transform
+        self.tensor_transform = TensorTestTransform(predictor.transform)
+        self.class_names = predictor.class_names if predictor.kind == "classification" else None
         self.as_loss, self.loss_weight = bool(as_loss), float(loss_weight)
         self.lower_better = False        # quality, memorability: higher = more; probabilities: higher = likelier
-        task, label_range = _task_of(model, net)
-        self.task = task
-        self.score_range = _score_range(label_range, kind, task)
+        self.task = predictor.task
+        self.score_range = _score_range(predictor.label_range, predictor.kind, predictor.task)
+        self.notice = predictor.notice   # '' or what to know beside its scores (a demo model)
         self.name = str(model)
 
     def forward(self, images) -> torch.Tensor:
         with torch.set_grad_enabled(self.as_loss and torch.is_grad_enabled()):
-            views = self._views(images)                                       # (B, V, 3, h, w)
+            differentiable = torch.is_grad_enabled() and isinstance(images, torch.Tensor) and images.requires_grad
+            views = self._views(images, differentiable)                       # (B, V, 3, h, w)
             b, v = views.shape[:2]
             out = self.net(views.flatten(0, 1).to(self.device), self.head_name).float().reshape(b, v, -1)
+            bad = (~torch.isfinite(out.detach()).flatten(1).all(1)).nonzero().flatten().tolist()
+            if bad:
+                raise ValueError(f"{self.name}: the score of image(s) {bad} (positions in the batch) is not finite; "
+                                 f"{NON_FINITE.split(': ', 1)[1]}")
             scores = out.softmax(-1).mean(1) if self.kind == "classification" else out[..., 0].mean(1)
         if self.as_loss and self.kind == "regression":
             return self.loss_weight * scores.mean()
         return scores
 
-    def _views(self, images) -> torch.Tensor:
+    def _views(self, images, differentiable: bool = False) -> torch.Tensor:
         if isinstance(images, torch.Tensor):
             x = images.unsqueeze(0) if images.dim() == 3 else images
             if x.dim() != 4 or x.shape[1] != 3 or not x.is_floating_point():
@@ -93,6 +96,9 @@ class PerceptMetric(nn.Module):
             if x.numel() and (float(x.detach().min()) < -1e-3 or float(x.detach().max()) > 1 + 1e-3):
                 raise ValueError(f"a tensor input must hold values in [0, 1] (not 0-255, not normalised); got "
                                  f"[{float(x.detach().min()):.3g}, {float(x.detach().max()):.3g}]")
+            if not differentiable and _eight_bit(x):          # a decoded image: exactly its file's PIL path
+                pixels = (x.detach().cpu().float() * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+                return torch.stack([self._pil_views(Image.fromarray(image)) for image in pixels])
             return self.tensor_transform(x.to(self.device))
         items = [images] if isinstance(images, (str, os.PathLike, Image.Image)) else list(images)
         if not items:
@@ -101,13 +107,13 @@ class PerceptMetric(nn.Module):
 
     def _pil_views(self, item) -> torch.Tensor:
         if isinstance(item, Image.Image):
-            key, image = Path(getattr(item, "filename", "") or "image").name, item.convert("RGB")
+            image = to_rgb(item)                      # as load_rgb converts its file: EXIF, alpha, 16-bit
         elif isinstance(item, (str, os.PathLike)):
-            key, image = Path(item).name, load_rgb(item)
+            image = load_rgb(item)
         else:
             raise TypeError(f"images must be paths, PIL images or a float tensor (B, 3, H, W); got "
                             f"{type(item).__name__}")
-        x = self.transform(image, key=key) if getattr(self.transform, "needs_key", False) else self.transform(image)
+        x = self.transform(image)
         return x if x.dim() == 4 else x.unsqueeze(0)
 
     def extra_repr(self) -> str:
@@ -115,22 +121,16 @@ class PerceptMetric(nn.Module):
                 f"lower_better={self.lower_better}, score_range={self.score_range}, as_loss={self.as_loss}")
 
 
-def _task_of(model, net) -> tuple[str | None, tuple[float, float] | None]:
-    """The task and training-label range of a run directory (its first dataset) or an official checkpoint."""
-    path = Path(model)
-    if path.is_dir():
-        from .data.sources import dataset_facts
-        from .runs import RunDir
-        _, task, _, label_range = dataset_facts(RunDir(path).read_config()["data"][0])
-        return task, label_range
-    card = getattr(net, "official", None)
-    return (card.task, None) if card is not None else (None, None)
+def _eight_bit(x: torch.Tensor) -> bool:
+    """True when every value of ``x`` (in [0, 1]) is an 8-bit level k/255, as ``to_tensor`` of a decoded image."""
+    levels = x.detach().float() * 255
+    return bool(((levels - levels.round()).abs() <= 1e-3).all())
 
 
 def create_metric(name: str | os.PathLike, device: str = "auto", *, as_loss: bool = False, loss_weight: float = 1.0,
                   head_name: str | None = None) -> PerceptMetric:
     """A :class:`PerceptMetric` for ``name``: ``perceptclip-iqa`` / ``perceptclip-memorability`` /
     ``perceptclip-emotions`` (the released checkpoints; also ``official-…`` or a path to a release ``.pth``) or a
-    run directory. ``percept.list_models()`` lists the released ones and whether they are cached offline."""
+    run directory, hub folder or merged file (``percept export``). ``percept.list_models()`` lists the released ones and whether they are cached offline."""
     source = METRIC_NAMES.get(str(name).lower(), name)
     return PerceptMetric(source, device, as_loss=as_loss, loss_weight=loss_weight, head_name=head_name)

@@ -184,9 +184,10 @@ def demo_config(datasets, data_root, *, dataset_root=None, manifest=None, datase
 
 def budget_tag(config) -> str:
     """The settings that change results but are not in the sweep's run name (epochs, patience, batch,
-    test crops, seed, and the shipped prior's SHA-256 prefix): runs of different budgets never share a directory."""
+    test crops, seed, percept's protocol, and the shipped prior's SHA-256 prefix): runs of different budgets never
+    share a directory, and runs of an older percept protocol are trained anew beside, never resumed."""
     tag = (f"e{config.max_epochs}-p{config.patience}-b{config.batch_size}-c{config.test_crops}"
-           f"-s{config.seed}{'' if config.model.pretrained else '-random'}")
+           f"-s{config.seed}{'' if config.model.pretrained else '-random'}-v{config.protocol}")
     from .backbones import get_spec, shipped_weights_sha256
     spec = get_spec(config.model.backbone)
     if config.model.pretrained and spec.shipped_weights and config.model.weights_path is None:

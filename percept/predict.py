@@ -1,22 +1,26 @@
-"""Score your own images with a trained run or an official PerceptCLIP checkpoint (``percept predict``).
+"""Score your own images with a trained run, an export of one, or an official PerceptCLIP checkpoint
+(``percept predict``).
 
-* a run directory (``best.safetensors`` + ``config.json``): exactly the test transform evaluation uses for
-  the run's (first) dataset and backbone (:func:`percept.data.sources.dataset_transform`): the dataset's
-  LoDa pre-resize for IQA (e.g. KonIQ-10k's 512x384), then the mean over 15 deterministic random crops
-  keyed by the file's base name (App. A.1; the same crops evaluation takes of that file), or for
-  memorability/emotion resize + centre crop; normalised with the backbone's mean/std. The dataset's
-  files are not needed;
-* a hub folder (``percept export --format hub``: ``config.json`` + ``model.safetensors``): its first head's
-  dataset's test transform, as for a run (the release's resize + centre crop for a dataset percept does not know);
+* a run directory (``best.safetensors`` + ``config.json``): exactly the test transform evaluation uses for the
+  chosen head's dataset and the run's backbone (:class:`percept.scoring.ModelScoring`): the dataset's LoDa
+  pre-resize for IQA (e.g. KonIQ-10k's 512x384), then the mean over the run's test crops, whose positions depend
+  only on the image's size (App. A.1; the same crops evaluation takes), or for memorability/emotion resize +
+  centre crop; normalised with the backbone's mean/std. The dataset's files are not needed;
+* a hub folder (``percept export --format hub``) or a merged file (``--format merged``): the scoring its run
+  wrote beside the weights (``preprocessor_config.json``, the merged file's metadata), so the same numbers;
 * ``official-iqa`` / ``official-memorability`` / ``official-emotions`` (or a path to an official
-  ``.pth``): the release's preprocessing (resize 224, centre crop, CLIP normalisation).
+  ``.pth``, including ``percept export --format official``): the release's preprocessing (resize 224, centre
+  crop, CLIP normalisation).
 
-Output: one row per image: ``image``, ``score`` (regression) or ``prediction`` + ``prob_<class>``.
+Output: one row per image: ``image``, ``score`` (regression) or ``prediction`` + ``prob_<class>``, ``error``. A
+score that is not finite (NaN, inf: damaged weights) is an error, never a score.
 """
 from __future__ import annotations
 
 import os
+import warnings
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -25,59 +29,85 @@ import torch
 
 from .runs import RunDir
 from .tasks import get_task
-from .data.preprocessing import TensorTestTransform, center_crop_transform, crop_key
+from .data.preprocessing import TensorTestTransform, center_crop_transform
 from .images import load_rgb
 
 
-def _run_predictor(run: RunDir):
-    from .data.sources import dataset_facts, dataset_transform
+@dataclass
+class Predictor:
+    """A model ready to score: its ``head_name``, what the output is (``kind``, ``class_names``, ``task``,
+    ``label_range``) and the ``transform`` that makes its inputs; ``generated_data``: adapted only on the
+    generated demo sets (:data:`percept.scoring.GENERATED_DATA_NOTICE`)."""
+    model: torch.nn.Module
+    head_name: str
+    kind: str
+    class_names: list[str] | None
+    transform: object
+    task: str | None
+    label_range: tuple[float, float] | None
+    generated_data: bool = False
+    preprocessing: object = None     # the TestPreprocessing of a percept model's head (None: the release's transform)
 
-    config = run.read_config()
-    first, task, classes, _ = dataset_facts(config["data"][0])     # a card's, a CSV dataset's or a demo set's
-    model = run.load_model()
-    transform = dataset_transform(first, train=False, test_crops=int(config.get("test_crops", 15)),
-                                  normalization=model.normalization)   # what evaluation of the run uses
-    return model, first, get_task(task).kind, classes, transform
+    @property
+    def notice(self) -> str:
+        """What a user must know beside this model's scores ('' when nothing)."""
+        from .scoring import GENERATED_DATA_NOTICE
+        return GENERATED_DATA_NOTICE if self.generated_data else ""
 
 
-def _official_predictor(source: str):
+def _scored(model, scoring, head_name: str | None) -> Predictor:
+    """A percept model with its :class:`percept.scoring.ModelScoring`, for head ``head_name`` (None: the default)."""
+    name, head = scoring.head(head_name)
+    if name not in model.head_names():
+        raise ValueError(f"head {name!r} is described but not in the weights (heads {', '.join(model.head_names())})")
+    classes = list(head.class_names) if head.class_names else None
+    if head.kind == "classification" and classes is None:
+        classes = [str(i) for i in range(model.config.heads[name])]
+    return Predictor(model, name, head.kind, classes, head.preprocessing.transform(), head.task, head.label_range,
+                     scoring.generated_data, head.preprocessing)
+
+
+def _official_predictor(source: str, head_name: str | None) -> Predictor:
     from .official import load_official
     model = load_official(source)
     card = model.official
+    name = head_name or model.head_names()[0]
+    if name not in model.head_names():
+        raise ValueError(f"head {name!r} is not in this model; its heads: {', '.join(model.head_names())}")
     kind = "classification" if card is not None and card.labels else "regression"
     mean, std = model.normalization                                  # CLIP ViT-L/14: CLIP's statistics
-    return model, "main", kind, (card.labels if card is not None else None), center_crop_transform(mean=mean, std=std)
+    return Predictor(model, name, kind, list(card.labels) if card is not None and card.labels else None,
+                     center_crop_transform(mean=mean, std=std), card.task if card is not None else None, None)
 
 
-def _hub_predictor(folder: Path):
-    """A ``percept export --format hub`` folder (``config.json`` + ``model.safetensors``): its first head, named by
-    its dataset, takes that dataset's test transform, as a run would; a head of a dataset percept does not know
-    (a CSV dataset's) the release's resize + centre crop, with class indices for names."""
-    from .data.sources import SYNTHETIC, dataset_facts, dataset_transform
-    from .data.cards import CARDS
-    from .model import PerceptCLIP
-    model = PerceptCLIP.from_pretrained(folder)
-    head = model.head_names()[0]
-    if head in CARDS or head in SYNTHETIC:
-        _, task, classes, _ = dataset_facts({"dataset": head, "root": "."})
-        transform = dataset_transform(head, train=False, normalization=model.normalization)
-        return model, head, get_task(task).kind, classes, transform
-    mean, std = model.normalization
-    kind = "regression" if model.config.heads[head] == 1 else "classification"
-    return model, head, kind, None, center_crop_transform(mean=mean, std=std)
-
-
-def load_predictor(model: str | os.PathLike):
-    """(model, head_name, kind, class names, transform) for a run directory, a hub folder (``percept export
-    --format hub``) or an official checkpoint name/file."""
+def load_predictor(model: str | os.PathLike, head_name: str | None = None) -> Predictor:
+    """The :class:`Predictor` of a run directory, a hub folder (``percept export --format hub``), a merged file
+    (``--format merged``) or an official checkpoint name/file, for head ``head_name`` (default: the run's first
+    dataset's)."""
+    from .scoring import ModelScoring, read_hub_scoring
     path = Path(model)
     if path.is_dir() and not (path / "best.safetensors").is_file() and (path / "model.safetensors").is_file():
-        return _hub_predictor(path)
+        from .model import PerceptCLIP
+        scoring = read_hub_scoring(path)                      # first: a bad file is named before weights load
+        return _scored(PerceptCLIP.from_pretrained(path), scoring, head_name)
     if path.is_dir():
         run = RunDir(path)
         run.require_weights()
-        return _run_predictor(run)
-    return _official_predictor(os.fspath(model))
+        scoring = ModelScoring.from_run_config(run.read_config())
+        return _scored(run.load_model(), scoring, head_name)
+    if path.is_file() and path.suffix == ".safetensors":
+        from .merged import load_merged, read_merged_metadata
+        meta = read_merged_metadata(path)
+        if meta is None:
+            raise ValueError(f"{path} is not a model percept scores with: give a run directory, a hub folder, a "
+                             f"merged export (`percept export --format merged`) or an official checkpoint")
+        if "scoring" not in meta:
+            raise ValueError(f"{path} was exported without its run's preprocessing (an older percept); export the "
+                             f"run again with `percept export RUN --format merged`")
+        import json
+        scoring = ModelScoring.from_json(json.loads(meta["scoring"]), f"{path} (metadata `scoring`)")
+        return _scored(load_merged(path), scoring, head_name)
+    return _official_predictor(os.fspath(model), head_name)
 
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm", ".pgm")
@@ -139,9 +169,7 @@ class ImageFiles(torch.utils.data.Dataset):
             image = load_rgb(path)
             if self.tensor_transform is not None:
                 pixels = torch.from_numpy(np.array(image)).permute(2, 0, 1).unsqueeze(0)    # (1, 3, H, W) uint8
-                x = self.tensor_transform(pixels, key=crop_key(path))[0]
-            elif getattr(self.transform, "needs_key", False):
-                x = self.transform(image, key=path)            # IQA test crops are keyed by the base name
+                x = self.tensor_transform(pixels)[0]
             else:
                 x = self.transform(image)
         except (ValueError, OSError) as err:
@@ -168,9 +196,11 @@ def predict_images(images, model: str | os.PathLike = "official-iqa", device: st
                    *, out: str | os.PathLike | None = None, workers: int | None = None, head_name: str | None = None,
                    progress: bool = False, precision: str = "auto", fast_resize: bool = False) -> pd.DataFrame:
     """Scores for ``images`` (files, folders, globs or list files: :func:`collect_images`) with ``model`` (a run
-    directory or an official checkpoint). One row per image: ``score`` and ``crop_std`` (regression; the standard
-    deviation over the IQA test crops, as evaluation's predictions.csv) or ``prediction`` + ``prob_<class>``, and
-    ``error`` (why a file could not be scored; empty otherwise).
+    directory, its hub folder or merged file, or an official checkpoint). One row per image: ``score`` and
+    ``crop_std`` (regression; the standard deviation over the IQA test crops, as evaluation's predictions.csv) or
+    ``prediction`` + ``prob_<class>``, and ``error`` (why a file could not be scored, or that the model's output
+    was not finite; empty otherwise). A model adapted only on generated demo data warns once
+    (:class:`GeneratedDataWarning`).
 
     ``out``: a CSV written as it goes (one batch at a time, flushed); a re-run with the same ``out`` scores only
     the images it does not hold yet (resume). ``workers``: DataLoader processes decoding the images (None: 0 on
@@ -184,13 +214,14 @@ def predict_images(images, model: str | os.PathLike = "official-iqa", device: st
     from tqdm.auto import tqdm
     from .runtime import resolve_device, resolve_workers
     paths = collect_images(images)
-    net, default_head, kind, classes, transform = load_predictor(model)
-    head_name = head_name or default_head
-    if head_name not in net.head_names():
-        raise ValueError(f"head {head_name!r} is not in this model; its heads: {', '.join(net.head_names())}")
+    predictor = load_predictor(model, head_name)
+    net, head_name, kind, classes, transform = (predictor.model, predictor.head_name, predictor.kind,
+                                                predictor.class_names, predictor.transform)
+    if predictor.notice:
+        warnings.warn(f"{model}: {predictor.notice}", GeneratedDataWarning, stacklevel=3)
     out = Path(out) if out is not None else None
     done = _done_rows(out) if out is not None else pd.DataFrame()
-    names = list(classes or map(str, range(net.config.heads[head_name]))) if kind == "classification" else None
+    names = classes if kind == "classification" else None
     columns = output_columns(names)
     done = done.reindex(columns=columns) if len(done) else done      # an older file's columns: this version's
     if out is not None:
@@ -234,9 +265,19 @@ def score_batch(net, batch: list, paths: list, head_name: str, kind: str, names:
         x = torch.cat([v for _, v in good]).to(device)
         with autocast(device, precision):
             output = net(x, head_name).float().reshape(len(good), -1, net.config.heads[head_name])
+        finite = torch.isfinite(output).flatten(1).all(1).tolist()       # per image, over its views and outputs
         reduced = reduce_crops(output, kind)
-        rows += [{"image": str(paths[i]), **_row(reduced, row, names), "error": ""} for row, (i, _) in enumerate(good)]
+        rows += [{"image": str(paths[i]), **_row(reduced, row, names), "error": ""} if finite[row] else
+                 {"image": str(paths[i]), "error": NON_FINITE} for row, (i, _) in enumerate(good)]
     return rows
+
+
+NON_FINITE = ("the model's output is not finite (NaN or inf): its weights are damaged, or it overflowed in reduced "
+              "precision; check the model file (re-export or re-download it), or score in fp32")
+
+
+class GeneratedDataWarning(UserWarning):
+    """The model was adapted only on generated demo data (:data:`percept.scoring.GENERATED_DATA_NOTICE`)."""
 
 
 @contextmanager

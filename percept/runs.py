@@ -37,9 +37,10 @@ from .config_names import upgrade_run_config
 from .files import atomic_path, read_json, write_csv, write_json
 
 # What a run computes beyond its configuration fields (saved in config.json; see above).
-# History: 1 - until issue 12; 2 - LaMem split-k targets, image-proportional sampling with min_batch_items,
-# LoDa's per-dataset interpolation, per-backbone normalisation, IQA test crops keyed by the file's base name.
-PROTOCOL = 2
+# History: 1 - the first release; 2 - LaMem split-k targets, image-proportional sampling with min_batch_items,
+# LoDa's per-dataset interpolation, per-backbone normalisation, IQA test crops keyed by the file's base name;
+# 3 - IQA test crops placed by the image's size alone (a renamed copy of a file scores the same).
+PROTOCOL = 3
 
 CONFIG, ENVIRONMENT, LOG = "config.json", "environment.json", "log.csv"
 CHECKPOINT, BEST, METRICS = "checkpoint.safetensors", "best.safetensors", "metrics.json"

@@ -24,6 +24,7 @@ pytest.importorskip("gradio_client")
 from conftest import randomize_lora  # noqa: E402
 from percept import app as percept_app  # noqa: E402
 from percept.app_models import attention_rows, demo_runs, load_models, score_images  # noqa: E402
+from percept.runs import PROTOCOL  # noqa: E402
 from percept.model import ModelConfig, build_model, save_weights  # noqa: E402
 from percept.predict import predict_images  # noqa: E402
 
@@ -49,7 +50,7 @@ def _run(root: Path, dataset: str, outputs: int, strategy: str = "lora", seed: i
     save_weights(model.eval(), root / "best.safetensors")
     (root / "config.json").write_text(json.dumps({"data": [{"dataset": dataset, "root": str(root / "absent")}],
                                                   "model": config.to_dict(), "test_crops": 2, "split": 1,
-                                                  "lr": 1e-3}))
+                                                  "lr": 1e-3, "protocol": PROTOCOL}))
     (root / "metrics.json").write_text(json.dumps({"status": "complete"}))
     return root
 
@@ -108,6 +109,12 @@ def test_default_is_the_demo_runs_and_a_clear_error_without_them(app_models, run
     assert [m.task for m in app_models] == ["iqa", "memorability", "emotion"]
     with pytest.raises(FileNotFoundError, match="make demo"):
         load_models(None, runs_dir=tmp_path)
+    old = tmp_path / "older" / "run"                       # a demo run of an older percept protocol: never served
+    shutil.copytree(app_models[0].run_dir, old)
+    config = json.loads((old / "config.json").read_text())
+    (old / "config.json").write_text(json.dumps({**config, "protocol": PROTOCOL - 1}))
+    with pytest.raises(FileNotFoundError, match="make demo"):
+        demo_runs(tmp_path / "older")
 
 
 def test_scores_equal_percept_predict(app_models, images):
@@ -153,13 +160,13 @@ def test_attention_maps_of_the_top_heads(app_models, images):
     model = RunDir(iqa.run_dir).load_model()                      # computed again, independently of the app
     single = dataset_transform("synthetic_iqa", train=False, test_crops=1, normalization=model.normalization)
     if "example images" in where:                                 # the run's test images are not here
-        examples = torch.cat([single(load_rgb(p), key=p) for p in percept_app.example_images()])
+        examples = torch.cat([single(load_rgb(p)) for p in percept_app.example_images()])
     else:                                                         # $PERCEPT_APP_RUNS: the demo's data is here
         from percept.notebooks import sample_images
         examples = sample_images(iqa.run_dir, n=8)[0]
         assert where == f"{len(examples)} test images of synthetic_iqa"
     table = head_importance(model, examples)
-    x = single(load_rgb(images / "cmyk.jpg"), key=images / "cmyk.jpg")
+    x = single(load_rgb(images / "cmyk.jpg"))
     torch.testing.assert_close(crop, x[0])
     grid = tuple(model.vit.patch_embed.grid_size)
     for row, (_, top) in zip(rows, top_heads(table, k=2).iterrows(), strict=True):
@@ -180,10 +187,9 @@ def test_attention_maps_of_the_top_heads(app_models, images):
 
 
 def test_a_hub_folder_is_served_as_percept_predict_scores_it(app_models, images, tmp_path):
-    from percept.export import export_model
-    from percept.runs import RunDir
+    from percept.export import export_run
     emotion = app_models[2]
-    hub = export_model(RunDir(emotion.run_dir).load_model(), "hub", tmp_path / "hub")
+    hub = export_run(emotion.run_dir, "hub", tmp_path / "hub")
     (served,) = load_models([hub])
     assert (served.task, served.class_names, served.run_dir) == ("emotion", emotion.class_names, None)
     _, details, _ = score_images([served], [images / "rgb.jpg"])

@@ -59,7 +59,8 @@ def prior_run(tmp_path_factory, tiny_run):
 def test_hub_folder_is_adapter_sized_and_loads_back(prior_run, tmp_path):
     run, model = prior_run
     out = export_run(run, "hub", tmp_path / "hub")
-    assert sorted(p.name for p in out.iterdir()) == ["README.md", "config.json", "model.safetensors"]
+    assert sorted(p.name for p in out.iterdir()) == ["README.md", "config.json", "model.safetensors",
+                                                     "preprocessor_config.json"]
     with safe_open(out / "model.safetensors", "pt") as f:
         keys = list(f.keys())
     assert keys and all("lora_" in k or k.startswith("heads.") for k in keys)      # no frozen encoder weight
@@ -170,7 +171,7 @@ def test_push_uploads_exactly_the_hub_folder(prior_run):
     url = push_run(run, "me/model", private=True, api=FakeApi())
     assert url.endswith("/commit/1")
     assert calls["create_repo"] == ("me/model", {"private": True, "exist_ok": True, "repo_type": "model"})
-    assert set(calls["files"]) == {"README.md", "config.json", "model.safetensors"}
+    assert set(calls["files"]) == {"README.md", "config.json", "model.safetensors", "preprocessor_config.json"}
     assert calls["upload"][0] == "me/model" and "koniq10k" in calls["card"]
 
 

@@ -88,10 +88,10 @@ def test_tensor_transform_equals_the_pil_transforms():
     rng = np.random.default_rng(1)
     pil = Image.fromarray(rng.integers(0, 256, (200, 310, 3), dtype=np.uint8))
     x = TF.to_tensor(pil).unsqueeze(0)
-    # IQA test crops: the same positions (keyed by name), the same normalisation
+    # IQA test crops: the same positions (by size), the same normalisation
     transform = build_transform("iqa", train=False, resize=(384, 512), n_crops=4)
-    pil_crops = transform(pil, key="a.png")
-    tensor_crops = TensorTestTransform(transform)(x, key="a.png")[0]
+    pil_crops = transform(pil)
+    tensor_crops = TensorTestTransform(transform)(x)[0]
     assert tensor_crops.shape == pil_crops.shape == (4, 3, 224, 224)
     diff = (tensor_crops - pil_crops).abs()       # normalised units (1/255 of a pixel is about 0.015)
     assert diff.mean() < 0.01 and diff.quantile(0.99) < 0.1     # bicubic kernels: PIL a=-0.5, torch a=-0.75

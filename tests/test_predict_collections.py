@@ -166,28 +166,27 @@ def test_uint8_tensor_transform_is_within_one_grey_level_of_pil(kind):
                  "center_crop_bicubic": build_transform("memorability", train=False),
                  "official_bilinear": center_crop_transform()}[kind]
     image = _noise(517, 389, 11).filter(__import__("PIL.ImageFilter").ImageFilter.GaussianBlur(2))
-    reference = transform(image, key="x.jpg") if kind == "iqa_crops" else transform(image).unsqueeze(0)
+    reference = transform(image) if kind == "iqa_crops" else transform(image).unsqueeze(0)
     pixels = torch.from_numpy(np.asarray(image)).permute(2, 0, 1).unsqueeze(0)
-    fast = TensorTestTransform(transform)(pixels, key="x.jpg")[0]
+    fast = TensorTestTransform(transform)(pixels)[0]
     assert fast.shape == reference.shape
     grey_level = 1 / 255 / 0.26                                   # one 8-bit step in CLIP-normalised units (std ≥ 0.26)
     assert (fast - reference).abs().max() <= grey_level + 1e-5
 
 
 def test_a_hub_folder_scores_as_its_run_does(run, folder, tmp_path):
-    """`percept export --format hub` folders are models for predict: the head's dataset's test transform (the
-    paper's 15 IQA crops), so the scores equal the run's with 15 test crops."""
-    import shutil
+    """`percept export --format hub` folders are models for predict: the run's own test transform travels with them
+    (its 2 test crops here, not the paper's 15), so the scores equal the run's."""
     from percept.export import export_model
     from percept.runs import RunDir
-    hub = export_model(RunDir(run).load_model(), "hub", tmp_path / "hub")
+    from percept.scoring import ModelScoring
+    scoring = ModelScoring.from_run_config(RunDir(run).read_config())
+    hub = export_model(RunDir(run).load_model(), "hub", tmp_path / "hub", scoring=scoring)
     assert (hub / "model.safetensors").is_file() and not (hub / "best.safetensors").exists()
-    fifteen = tmp_path / "run15"
-    shutil.copytree(run, fifteen)
-    config = json.loads((fifteen / "config.json").read_text())
-    (fifteen / "config.json").write_text(json.dumps({**config, "test_crops": 15}))
+    assert json.loads((hub / "preprocessor_config.json").read_text())["heads"]["synthetic_iqa"]["preprocessing"][
+        "n_crops"] == 2
     images = [folder / "rgb.jpg", folder / "gray.png"]
-    expected = predict_images(images, model=fifteen, device="cpu")
+    expected = predict_images(images, model=run, device="cpu")
     got = predict_images(images, model=hub, device="cpu")
     np.testing.assert_allclose(got["score"], expected["score"], atol=1e-6)
-    assert not np.allclose(got["score"], predict_images(images, model=run, device="cpu")["score"], atol=1e-7)
+    assert (got["crop_std"] > 0).all()                    # the crops matter: a transform with other crops would differ

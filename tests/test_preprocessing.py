@@ -2,6 +2,7 @@
 statistics per backbone, and one rule for the IQA test crops shared by evaluation and ``percept predict``.
 Every expected value is computed here independently (PIL / torchvision / timm), not with percept's helpers."""
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -17,7 +18,7 @@ from percept.data.cache import ImageCache, cache_index_path
 from percept.data.dataset import LODA_IQA_PRESETS, ManifestDataset
 from percept.data.sources import DataConfig, dataset_transform
 from percept.data.synthetic import generate_synthetic_iqa
-from percept.data.preprocessing import ResizeSpec, crop_key, iqa_crop_positions
+from percept.data.preprocessing import ResizeSpec, iqa_crop_positions
 from percept.gpu_augment import DevicePlan
 from percept.model import ModelConfig, build_model, load_model, save_weights
 from percept.predict import predict_images
@@ -59,9 +60,9 @@ def test_loda_pre_resize_uses_lodas_interpolation(name, train):
     assert np.array_equal(np.asarray(got), np.asarray(expected))
     assert transform.pre_resize(got) is got                           # idempotent: the cache stays transparent
     if not train:                                                    # the test crops come from that image
-        crops = transform(image, key=f"some/dir/{name}.png")
+        crops = transform(image)
         full = normalized(expected, OPENAI_CLIP_MEAN, OPENAI_CLIP_STD)
-        for crop, (t, l) in zip(crops, iqa_crop_positions(expected.height, expected.width, f"{name}.png", 2)):
+        for crop, (t, l) in zip(crops, iqa_crop_positions(expected.height, expected.width, 2)):
             assert torch.allclose(crop, full[:, t:t + 224, l:l + 224], atol=1e-6)
 
 
@@ -114,7 +115,7 @@ def test_dataset_transforms_normalise_with_the_backbones_statistics(backbone, da
     colour = (200, 100, 50)
     transform = dataset_transform(dataset, train, test_crops=2, normalization=normalization(backbone))
     image = Image.new("RGB", (640, 480), colour)
-    out = transform(image, key="a.png") if transform.needs_key else transform(image)
+    out = transform(image)
     expected = (torch.tensor(colour, dtype=torch.float32) / 255 - torch.tensor(mean)) / torch.tensor(std)
     assert torch.allclose(out, expected.view(3, 1, 1).expand_as(out), atol=1e-5)
     if train and dataset == "koniq10k":                             # the device path reads the same statistics
@@ -154,10 +155,12 @@ def test_dinov2_run_evaluates_and_predicts_with_imagenet_statistics(synth, tmp_p
 
 
 # ---------------------------------------------------------------- point 9: one crop rule, one test transform
-def test_crop_positions_are_keyed_by_the_base_name():
-    assert crop_key("images/sub/a.png") == crop_key("/data/x/a.png") == crop_key("a.png") == "a.png"
-    assert iqa_crop_positions(300, 400, "images/a.png") == iqa_crop_positions(300, 400, "/elsewhere/a.png")
-    assert iqa_crop_positions(300, 400, "images/a.png") != iqa_crop_positions(300, 400, "images/b.png")
+def test_crop_positions_are_one_fixed_draw_per_image_size():
+    """numpy's default_rng([seed, height, width]), drawn here independently: the geometry alone places them."""
+    rng = np.random.default_rng([0, 300, 400])
+    tops, lefts = rng.integers(0, 300 - 224 + 1, 15), rng.integers(0, 400 - 224 + 1, 15)
+    assert iqa_crop_positions(300, 400) == list(zip(tops.tolist(), lefts.tolist()))
+    assert iqa_crop_positions(300, 400) != iqa_crop_positions(400, 300) != iqa_crop_positions(300, 401)
 
 
 def test_predict_equals_evaluation_for_a_run(synth, tmp_path):
@@ -165,11 +168,11 @@ def test_predict_equals_evaluation_for_a_run(synth, tmp_path):
     train(tiny_config(synth, "synthetic_iqa"), run)
     preds = pd.read_csv(run / "predictions.csv")
     assert (preds["crop_std"] > 0).all()                               # the crops differ: their positions matter
-    copies = tmp_path / "elsewhere"                                     # same files, another folder layout
+    copies = tmp_path / "elsewhere"                      # same files under other names, in another folder layout
     copies.mkdir()
     paths = []
-    for i in preds["id"][:6]:
-        paths.append(copies / i.rsplit("/", 1)[-1])
+    for k, i in enumerate(preds["id"][:6]):
+        paths.append(copies / f"IMG_{9000 + k}{Path(i).suffix}")
         paths[-1].write_bytes((synth / i).read_bytes())
     table = predict_images(paths, run, device="cpu", batch_size=4)
     np.testing.assert_allclose(table["score"], preds["prediction"][:6], atol=1e-5)
@@ -191,7 +194,7 @@ def test_predict_uses_the_runs_pre_resize_and_backbone(tmp_path):
     noise(768, 1024, seed=7).save(image_path)
     resized = load_rgb(image_path).resize((512, 384), Image.Resampling.BILINEAR)
     full = normalized(resized, *IMAGENET)
-    crops = torch.stack([full[:, t:t + 224, l:l + 224] for t, l in iqa_crop_positions(384, 512, "photo.png", 3)])
+    crops = torch.stack([full[:, t:t + 224, l:l + 224] for t, l in iqa_crop_positions(384, 512, 3)])
     with torch.no_grad():
         expected = float(model(crops, "koniq10k")[:, 0].mean())
         unresized = normalized(load_rgb(image_path), *IMAGENET)[:, :224, :224]

@@ -95,35 +95,33 @@ def test_resize_spec_is_idempotent(spec, hw):
     assert spec(once) is once and min(once.size) >= spec.min_side
 
 
-def test_iqa_test_crops_deterministic_per_key():
+def test_iqa_test_crops_deterministic():
     a, b = noise(300, 400, seed=1), noise(300, 400, seed=2)
-    first = iqa_test_crops(a, "dir/a.png")
+    first = iqa_test_crops(a)
     torch.manual_seed(123)
     np.random.seed(123)
-    iqa_test_crops(b, "dir/b.png")                         # other images in between, RNGs disturbed
+    iqa_test_crops(b)                                      # other images in between, RNGs disturbed
     torch.rand(10)
-    again = iqa_test_crops(a, "dir/a.png")
+    again = iqa_test_crops(a)
     assert first.shape == (15, 3, 224, 224) and torch.equal(first, again)
 
 
-def test_iqa_test_crops_positions_depend_on_key_and_match_crops():
-    pa, pb = iqa_crop_positions(300, 400, "a.png"), iqa_crop_positions(300, 400, "b.png")
+def test_iqa_test_crops_positions_depend_on_size_and_seed_and_match_crops():
+    pa, pb = iqa_crop_positions(300, 400), iqa_crop_positions(320, 400)
     assert len(pa) == 15 and pa != pb and len(set(pa)) > 1
-    assert iqa_crop_positions(300, 400, "a.png", seed=1) != pa
+    assert iqa_crop_positions(300, 400, seed=1) != pa
     image = noise(300, 400)
-    crops = iqa_test_crops(image, "a.png")
+    crops = iqa_test_crops(image)
     full = (torch.from_numpy(np.array(image)).permute(2, 0, 1).float() / 255 - MEAN) / STD
     for crop, (t, l) in zip(crops, pa):
         assert torch.allclose(crop, full[:, t:t + 224, l:l + 224], atol=1e-6)
 
 
 def test_iqa_test_crops_small_image_scaled_up():
-    crops = iqa_test_crops(noise(100, 150), "small.png")
+    crops = iqa_test_crops(noise(100, 150))
     assert crops.shape == (15, 3, 224, 224) and torch.isfinite(crops).all()
     transform = build_transform("iqa", train=False)
-    assert torch.equal(transform(noise(100, 150), key="small.png"), crops)
-    with pytest.raises(ValueError, match="key"):
-        transform(noise(100, 150))
+    assert torch.equal(transform(noise(100, 150)), crops)
 
 
 def test_unknown_task_and_bad_resize():
@@ -137,14 +135,14 @@ def test_unknown_task_and_bad_resize():
 
 def test_the_task_registry_names_every_transform_and_preprocessing_implements_it():
     """One registry (percept.tasks) says which App. A.1 plan each task trains and tests with; the transforms
-    built for a task follow it (IQA test: the keyed multi-crop; emotion train: RandomResizedCrop; else centre)."""
+    built for a task follow it (IQA test: the multi-crop; emotion train: RandomResizedCrop; else centre)."""
     from percept.data.preprocessing import TRANSFORM_PLANS
     from percept.tasks import TASKS
     image = Image.new("RGB", (300, 260), (90, 120, 150))
     for task in TASKS.values():
         assert {task.train_transform, task.test_transform} <= set(TRANSFORM_PLANS)
         test = build_transform(task.name, train=False, n_crops=3)
-        out = test(image, key="a.png") if test.needs_key else test(image)
+        out = test(image)
         assert out.shape == ((3, 3, 224, 224) if task.test_transform == "loda_test_crops" else (3, 224, 224))
         names = [type(t).__name__ for t in getattr(build_transform(task.name, train=True).post, "transforms", [])]
         assert ("RandomResizedCrop" in names) == (task.train_transform == "random_resized_crop_flip")

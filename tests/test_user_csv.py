@@ -97,7 +97,11 @@ def _csv(folder, name, text):
      r"CSV line 3 \(image 'img/01.png'\) has class 'joy', which is not in the list"),
     ("image,label\nimg/00.png,0\nimg/01.png,1\n", "emotion", {}, ManifestError, "give the class names"),
     ("image,label\nimg/00.png,0\nimg/01.png,5\n", "emotion", {"classes": CLASSES}, ManifestError, "class index 5"),
-    ("image,label\nimg/00.png,1\nimg/00.png,2\n", "iqa", {}, ManifestError, r"duplicate image path\(s\) img/00.png"),
+    ("image,label\nimg/00.png,1\nimg/00.png,2\n", "iqa", {}, ManifestError,
+     r"CSV lines 2, 3 name the same image 'img/00.png'"),
+    # one image under several spellings is one image: './a', 'a' and 'sub/../a' cannot be two rows
+    ("image,label\n./img/00.png,1\nimg/01.png,3\nimg/x/../00.png,2\n", "iqa", {}, ManifestError,
+     r"CSV lines 2, 4 name the same image 'img/00.png' \('./img/00.png', 'img/x/../00.png'\)"),
     ("image,label\n/abs/00.png,1\nimg/01.png,2\n", "iqa", {}, ManifestError, "POSIX path relative"),
     ("image,label\nimg/00.png,1\nimg/missing.png,2\n", "iqa", {}, FileNotFoundError,
      r"1 of 2 image\(s\) are not under .*: img/missing.png"),
@@ -137,3 +141,57 @@ def test_train_resume_and_predict_on_a_csv_run(folder, tmp_path, capsys, monkeyp
     main(["predict", "--model", str(run), str(folder / "img" / "00.png"), "--quiet"])
     out = capsys.readouterr().out
     assert all(f"prob_{c}" in out for c in CLASSES)
+
+
+# ---- rows that belong together: the optional `group` column -------------------------------------------------
+def _grouped(folder, task, n_groups=12, per_group=3, label=lambda i: round(1 + i * 0.1, 2)):
+    """``n_groups`` references x ``per_group`` versions each: one CSV row per version, its reference as group."""
+    images = _images(folder, n_groups * per_group)
+    groups = [f"ref{i // per_group:02d}" for i in range(len(images))]
+    path = folder / f"grouped_{task}.csv"
+    pd.DataFrame({"image": images, "label": [label(i) for i in range(len(images))], "group": groups}).to_csv(
+        path, index=False)
+    return path, dict(zip(images, groups))
+
+
+@pytest.mark.parametrize("task", ["iqa", "memorability"])
+def test_a_group_is_never_in_two_parts_of_any_split(tmp_path, task):
+    path, group_of = _grouped(tmp_path, task, label=lambda i: round(0.1 + i * 0.01, 3))
+    source = open_source(DataConfig(f"csv:{path}", tmp_path, task=task))
+    assert source.n_splits == (10 if task == "iqa" else 5)
+    frame = source.frame.assign(group=source.frame["image"].map(group_of))
+    for column in split_columns(frame):
+        parts = frame[frame[column] != ""].groupby("group")[column].nunique()
+        assert (parts == 1).all(), column                   # every reference in exactly one part
+        assert {"train", "val", "test"} <= set(frame[column])
+    # drawn independently: the IQA protocol over references is the synthetic-IQA sets' (iqa_synthetic_splits)
+    if task == "iqa":
+        from percept.data.splits import iqa_synthetic_splits
+        expected = iqa_synthetic_splits(list(group_of), list(group_of.values()))
+        pd.testing.assert_frame_equal(source.frame[["image", *split_columns(expected)]], expected, check_dtype=False)
+
+
+def test_bad_groups_are_refused_by_name(tmp_path):
+    path, _ = _grouped(tmp_path, "iqa", n_groups=1, per_group=6)
+    with pytest.raises(SplitError, match=r"every row is in group 'ref00'.*several groups"):
+        open_source(DataConfig(f"csv:{path}", tmp_path, task="iqa"))
+    # too few groups for a validation part in every split (5 % of 8 groups rounds to none): refused, not drawn
+    few, _ = _grouped(tmp_path, "emotion", n_groups=8, label=lambda i: CLASSES[i % 3])
+    with pytest.raises(SplitError, match=r"8 groups are too few.*split1 has no val part.*at least 7 groups for IQA, "
+                                         r"11 otherwise"):
+        open_source(DataConfig(f"csv:{few}", tmp_path, task="emotion"))
+    assert not splits_path(few).exists()
+    # given split columns that put one reference in train and test
+    table = pd.read_csv(path).assign(group=["a", "a", "b", "b", "c", "c"],
+                                     split1=["train", "test", "train", "train", "test", "test"])
+    table.to_csv(path, index=False)
+    with pytest.raises(SplitError, match=r"group 'a' is in parts \['test', 'train'\]"):
+        open_source(DataConfig(f"csv:{path}", tmp_path, task="iqa"))
+    # splits drawn before the group column was added may split a group: refused, saying how to redraw
+    path, group_of = _grouped(tmp_path, "memorability", label=lambda i: 0.5)
+    table = pd.read_csv(path)
+    table.drop(columns="group").to_csv(path, index=False)
+    open_source(DataConfig(f"csv:{path}", tmp_path, task="memorability"))           # ungrouped splits drawn
+    table.to_csv(path, index=False)
+    with pytest.raises(SplitError, match=r"drawn before the `group` column: delete .*grouped_memorability.splits.csv"):
+        open_source(DataConfig(f"csv:{path}", tmp_path, task="memorability"))

@@ -40,9 +40,8 @@ class ManifestDataset(Dataset):
     ``{"image": (3, 224, 224) tensor, or (15, 3, 224, 224) IQA test crops, "label": float32 scalar
     (int64 for emotion), "index": the row's position in ``manifest``, "id": the relative image path}``.
 
-    ``transform`` defaults to ``build_transform(task, train=(part == "train"))``; a transform with
-    ``needs_key`` (IQA test) is called as ``transform(image, key=relative_path)``, whose base name keys the
-    test crops (``preprocessing.crop_key``), so they are a function of the image file alone.  With
+    ``transform`` defaults to ``build_transform(task, train=(part == "train"))`` (the IQA test crops' positions
+    are a function of the image's size alone, ``preprocessing.iqa_crop_positions``).  With
     ``cache`` (an :class:`~percept.data.cache.ImageCache`) images come pre-resized from the cache instead of
     being decoded; its resize spec must be the transform's ``pre_resize`` stage, which makes the result
     identical to reading the files.
@@ -133,9 +132,7 @@ class ManifestDataset(Dataset):
             raise IndexError(f"index {i} out of range for a dataset of {len(self)} items")
         row = int(i) % self.n_rows
         image = self.load_image(row)
-        if getattr(self.transform, "needs_key", False):
-            image = self.transform(image, key=self.ids[row])
-        elif self.transform is not None:
+        if self.transform is not None:
             image = self.transform(image)
         dtype = torch.int64 if self._labels.dtype == np.int64 else torch.float32
         return {"image": image, "label": torch.tensor(self._labels[row], dtype=dtype),

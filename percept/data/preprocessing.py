@@ -16,12 +16,11 @@ Tasks (App. A.1):
 * **iqa** train — LoDa first pre-resizes each dataset (``resize``: KonIQ-10k is used at 512×384, i.e.
   ``(384, 512)``; SPAQ, FLIVE, LIVE, KADID-10k at shorter side 384; see ``percept.data.dataset.LODA_IQA_PRESETS``),
   then random horizontal and vertical flips (p=0.5 each) and a random 224×224 crop.
-  iqa test — 15 random 224 crops whose positions are a pure function of ``(seed, crc32(file base name),
-  image size)`` (:func:`iqa_crop_positions`): never of a global RNG, worker count, batch order or sampler,
-  nor of the folder the image lives in — evaluation (which knows the manifest's relative path) and
-  ``percept predict`` (which knows a file path) pick the same crops for the same image.  Images with the
-  same base name and size in different folders (e.g. LIVE's ``jpeg/img1.bmp`` and ``wn/img1.bmp``) share
-  crop positions, which is harmless: the positions are still random per name.
+  iqa test — 15 random 224 crops whose positions are a pure function of ``(seed, image height, image width)``
+  (:func:`iqa_crop_positions`, after the pre-resize): never of the file's name or folder, a global RNG, worker
+  count, batch order or sampler — the same pixels get the same crops, hence the same score, in validation,
+  evaluation, ``percept predict``, ``create_metric`` (files, PIL images, tensors), the app and every export.
+  (Until protocol 3 the file's base name seeded them too, so a renamed copy scored differently.)
   An image whose shorter side is below 224 (after ``resize``) is first scaled up, aspect kept, so that
   its shorter side is 224 (no padding, never a crash).
 * **memorability** train and test — resize the shorter side to 224 (aspect kept), centre crop 224.
@@ -42,7 +41,6 @@ images):
 """
 from __future__ import annotations
 
-import zlib
 from dataclasses import dataclass
 from typing import Callable, Union
 
@@ -58,6 +56,9 @@ from ..images import CLIP_MEAN, CLIP_STD, load_rgb
 
 # The App. A.1 plans this module implements; percept.tasks names one per task and phase.
 TRANSFORM_PLANS = ("loda_crop_flips", "loda_test_crops", "resize_center_crop", "random_resized_crop_flip")
+# How the IQA test crops are placed (:func:`iqa_crop_positions`); exports record it, so that a file written under
+# another rule is refused rather than scored with crops its run never used.
+CROP_RULE = "by-image-size"
 CROP_SIZE = 224
 N_TEST_CROPS = 15
 _PIL_FILTERS = {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.BILINEAR}
@@ -145,57 +146,43 @@ def _shorter_side(height: int, width: int, side: int) -> tuple[int, int]:
     return int(side * height / width), side
 
 
-def crop_key(path) -> str:
-    """The name that keys an image's IQA test crops: the file's base name (``"dir/sub/a.png"`` and
-    ``"/data/koniq/a.png"`` → ``"a.png"``; ``/`` and ``\\`` both separate folders)."""
-    return str(path).replace("\\", "/").rstrip("/").rsplit("/", 1)[-1]
-
-
-def iqa_crop_positions(height: int, width: int, key, n_crops: int = N_TEST_CROPS, size: int = CROP_SIZE,
+def iqa_crop_positions(height: int, width: int, n_crops: int = N_TEST_CROPS, size: int = CROP_SIZE,
                        seed: int = 0) -> list[tuple[int, int]]:
     """(top, left) of the ``n_crops`` test crops of an image of ``height`` × ``width`` (both ≥ ``size``).
 
-    ``key`` is the image's path (relative, absolute) or file name: only its base name counts
-    (:func:`crop_key`), so the same file gets the same crops in evaluation (manifest path) and in
-    ``percept predict`` (any path), wherever the dataset was unpacked. Drawn from
-    ``numpy.random.default_rng([seed, crc32(base name)])``: a pure function of its arguments.
+    Drawn from ``numpy.random.default_rng([seed, height, width])``: one fixed draw per image size, a pure
+    function of the geometry — never of the image's name, path or how it arrived (file, PIL image, tensor).
     """
     if height < size or width < size:
-        raise ValueError(f"image {key!r} is {height}x{width}, smaller than the {size}x{size} crop")
-    rng = np.random.default_rng([seed, zlib.crc32(crop_key(key).encode("utf-8"))])
+        raise ValueError(f"an image of {height}x{width} is smaller than the {size}x{size} crop")
+    rng = np.random.default_rng([int(seed), int(height), int(width)])
     tops = rng.integers(0, height - size + 1, n_crops)
     lefts = rng.integers(0, width - size + 1, n_crops)
     return [(int(t), int(l)) for t, l in zip(tops, lefts)]
 
 
-def iqa_test_crops(image: Image.Image, key, n_crops: int = N_TEST_CROPS, size: int = CROP_SIZE, seed: int = 0,
+def iqa_test_crops(image: Image.Image, n_crops: int = N_TEST_CROPS, size: int = CROP_SIZE, seed: int = 0,
                    interpolation: str = "bicubic", mean=CLIP_MEAN, std=CLIP_STD) -> torch.Tensor:
     """IQA inference input (App. A.1, LoDa): ``(n_crops, 3, size, size)`` crops normalised with ``mean``/``std``.
 
-    Positions depend only on ``seed``, the base name of ``key`` (the image's path or file name; see
-    :func:`iqa_crop_positions`) and the image size. An image with a side below ``size`` is first scaled
-    up so that its shorter side is ``size``.
+    Positions depend only on ``seed`` and the image size (:func:`iqa_crop_positions`). An image with a side
+    below ``size`` is first scaled up so that its shorter side is ``size``.
     """
     image = ResizeSpec(None, size, interpolation)(image)
     full = TF.normalize(TF.to_tensor(image), list(mean), list(std))   # (3, H, W); normalise once, then slice
-    positions = iqa_crop_positions(image.height, image.width, key, n_crops, size, seed)
+    positions = iqa_crop_positions(image.height, image.width, n_crops, size, seed)
     return torch.stack([full[:, t:t + size, l:l + size] for t, l in positions])
 
 
 class TaskTransform:
-    """``post(pre_resize(image))``; ``needs_key`` transforms (IQA test) are called as ``t(image, key)`` with
-    the image's path or file name (only its base name counts, :func:`crop_key`)."""
+    """``post(pre_resize(image))``: an RGB PIL image → ``(3, size, size)``, or the IQA test crops
+    ``(n, 3, size, size)``."""
 
-    def __init__(self, task: str, train: bool, pre_resize: ResizeSpec, post: Callable, needs_key: bool = False):
-        self.task, self.train, self.pre_resize, self.post, self.needs_key = task, train, pre_resize, post, needs_key
+    def __init__(self, task: str, train: bool, pre_resize: ResizeSpec, post: Callable):
+        self.task, self.train, self.pre_resize, self.post = task, train, pre_resize, post
 
-    def __call__(self, image: Image.Image, key: str | None = None) -> torch.Tensor:
-        image = self.pre_resize(image)
-        if self.needs_key:
-            if key is None:
-                raise ValueError("the IQA test transform needs the image's key (its path or file name)")
-            return self.post(image, key)
-        return self.post(image)
+    def __call__(self, image: Image.Image) -> torch.Tensor:
+        return self.post(self.pre_resize(image))
 
     def __repr__(self) -> str:
         return (f"TaskTransform(task={self.task!r}, train={self.train}, pre_resize={self.pre_resize}, "
@@ -207,8 +194,8 @@ class _IQATestCrops:
         self.n_crops, self.size, self.seed, self.interpolation = n_crops, size, seed, interpolation
         self.mean, self.std = tuple(mean), tuple(std)
 
-    def __call__(self, image: Image.Image, key) -> torch.Tensor:
-        return iqa_test_crops(image, key, self.n_crops, self.size, self.seed, self.interpolation, self.mean, self.std)
+    def __call__(self, image: Image.Image) -> torch.Tensor:
+        return iqa_test_crops(image, self.n_crops, self.size, self.seed, self.interpolation, self.mean, self.std)
 
     def __repr__(self) -> str:
         return (f"IQATestCrops(n_crops={self.n_crops}, size={self.size}, seed={self.seed}, mean={self.mean}, "
@@ -245,8 +232,8 @@ def build_transform(task: str, train: bool, resize: Resize = None, *, interpolat
     """The App. A.1 transform for ``task`` ("iqa", "memorability", "emotion") and phase.
 
     Returns a :class:`TaskTransform` mapping an RGB PIL image to a ``(3, 224, 224)`` tensor, or for IQA test
-    to ``(n_crops, 3, 224, 224)`` (called as ``t(image, key)`` with ``key`` = the image's path or file name;
-    its base name keys the crops).  ``mean``/``std``: the backbone's normalisation
+    to ``(n_crops, 3, 224, 224)`` (positions by the image's size alone, :func:`iqa_crop_positions`).
+    ``mean``/``std``: the backbone's normalisation
     (``percept.backbones.normalization(name)``; default CLIP's).  ``resize_interpolation``: that of the
     ``resize`` stage (LoDa's pre-resize), see :func:`deterministic_resize`.  For a dataset, use
     ``percept.data.sources.dataset_transform`` (its LoDa preset and the backbone's statistics).
@@ -256,8 +243,7 @@ def build_transform(task: str, train: bool, resize: Resize = None, *, interpolat
     normalize = [T.ToTensor(), T.Normalize(mean, std)]
     plan = get_task(task).transform(train)        # the task registry names the plan (percept.tasks)
     if plan == "loda_test_crops":
-        return TaskTransform(task, train, pre, _IQATestCrops(n_crops, size, crop_seed, interpolation, mean, std),
-                             needs_key=True)
+        return TaskTransform(task, train, pre, _IQATestCrops(n_crops, size, crop_seed, interpolation, mean, std))
     if plan == "loda_crop_flips":
         post = T.Compose([T.RandomHorizontalFlip(0.5), T.RandomVerticalFlip(0.5), T.RandomCrop(size), *normalize])
     elif plan == "random_resized_crop_flip":
@@ -266,6 +252,78 @@ def build_transform(task: str, train: bool, resize: Resize = None, *, interpolat
     else:   # resize_center_crop (memorability train and test, emotion test): the shorter side is already `size`
         post = T.Compose([T.CenterCrop(size), *normalize])
     return TaskTransform(task, train, pre, post)
+
+
+# ----------------------------------------------------------------------------- a test transform as data
+@dataclass(frozen=True)
+class TestPreprocessing:
+    """Everything that turns an image into a model's test input, as data: the arguments of
+    :func:`build_transform` with ``train=False``. A run's evaluation, ``percept predict`` and ``create_metric``
+    build their transform from it, and ``percept export`` writes it beside the weights
+    (``preprocessor_config.json`` of a hub folder, the metadata of a merged file), so that an exported model
+    scores an image exactly as its run did. :meth:`from_json` checks every field and names the wrong one."""
+
+    task: str
+    resize: Resize = None
+    resize_interpolation: str = "bicubic"
+    interpolation: str = "bicubic"
+    n_crops: int = N_TEST_CROPS
+    crop_seed: int = 0
+    size: int = CROP_SIZE
+    mean: tuple[float, float, float] = CLIP_MEAN
+    std: tuple[float, float, float] = CLIP_STD
+
+    def transform(self) -> TaskTransform:
+        return build_transform(self.task, False, self.resize, interpolation=self.interpolation,
+                               resize_interpolation=self.resize_interpolation, n_crops=self.n_crops,
+                               crop_seed=self.crop_seed, size=self.size, mean=self.mean, std=self.std)
+
+    def to_json(self) -> dict:
+        return {"crop_rule": CROP_RULE, "task": self.task, "resize": list(self.resize) if isinstance(self.resize, tuple) else self.resize,
+                "resize_interpolation": self.resize_interpolation, "interpolation": self.interpolation,
+                "n_crops": self.n_crops, "crop_seed": self.crop_seed, "size": self.size,
+                "mean": [float(v) for v in self.mean], "std": [float(v) for v in self.std]}
+
+    @classmethod
+    def from_json(cls, data, source: str = "the preprocessing") -> "TestPreprocessing":
+        """The preprocessing ``data`` describes (:meth:`to_json`'s form); ``ValueError`` naming ``source`` and the
+        field that is missing, unknown or of the wrong type or value."""
+        fields = ("crop_rule", "task", "resize", "resize_interpolation", "interpolation", "n_crops", "crop_seed",
+                  "size", "mean", "std")
+        if not isinstance(data, dict):
+            raise ValueError(f"{source}: expected an object with fields {', '.join(fields)}")
+        unknown, missing = sorted(set(data) - set(fields)), [f for f in fields if f not in data]
+        if unknown or missing:
+            raise ValueError(f"{source}: " + "; ".join(
+                ([f"unknown field(s) {', '.join(unknown)}"] if unknown else [])
+                + ([f"missing field(s) {', '.join(missing)}"] if missing else [])))
+        if data["crop_rule"] != CROP_RULE:
+            raise ValueError(f"{source}: written for the crop rule {data['crop_rule']!r}; this percept places the test "
+                             f"crops {CROP_RULE!r}: export the run again with this version")
+        for name in ("task", "resize_interpolation", "interpolation"):
+            if not isinstance(data[name], str):
+                raise ValueError(f"{source}: `{name}` must be a name; got {data[name]!r}")
+        for name in ("n_crops", "crop_seed", "size"):
+            value = data[name]
+            if isinstance(value, bool) or not isinstance(value, int) or value < (0 if name == "crop_seed" else 1):
+                raise ValueError(f"{source}: `{name}` must be a {'non-negative' if name == 'crop_seed' else 'positive'}"
+                                 f" integer; got {value!r}")
+        for name in ("mean", "std"):
+            value = data[name]
+            if (not isinstance(value, list) or len(value) != 3
+                    or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
+                    or (name == "std" and not all(v > 0 for v in value))):
+                raise ValueError(f"{source}: `{name}` must be 3 numbers{' > 0' if name == 'std' else ''}; "
+                                 f"got {value!r}")
+        resize = tuple(data["resize"]) if isinstance(data["resize"], list) else data["resize"]
+        try:
+            config = cls(data["task"], _check_resize(resize), data["resize_interpolation"], data["interpolation"],
+                         data["n_crops"], data["crop_seed"], data["size"], tuple(float(v) for v in data["mean"]),
+                         tuple(float(v) for v in data["std"]))
+            config.transform()                      # the task, plan, resize and interpolations are valid
+        except (ValueError, KeyError, TypeError) as err:
+            raise ValueError(f"{source}: {err}") from None
+        return config
 
 
 # ----------------------------------------------------------------------------- the release's inference transform
@@ -314,8 +372,8 @@ def _resize(images: torch.Tensor, size: tuple[int, int], interpolation: str) -> 
 class TensorTestTransform:
     """A test transform (:func:`build_transform` with ``train=False``, or :func:`center_crop_transform`) applied
     to a batch of RGB images ``(B, 3, H, W)``: ``(B, views, 3, size, size)``. The same steps as the PIL path:
-    resize (:func:`resize_tensor`), the IQA test crops at :func:`iqa_crop_positions` of ``key`` or the centre
-    crop, normalisation. Every image of the batch shares ``key`` (its crops' positions).
+    resize (:func:`resize_tensor`), the IQA test crops at :func:`iqa_crop_positions` (by size) or the centre
+    crop, normalisation.
 
     Float images in [0, 1] are differentiable with respect to the input (:func:`percept.create_metric`'s
     ``as_loss``). ``uint8`` images (0..255, as decoded) are resized and cropped in 8 bits, then scaled to [0, 1]
@@ -334,7 +392,7 @@ class TensorTestTransform:
         # torchvision's Resize / CenterCrop / Normalize take tensors as they are; ToTensor is the PIL-only step
         self.steps = None if self.crops else [t for t in post.transforms if not isinstance(t, T.ToTensor)]
 
-    def __call__(self, images: torch.Tensor, key: str = "image") -> torch.Tensor:
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
         if self.pre_resize is not None:
             images = resize_tensor(self.pre_resize, images)
         if self.crops is None:
@@ -349,7 +407,7 @@ class TensorTestTransform:
         c = self.crops
         images = resize_tensor(ResizeSpec(None, c.size, c.interpolation), images)
         images = TF.normalize(_as_unit_float(images), list(c.mean), list(c.std))
-        positions = iqa_crop_positions(images.shape[-2], images.shape[-1], key, c.n_crops, c.size, c.seed)
+        positions = iqa_crop_positions(images.shape[-2], images.shape[-1], c.n_crops, c.size, c.seed)
         return torch.stack([images[..., t:t + c.size, l:l + c.size] for t, l in positions], dim=1)
 
 

@@ -40,7 +40,7 @@ from .pinned import splits_for_manifest
 from .splits import split_columns
 from .synthetic import DISTORTIONS, generate_synthetic_iqa
 from .user_csv import CSV_PREFIX, csv_card, csv_dataset_name, open_csv_dataset, read_user_csv
-from .preprocessing import N_TEST_CROPS, TaskTransform, build_transform
+from .preprocessing import N_TEST_CROPS, TaskTransform, TestPreprocessing, build_transform
 
 SYNTHETIC = {
     # name: (task, label column, class names)
@@ -82,12 +82,26 @@ def dataset_transform(name: str, train: bool, *, test_crops: int = N_TEST_CROPS,
     an IQA dataset (``LODA_IQA_PRESETS``), normalised with ``normalization`` = ``(mean, std)`` of the run's
     backbone (``percept.backbones.normalization``; None: CLIP's). The one place a dataset's transform is
     made: training, validation, test, cross-dataset evaluation, head fine-tuning (via
-    :meth:`DatasetSource.dataset`) and ``percept predict`` on a run all use it."""
+    :meth:`DatasetSource.dataset`) and ``percept predict`` on a run all use it (the test transform through
+    :func:`dataset_test_preprocessing`, which exports carry)."""
+    if not train:
+        return dataset_test_preprocessing(name, test_crops=test_crops, normalization=normalization).transform()
     task = dataset_task(name)
     preset = LODA_IQA_PRESETS.get(name, {}) if task == "iqa" else {}
     mean, std = normalization if normalization is not None else (CLIP_MEAN, CLIP_STD)
     return build_transform(task, train, preset.get("resize"), resize_interpolation=preset.get("interpolation"),
                            n_crops=test_crops, mean=mean, std=std)
+
+
+def dataset_test_preprocessing(name: str, *, test_crops: int = N_TEST_CROPS,
+                               normalization: tuple | None = None) -> TestPreprocessing:
+    """The test transform of dataset ``name`` as data (:class:`TestPreprocessing`; see :func:`dataset_transform`)."""
+    task = dataset_task(name)
+    preset = LODA_IQA_PRESETS.get(name, {}) if task == "iqa" else {}
+    mean, std = normalization if normalization is not None else (CLIP_MEAN, CLIP_STD)
+    return TestPreprocessing(task, preset.get("resize"), preset.get("interpolation") or "bicubic",
+                             n_crops=int(test_crops), mean=tuple(float(v) for v in mean),
+                             std=tuple(float(v) for v in std))
 
 
 @dataclass

@@ -84,6 +84,10 @@ PROTOCOLS: dict[str, str] = {
         "A CSV dataset of your own (percept.data.user_csv), memorability or emotion: 5 seeded splits 75% train / "
         "5% val / 20% test of its images, LoDa's recipe with seed 3407 (the shape of LaMem's and EmotionROI's). "
         "An IQA CSV uses iqa_authentic."),
+    "user_grouped": (
+        "A CSV dataset of your own with a `group` column, memorability or emotion: user_random over the sorted "
+        "groups (every row follows its group, no group in two parts). An IQA CSV with groups uses iqa_synthetic "
+        "over its groups, as the synthetic IQA sets split by reference image."),
 }
 
 DATASET_PROTOCOLS: dict[str, str] = {

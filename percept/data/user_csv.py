@@ -8,10 +8,18 @@ The CSV has a column ``image`` (paths relative to the root, as a manifest's) and
 * ``emotion``: a class per image, by name (``classes`` gives the order; without it the names are sorted) or by
   index into ``classes``.
 
+Image paths are normalised before anything else (``./a.png``, ``sub/../a.png`` and ``a.png`` are one image), so
+that one image can never be two rows — nor land in train and test.
+
+An optional column ``group`` ties rows that must stay together, e.g. the distorted versions of one reference image:
+no group is ever in two parts of a split (the paper splits its synthetic IQA sets by reference image, §4.1).
+
 Optional split columns ``split1..splitK`` (or one ``split``) with values ``train``/``val``/``test`` (empty = in
-no part) are used as they are. Without them percept draws the task's protocol once, seeded (LoDa's recipe,
-seed 3407, :mod:`percept.data.splits`): IQA 10 splits 80 % train / 20 % test with 10 % of each train part as
-validation (§4.1); memorability and emotion 5 splits 75 / 5 / 20 % (the LaMem / EmotionROI shape, §4.2-4.3).
+no part) are used as they are (checked against ``group``). Without them percept draws the task's protocol once,
+seeded (LoDa's recipe, seed 3407, :mod:`percept.data.splits`): IQA 10 splits 80 % train / 20 % test with 10 % of
+each train part as validation (§4.1; with ``group``: over the sorted groups, as the synthetic IQA sets by
+reference); memorability and emotion 5 splits 75 / 5 / 20 % (the LaMem / EmotionROI shape, §4.2-4.3; with
+``group``: over the groups).
 They are written beside the CSV (``LABELS.splits.csv`` + sidecar) and read back on every later run, so every
 run of the study sees the same parts; a CSV whose images changed afterwards is refused until that file is
 deleted (new splits would make results incomparable).
@@ -28,6 +36,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import posixpath
 import re
 from pathlib import Path
 
@@ -37,12 +46,15 @@ import pandas as pd
 from .cards import DatasetCard, register_card
 from .manifest import ManifestError, read_manifest, read_sidecar, validate_manifest, write_manifest
 from .split_files import read_splits, write_splits
-from .splits import SplitError, iqa_authentic_splits, random_splits, split_columns, validate_split_columns
+from .splits import (SplitError, iqa_authentic_splits, iqa_synthetic_splits, random_splits, split_columns,
+                     validate_split_columns)
 
 CSV_PREFIX = "csv:"
 LABEL_COLUMNS = {"iqa": "quality", "memorability": "memorability", "emotion": "label"}
 DEFAULT_RANGES = {"iqa": (-math.inf, math.inf), "memorability": (-1.0, 1.0)}
 PROTOCOL = {"iqa": "iqa_authentic", "memorability": "user_random", "emotion": "user_random"}
+GROUPED_PROTOCOL = {"iqa": "iqa_synthetic", "memorability": "user_grouped", "emotion": "user_grouped"}
+GROUP = "group"
 
 
 def csv_dataset_name(path) -> str:
@@ -98,7 +110,8 @@ def read_user_csv(path: str | Path, task: str, classes=None) -> tuple[pd.DataFra
         raise ManifestError(f"{path}: no rows")
     if "split" in table.columns and not split_columns(table):
         table = table.rename(columns={"split": "split1"})
-    frame = pd.DataFrame({"image": table["image"].str.strip()})
+    frame = pd.DataFrame({"image": [_normalised(p) for p in table["image"]]})
+    _refuse_duplicates(path, table["image"], frame["image"])
     raw = table["label"].str.strip()
     empty = np.flatnonzero((raw == "").to_numpy() | raw.str.lower().isin(["nan", "na", "null"]).to_numpy())
     if len(empty):
@@ -118,9 +131,40 @@ def read_user_csv(path: str | Path, task: str, classes=None) -> tuple[pd.DataFra
                                 f"is not a finite number; --task {task} needs a number per image")
         frame[column] = values.to_numpy(dtype=float)
         classes = None
+    if GROUP in table.columns:
+        groups = table[GROUP].str.strip()
+        empty = np.flatnonzero((groups == "").to_numpy())
+        if len(empty):
+            raise ManifestError(f"{path}: `{GROUP}` is empty at {_line(int(empty[0]))} (image "
+                                f"{frame['image'].iloc[int(empty[0])]!r}; {len(empty)} such row(s)); give every row "
+                                f"its group (e.g. its reference image), or drop the column")
+        frame[GROUP] = groups
     for c in split_columns(table):
         frame[c] = table[c].str.strip()
     return frame, classes
+
+
+def _normalised(value: str) -> str:
+    """An image path as one spelling: stripped, ``.`` and ``x/..`` resolved, doubled ``/`` merged (``./a.png``,
+    ``sub/../a.png`` → ``a.png``). Absolute paths and paths that leave the root stay as they are, for
+    :func:`~percept.data.manifest.validate_manifest` to refuse by name."""
+    text = value.strip()
+    if not text or text.startswith("/") or "\\" in text:
+        return text
+    normal = posixpath.normpath(text)
+    return text if normal == ".." or normal.startswith("../") else normal
+
+
+def _refuse_duplicates(path: Path, raw: pd.Series, images: pd.Series) -> None:
+    """One image named twice (after normalisation) would be two rows, possibly in train and test: refused."""
+    dup = images.duplicated(keep=False).to_numpy()
+    if dup.any():
+        first = images[dup].iloc[0]
+        rows = np.flatnonzero((images == first).to_numpy())
+        spellings = ", ".join(repr(raw.iloc[int(i)].strip()) for i in rows)
+        raise ManifestError(f"{path}: CSV lines {', '.join(str(int(i) + 2) for i in rows)} name the same image "
+                            f"{first!r} ({spellings}); {int(images.duplicated().sum())} duplicate row(s) in all - "
+                            f"keep one row per image")
 
 
 def _class_indices(path: Path, raw: pd.Series, classes, images: pd.Series) -> tuple[list[str], list[int]]:
@@ -165,9 +209,10 @@ def open_csv_dataset(path: str | Path, task: str, root: str | Path, classes=None
         raise FileNotFoundError(f"{path}: {len(absent)} of {len(frame)} image(s) are not under {root}: "
                                 f"{', '.join(absent[:5])}{', ...' if len(absent) > 5 else ''}")
     _write_manifest(frame.drop(columns=given), path, card)
+    groups = GROUP if GROUP in frame.columns else None
     if given:
         try:
-            validate_split_columns(frame)
+            validate_split_columns(frame, groups)
         except SplitError as err:
             raise SplitError(f"{path}: {err}") from err
         return card, frame
@@ -197,8 +242,10 @@ def _write_manifest(frame: pd.DataFrame, path: Path, card: DatasetCard) -> None:
 
 
 def _protocol_splits(path: Path, frame: pd.DataFrame, card: DatasetCard) -> pd.DataFrame:
-    """The seeded protocol splits of the CSV's images, drawn once and written beside it, then reused."""
+    """The seeded protocol splits of the CSV's images (by ``group`` when it has one), drawn once and written
+    beside it, then reused — after checking that they still hold the CSV's images and never split a group."""
     out = splits_path(path)
+    groups = frame[GROUP].tolist() if GROUP in frame.columns else None
     if out.is_file():
         table = read_splits(out, dataset=card.name)
         if set(table["image"]) != set(frame["image"]):
@@ -208,8 +255,33 @@ def _protocol_splits(path: Path, frame: pd.DataFrame, card: DatasetCard) -> pd.D
                              f"{added[:3]}; {len(removed)} removed, e.g. {removed[:3]}). Runs on the old splits are "
                              f"not comparable with new ones: delete {out} (and its .json) to draw new splits, or "
                              f"restore the CSV")
+        if groups is not None:
+            try:
+                validate_split_columns(frame[["image", GROUP]].merge(table, on="image"), GROUP)
+            except SplitError as err:
+                raise SplitError(f"{path}: {out.name} puts one group in two parts ({err}); it was drawn before the "
+                                 f"`{GROUP}` column: delete {out} (and its .json) to draw grouped splits") from None
         return table
     images = frame["image"].tolist()
-    table = iqa_authentic_splits(images) if card.task == "iqa" else random_splits(images, 5, (0.75, 0.05, 0.20))
-    write_splits(table, out, dataset=card.name, protocol=PROTOCOL[card.task])
+    if groups is not None and len(set(groups)) < 2:
+        raise SplitError(f"{path}: every row is in group {groups[0]!r}; splitting by group needs several groups (one "
+                         f"per reference image, say) so that train and test differ - fix the `{GROUP}` column or "
+                         f"drop it")
+    n, units = (len(set(groups)), "groups") if groups is not None else (len(images), "images")
+    try:
+        if card.task == "iqa":
+            table = iqa_authentic_splits(images) if groups is None else iqa_synthetic_splits(images, groups)
+        else:
+            table = random_splits(images, 5, (0.75, 0.05, 0.20), groups=groups)
+        for column in split_columns(table):          # model selection needs a validation part (§3.1)
+            missing = [part for part in ("train", "val", "test") if not (table[column] == part).any()]
+            if missing:
+                raise SplitError(f"{column} has no {' and no '.join(missing)} part")
+        protocol = (PROTOCOL if groups is None else GROUPED_PROTOCOL)[card.task]
+        write_splits(table, out, dataset=card.name, protocol=protocol, groups=groups)
+    except SplitError as err:
+        need = "" if groups is None else (" (at least 7 groups for IQA, 11 otherwise, give every split a "
+                                          "validation part)")
+        raise SplitError(f"{path}: {n} {units} are too few for the protocol's splits ({err}){need}; add rows"
+                         f"{' or groups' if groups is not None else ''}, or give split columns split1..splitK") from None
     return read_splits(out, dataset=card.name)
