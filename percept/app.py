@@ -21,6 +21,8 @@ from .app_models import (MAX_PIXELS, AppModel, attention_rows, check_image, demo
                          example_images, load_models, predict_with, score_images)
 
 DEFAULT_CONCURRENCY = 4      # requests served at once; inference itself is serialised per model (its lock)
+MAX_UPLOAD = "50mb"          # per uploaded file (Gradio refuses larger ones before they are stored)
+CACHE_LIFETIME = (3600, 3600)    # uploads are deleted hourly, once an hour old (Gradio's delete_cache)
 TASK_MEANING = {"iqa": "quality (higher = better)", "memorability": "memorability (higher = more memorable)",
                 "emotion": "emotion class and its probability"}
 
@@ -120,7 +122,7 @@ def build_app(models=None, *, runs_dir=None, app_models: list[AppModel] | None =
             fig, caption = None, f"No attention maps: {err}"
         return bars, fig, caption
 
-    with gr.Blocks(title="PerceptCLIP") as demo:
+    with gr.Blocks(title="PerceptCLIP", delete_cache=CACHE_LIFETIME) as demo:
         gr.Markdown(_header(app_models))
         with gr.Row():
             files = gr.File(file_count="multiple", type="filepath", label="Images")
@@ -157,5 +159,6 @@ def launch(models=None, inline: bool = False, share: bool = False, server_name: 
     ``gr.Blocks.launch`` (e.g. ``prevent_thread_lock=True``)."""
     demo = build_app(models, runs_dir=runs_dir)
     allowed = [str(demo.examples_folder), *kwargs.pop("allowed_paths", [])]
+    kwargs.setdefault("max_file_size", MAX_UPLOAD)
     return demo.launch(inline=inline, share=share, server_name=server_name, server_port=server_port,
                        allowed_paths=allowed, **kwargs)

@@ -90,13 +90,22 @@ def _is_demo_run(config: dict, dataset: str) -> bool:
     return run_name(TrainConfig.from_dict(config)) == run_name(demo_config(dataset, "."))
 
 
+_PRIVATE: list[Path] = []
+
+
+def _private_folder() -> Path:
+    """A temporary folder only this user can read (``mkdtemp``: mode 0700), made once per process."""
+    if not _PRIVATE:
+        _PRIVATE.append(Path(tempfile.mkdtemp(prefix="percept-app-examples-")))
+    return _PRIVATE[0]
+
+
 def example_images(folder: str | os.PathLike | None = None) -> list[Path]:
     """Four small PNGs of the embedded synthetic set (one reference: clean, blurred, noisy, JPEG-compressed),
-    generated once into ``folder`` (default ``$PERCEPT_APP_EXAMPLES`` or a folder in the system's temp dir,
-    which Gradio serves)."""
+    generated once into ``folder`` (default ``$PERCEPT_APP_EXAMPLES`` or this process's own private temporary
+    folder — never a shared, predictable path another user could have filled first), which Gradio serves."""
     from .data.synthetic import generate_synthetic_iqa
-    folder = Path(folder or os.environ.get("PERCEPT_APP_EXAMPLES") or
-                  Path(tempfile.gettempdir()) / "percept-app-examples")
+    folder = Path(folder or os.environ.get("PERCEPT_APP_EXAMPLES") or _private_folder())
     names = ["ref00_gaussian_blur_1.png", "ref00_gaussian_blur_5.png", "ref00_gaussian_noise_5.png",
              "ref00_jpeg_5.png"]
     paths = [folder / "images" / n for n in names]
@@ -203,11 +212,12 @@ def score_images(app_models: list[AppModel], files, max_pixels: int = MAX_PIXELS
     failed = {}
     for label, table in details.items():
         for _, row in table[table["error"] != ""].iterrows():
+            name = Path(row["image"]).name
             if row["error"] == NON_FINITE:          # the model's fault, not the file's
-                failed.setdefault(row["image"], f"{Path(row['image']).name}: {label}: {NON_FINITE}")
-            else:
-                failed.setdefault(row["image"], f"{Path(row['image']).name}: {row['error'].split(': ', 1)[-1]} — "
-                                                f"upload a JPEG, PNG, WebP, TIFF or BMP image")
+                failed.setdefault(row["image"], f"{name}: {label}: {NON_FINITE}")
+            else:                                   # never the server's paths: the file's name only
+                why = row["error"].split(": ", 1)[-1].replace(repr(row["image"]), repr(name)).replace(row["image"], name)
+                failed.setdefault(row["image"], f"{name}: {why} — upload a JPEG, PNG, WebP, TIFF or BMP image")
     messages += list(failed.values())
     scored = [p for p in usable if str(p) not in failed]
     table = pd.DataFrame({"image": [p.name for p in scored]})

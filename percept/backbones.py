@@ -136,9 +136,10 @@ def normalization(backbone: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
 
 def _weights_help(spec: BackboneSpec) -> str:
     return (f"Pretrained weights for backbone {spec.name!r} come from the Hugging Face hub repo "
-            f"{spec.hub_id!r}. On a machine with internet run `huggingface-cli download {spec.hub_id}` "
+            f"{spec.hub_id!r}. On a machine with internet run `hf download {spec.hub_id}` "
             f"(then use the same HF_HOME cache offline), or pass weights_path=<file>: timm's state dict "
-            f"(.safetensors, .bin or .pth), OpenAI CLIP's release file (ViT-L-14.pt) or an open_clip "
+            f"(.safetensors, .bin or .pth), OpenAI CLIP's release file (ViT-L-14.pt, with "
+            f"{TRUST_TORCHSCRIPT}=1: it carries code) or an open_clip "
             f"checkpoint. Use pretrained=False only for a random-initialised model.")
 
 
@@ -221,14 +222,19 @@ def _verified_shipped_weights(spec: BackboneSpec) -> tuple[Path, str]:
 def read_weights_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """The tensors of a local checkpoint as people have them: ``.safetensors``; a pickled state dict read with
     ``torch.load(weights_only=True)`` (timm ``.pth``/``.bin``, open_clip's ``open_clip_pytorch_model.bin`` or a
-    training checkpoint ``{"state_dict": {...}}``); or OpenAI CLIP's own release files (``ViT-L-14.pt``), which
-    are TorchScript archives: read with ``torch.jit.load``, which rebuilds TorchScript code and tensors and
-    executes no Python pickle."""
+    training checkpoint ``{"state_dict": {...}}``); or, only when you opt in with ``PERCEPT_TRUST_TORCHSCRIPT=1``,
+    OpenAI CLIP's own release files (``ViT-L-14.pt``), which are TorchScript archives: ``torch.jit.load`` runs the
+    TorchScript code such a file carries, so a file from an untrusted source must not be given to it."""
     path = Path(path)
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
         return load_file(str(path))
     if _is_torchscript_archive(path):
+        if os.environ.get(TRUST_TORCHSCRIPT) != "1":
+            raise ValueError(f"{path} is a TorchScript archive (the format of OpenAI CLIP's ViT-*.pt), which carries "
+                             f"code that loading it would run; percept runs no code from files unless told to: set "
+                             f"{TRUST_TORCHSCRIPT}=1 if you trust this file, or use timm's or open_clip's weights "
+                             f"(safetensors) instead")
         import warnings
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)       # torch.jit.load's deprecation notice
@@ -245,6 +251,9 @@ def read_weights_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     if not isinstance(state, dict):
         raise ValueError(f"{path} holds a {type(state).__name__}, not a state dict of tensors")
     return {k: v for k, v in state.items() if isinstance(v, torch.Tensor)}
+
+
+TRUST_TORCHSCRIPT = "PERCEPT_TRUST_TORCHSCRIPT"   # the opt-in to load TorchScript weight files (they carry code)
 
 
 def _is_torchscript_archive(path: Path) -> bool:

@@ -53,13 +53,18 @@ def load_tensors(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {str(path)!r} does not exist")
     from safetensors import safe_open
-    with safe_open(str(path), framework="pt") as f:
-        raw = f.metadata() or {}
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            raw = f.metadata() or {}
+        tensors = load_file(str(path))
+    except Exception as err:        # safetensors' own error types: a truncated or overwritten file
+        raise ValueError(f"{path} is damaged or not a safetensors file ({type(err).__name__}: {err}); restore it, "
+                         f"or train / export it again") from None
     try:
         meta = {key: json.loads(value) for key, value in raw.items()}
     except json.JSONDecodeError as err:
         raise ValueError(f"checkpoint {path}: metadata is not percept JSON ({err})") from None
-    return load_file(str(path)), meta
+    return tensors, meta
 
 
 def torch_load_weights(path: str | os.PathLike) -> dict[str, torch.Tensor]:

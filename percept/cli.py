@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from . import cli_commands as cmd
@@ -172,7 +173,8 @@ def _predict_command(commands, full: bool) -> None:
                                   "and the rest are scored (exit status 1 when any failed).")
     predict.add_argument("images", nargs="+", help="image files, folders (recursive), glob patterns, or .txt/.csv "
                          "lists of files")
-    predict.add_argument("--model", default="official-iqa", help="a run directory, its hub folder or merged file "
+    predict.add_argument("--model", default=None, help="(default: official-iqa, said when used) a run directory, its "
+                         "hub folder or merged file "
                          "(percept export), official-iqa, official-memorability, official-emotions, or an official .pth")
     predict.add_argument("--device", default="auto")
     predict.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
@@ -185,6 +187,8 @@ def _predict_command(commands, full: bool) -> None:
                          "0 on the CPU, the CPU cores up to 16 with a GPU); on the CPU each takes a core from the "
                          "model, which pays for a small model only")
     predict.add_argument("--head-name", default=None, help="which head of a multi-dataset run")
+    predict.add_argument("--overwrite", action="store_true", help="start --out anew instead of resuming it (needed "
+                         "when it holds another model's scores)")
     predict.add_argument("--fast-resize", action="store_true", help="resize in torch's 8-bit kernels instead of "
                          "PIL's (pixels within one grey level, preprocessing ~2x faster; scores close to "
                          "evaluation's, not equal): for small models on few CPU cores")
@@ -307,10 +311,27 @@ def main(argv: list[str] | None = None) -> int:
             from .config_files import given_flags
             args.given = given_flags(parser.commands.choices[args.command], argv[1:])
         status = args.run(args)
-    except (ValueError, FileNotFoundError, RuntimeError, ImportError) as err:
-        print(f"percept {args.command}: error: {err}", file=sys.stderr)
+    except BrokenPipeError:                      # `percept list | head`: the reader has gone, and that is fine
+        try:                                     # (Python's recipe: no second error when stdout is flushed at exit)
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except (OSError, ValueError):            # stdout is not a file (captured, in a notebook)
+            pass
+        return 0
+    except KeyboardInterrupt:
+        print(f"\npercept {args.command}: interrupted; re-run the same command to resume", file=sys.stderr)
+        return 130
+    except (ValueError, OSError, RuntimeError, ImportError) as err:   # OSError: disk full, read-only, missing
+        print(f"percept {args.command}: error: {_one_line(err)}", file=sys.stderr)
         return 2
     return status or 0
+
+
+def _one_line(err: BaseException) -> str:
+    """An error as one line (a DataLoader worker's error carries its traceback: its last line says it all)."""
+    lines = [line.strip() for line in str(err).strip().splitlines() if line.strip()]
+    if len(lines) > 1 and "Traceback" in str(err):
+        return lines[-1]
+    return " ".join(lines) or type(err).__name__
 
 
 if __name__ == "__main__":

@@ -55,7 +55,9 @@ def _data_configs(args) -> list:
         raise ValueError("give one --manifest per --dataset, or none")
     csv = {"task": args.task, "classes": args.classes.split(",") if args.classes else None,
            "label_range": args.label_range}
-    return [DataConfig(d, r, m, **(csv if d.startswith("csv:") else {})) for d, r, m in zip(datasets, roots, manifests)]
+    absolute = lambda p: None if p is None else str(Path(p).resolve())   # noqa: E731  a run must not depend on the cwd
+    return [DataConfig(d, absolute(r), absolute(m), **(csv if d.startswith("csv:") else {}))
+            for d, r, m in zip(datasets, roots, manifests)]
 
 
 def _file_config(args):
@@ -156,11 +158,15 @@ def cmd_status(args) -> int:
 def cmd_predict(args) -> int:
     import warnings
     from .predict import GeneratedDataWarning, predict_images
+    if args.model is None:
+        args.model = "official-iqa"
+        print("percept predict: no --model given: scoring with official-iqa (the released PerceptCLIP IQA "
+              "checkpoint); --model chooses a run, an export or another checkpoint", file=sys.stderr)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", GeneratedDataWarning)
         table = predict_images(args.images, args.model, device=args.device, batch_size=args.batch_size, out=args.out,
                                workers=args.workers, head_name=args.head_name, progress=not args.quiet,
-                               precision=args.precision, fast_resize=args.fast_resize)
+                               precision=args.precision, fast_resize=args.fast_resize, overwrite=args.overwrite)
     for note in dict.fromkeys(str(w.message) for w in caught if issubclass(w.category, GeneratedDataWarning)):
         print(f"percept predict: note: {note}", file=sys.stderr)
     for w in caught:                                     # any other warning, as Python would have shown it

@@ -124,8 +124,13 @@ def export_model(model: PerceptCLIP, fmt: str, out: str | os.PathLike, *, head_n
 
 def export_run(run_dir: str | os.PathLike, fmt: str, out: str | os.PathLike, *, head_name: str | None = None,
                backbone_weights: str | os.PathLike | None = None) -> Path:
-    """Export a finished run's best weights (``percept export RUN --format F --out PATH``)."""
+    """Export a finished run's best weights (``percept export RUN --format F --out PATH``). ``out`` may not lie
+    inside the run directory: a hub folder there would overwrite the run's own ``config.json``."""
     run = finished_run(run_dir)
+    target, home = Path(out).resolve(), run.path.resolve()
+    if target == home or home in target.parents:
+        raise ValueError(f"--out {out} lies inside the run directory {run.path}, whose files it would overwrite; "
+                         f"export to a folder or file outside it")
     model = run.load_model(**({"weights_path": os.fspath(backbone_weights)} if backbone_weights else {}))
     scoring = ModelScoring.from_run_config(run.read_config())
     card = model_card(run, model) if fmt == "hub" else None
@@ -140,9 +145,15 @@ def push_run(run_dir: str | os.PathLike, repo_id: str, *, private: bool = False,
     api = api or HfApi(token=token)
     with tempfile.TemporaryDirectory(prefix="percept-push-") as folder:
         export_run(run_dir, "hub", folder)
-        api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
-        commit = api.upload_folder(folder_path=folder, repo_id=repo_id, repo_type="model",
-                                   commit_message=f"PerceptCLIP run {Path(run_dir).name} (percept export --format hub)")
+        try:
+            api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
+            commit = api.upload_folder(folder_path=folder, repo_id=repo_id, repo_type="model", commit_message=(
+                f"PerceptCLIP run {Path(run_dir).name} (percept export --format hub)"))
+        except Exception as err:          # no network, no token, no rights: huggingface_hub's and requests' errors
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise RuntimeError(f"could not upload to the hub repo {repo_id!r} ({type(err).__name__}: {first}); check "
+                               f"the network and your token (`hf auth login` or HF_TOKEN), or export the folder with "
+                               f"`percept export {run_dir} --format hub --out DIR` and upload it later") from None
     return str(getattr(commit, "commit_url", commit))
 
 

@@ -63,3 +63,40 @@ def read_json(path: str | os.PathLike) -> Any:
 def write_csv(path: str | os.PathLike, frame: "pandas.DataFrame") -> None:
     with atomic_path(path) as tmp:
         frame.to_csv(tmp, index=False, lineterminator="\n")
+
+
+class LockedError(RuntimeError):
+    """Another process holds the lock of a file or folder percept writes (:func:`exclusive_lock`)."""
+
+
+@contextmanager
+def exclusive_lock(path: str | os.PathLike, what: str) -> Iterator[None]:
+    """Hold an exclusive lock (``filelock``, an OS lock released when the process dies, however it dies) on
+    ``path`` (a ``.lock`` file) while percept writes ``what``; a second writer fails at once with
+    :class:`LockedError` naming the holder (its pid, host and start, which the holder writes beside the lock)."""
+    import datetime
+    import socket
+    from filelock import FileLock, Timeout
+    path = Path(path)
+    holder = path.with_name(path.name + ".holder")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(path))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        try:
+            who = json.loads(holder.read_text(encoding="utf-8"))
+            by = f"process {who['pid']} on {who['host']}, since {who['since']}"
+        except (OSError, ValueError, KeyError, TypeError):
+            by = "another process"
+        raise LockedError(f"{what} is being written by {by}; wait for it to finish, or stop it") from None
+    try:
+        atomic_write_text(holder, json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
+                                              "since": datetime.datetime.now().isoformat(timespec="seconds")}))
+        yield
+    finally:
+        try:
+            holder.unlink()
+        except OSError:
+            pass
+        lock.release()

@@ -86,7 +86,10 @@ def load_merged(path: str | os.PathLike):
     if meta is None or "config" not in meta:
         raise ValueError(f"{path} is not a percept merged export (its metadata has no \"format\": "
                          f"\"{MERGED_FORMAT}\"); write one with `percept export RUN --format merged`")
-    tensors = load_file(os.fspath(path))
+    try:
+        tensors = load_file(os.fspath(path))
+    except Exception as err:        # safetensors' own error types: a truncated or overwritten file
+        raise ValueError(f"{path} is damaged ({type(err).__name__}: {err}); export it again") from None
     try:
         config = ModelConfig.from_dict(json.loads(meta["config"]))
     except (ValueError, TypeError, KeyError) as err:

@@ -32,7 +32,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from .images import load_rgb, to_rgb
+from .images import check_size, load_rgb, to_rgb
 from .predict import NON_FINITE, load_predictor
 from .runtime import resolve_device
 from .tasks import get_task
@@ -96,6 +96,7 @@ class PerceptMetric(nn.Module):
             if x.numel() and (float(x.detach().min()) < -1e-3 or float(x.detach().max()) > 1 + 1e-3):
                 raise ValueError(f"a tensor input must hold values in [0, 1] (not 0-255, not normalised); got "
                                  f"[{float(x.detach().min()):.3g}, {float(x.detach().max()):.3g}]")
+            check_size(x.shape[-1], x.shape[-2], f"the tensor of {x.shape[-1]}x{x.shape[-2]} pixels")
             if not differentiable and _eight_bit(x):          # a decoded image: exactly its file's PIL path
                 pixels = (x.detach().cpu().float() * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
                 return torch.stack([self._pil_views(Image.fromarray(image)) for image in pixels])

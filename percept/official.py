@@ -67,14 +67,36 @@ def download_official(source: str) -> Path:
     """Download (or find in the HF cache) an official checkpoint file."""
     _, card = resolve_official(source)
     from huggingface_hub import hf_hub_download
+    how = (f"Without internet: on a connected machine run `hf download {card.repo_id} {card.filename}` (or `percept "
+           f"download`) into the Hugging Face cache this machine uses, or pass the file's path")
+    try:
+        return Path(hf_hub_download(card.repo_id, card.filename, local_files_only=True))   # the cache first
+    except Exception:
+        pass
+    if not _hub_reachable():                            # fail fast: no 30-40 s of retries on a closed network
+        raise RuntimeError(f"{card.repo_id}/{card.filename} is not in the Hugging Face cache and the hub cannot be "
+                           f"reached (offline). {how}.")
     try:
         return Path(hf_hub_download(card.repo_id, card.filename))
     except Exception as err:
-        raise RuntimeError(
-            f"could not fetch {card.filename} from the Hugging Face hub repo {card.repo_id!r} "
-            f"({type(err).__name__}: {err}). Without internet: on a connected machine run "
-            f"`huggingface-cli download {card.repo_id} {card.filename}` and pass the file's path "
-            f"to load_official(path).") from err
+        first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        raise RuntimeError(f"could not fetch {card.filename} from the Hugging Face hub repo {card.repo_id!r} "
+                           f"({type(err).__name__}: {first}). {how}.") from None
+
+
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    """False when huggingface_hub is set offline or its endpoint does not answer a TCP connection in ``timeout`` s."""
+    import socket
+    from urllib.parse import urlparse
+    from huggingface_hub import constants
+    if constants.HF_HUB_OFFLINE:
+        return False
+    url = urlparse(constants.ENDPOINT)
+    try:
+        socket.create_connection((url.hostname, url.port or (443 if url.scheme == "https" else 80)), timeout).close()
+    except OSError:
+        return False
+    return True
 
 
 def load_official(source: str | os.PathLike | Mapping[str, torch.Tensor], lora_alpha: float = 8) -> PerceptCLIP:

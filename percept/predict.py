@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -174,27 +174,69 @@ class ImageFiles(torch.utils.data.Dataset):
                 x = self.transform(image)
         except (ValueError, OSError) as err:
             return i, None, str(err)
+        except MemoryError:
+            return i, None, f"{path}: out of memory while decoding it; downscale it first"
         return i, x if x.ndim == 4 else x.unsqueeze(0), ""
 
 
-def _done_rows(out: Path) -> pd.DataFrame:
-    """The finished rows of an earlier, possibly interrupted, ``out`` (a torn last line is dropped)."""
-    if not out.is_file() or out.stat().st_size == 0:
-        return pd.DataFrame()
-    table = pd.read_csv(out, dtype={"image": str, "error": str}, keep_default_na=False, na_values=[""],
-                        on_bad_lines="skip")
+def scorer_identity(predictor: Predictor, precision: str, fast_resize: bool) -> dict:
+    """What decides a ``predict --out`` file's numbers: the weights (SHA-256 over the model's tensors), the head,
+    the preprocessing, the output columns, the precision and the resize path. A resume must match it."""
+    import hashlib
+    digest = hashlib.sha256()
+    for key, tensor in sorted(predictor.model.state_dict().items()):
+        digest.update(key.encode())
+        digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    transform = predictor.preprocessing.to_json() if predictor.preprocessing is not None else repr(predictor.transform)
+    return {"weights_sha256": digest.hexdigest(), "head": predictor.head_name, "preprocessing": transform,
+            "columns": output_columns(predictor.class_names if predictor.kind == "classification" else None),
+            "precision": precision, "fast_resize": bool(fast_resize)}
+
+
+def sidecar_path(out: Path) -> Path:
+    """Where ``predict --out FILE`` records what wrote ``FILE`` (:func:`scorer_identity`)."""
+    return out.with_name(out.name + ".percept.json")
+
+
+def _resumable_rows(out: Path, identity: dict, overwrite: bool) -> pd.DataFrame:
+    """The rows of an earlier ``out`` that a resume keeps: written by the same scorer (else a one-line error), a
+    score or prediction and no error (error rows are tried again), never a torn last line."""
+    from .files import read_json
+    if overwrite or not out.is_file() or out.stat().st_size == 0:
+        return pd.DataFrame(columns=identity["columns"])
+    how = f"pass --overwrite to replace it, or choose another --out"
+    side = sidecar_path(out)
+    if not side.is_file():
+        raise ValueError(f"{out} exists but percept predict has no record of writing it ({side.name} is missing): "
+                         f"{how}")
+    try:
+        recorded = read_json(side).get("scorer")
+    except (ValueError, AttributeError):
+        recorded = None
+    if recorded != identity:
+        changed = sorted(k for k in identity if not isinstance(recorded, dict) or recorded.get(k) != identity[k])
+        raise ValueError(f"{out} holds scores of another scorer (different {', '.join(changed) or 'record'}): "
+                         f"resuming would mix the two; {how}")
+    text = out.read_text(encoding="utf-8")
+    if not text.endswith("\n"):
+        text = text[:text.rfind("\n") + 1]                     # a torn last line (killed, disk full): scored again
+    import io
+    table = pd.read_csv(io.StringIO(text), dtype={"image": str, "error": str}, keep_default_na=False,
+                        na_values=[""]) if text.strip() else pd.DataFrame(columns=identity["columns"])
+    if list(table.columns) != identity["columns"]:
+        raise ValueError(f"{out} has the columns {list(table.columns)}, not those of its record; {how}")
     value = "score" if "score" in table.columns else "prediction"
-    if "image" not in table.columns or value not in table.columns or "error" not in table.columns:
-        raise ValueError(f"{out} is not a percept predict output (columns image, {value}, error); "
-                         f"choose another --out")
-    complete = table[value].notna() | table["error"].notna()
-    return table[complete].assign(error=table["error"].fillna("")).reset_index(drop=True)
+    done = table[value].notna() & table["error"].isna()
+    if value == "score":
+        done &= pd.to_numeric(table["score"], errors="coerce").map(np.isfinite).fillna(False).astype(bool)
+    return table[done].assign(error="").drop_duplicates("image", keep="last").reset_index(drop=True)
 
 
 @torch.no_grad()
 def predict_images(images, model: str | os.PathLike = "official-iqa", device: str = "auto", batch_size: int = 8,
                    *, out: str | os.PathLike | None = None, workers: int | None = None, head_name: str | None = None,
-                   progress: bool = False, precision: str = "auto", fast_resize: bool = False) -> pd.DataFrame:
+                   progress: bool = False, precision: str = "auto", fast_resize: bool = False,
+                   overwrite: bool = False) -> pd.DataFrame:
     """Scores for ``images`` (files, folders, globs or list files: :func:`collect_images`) with ``model`` (a run
     directory, its hub folder or merged file, or an official checkpoint). One row per image: ``score`` and
     ``crop_std`` (regression; the standard deviation over the IQA test crops, as evaluation's predictions.csv) or
@@ -202,8 +244,11 @@ def predict_images(images, model: str | os.PathLike = "official-iqa", device: st
     was not finite; empty otherwise). A model adapted only on generated demo data warns once
     (:class:`GeneratedDataWarning`).
 
-    ``out``: a CSV written as it goes (one batch at a time, flushed); a re-run with the same ``out`` scores only
-    the images it does not hold yet (resume). ``workers``: DataLoader processes decoding the images (None: 0 on
+    ``out``: a CSV written as it goes (one batch at a time, flushed), locked against a second writer, with a
+    record of its scorer beside it (``FILE.percept.json``: :func:`scorer_identity`). A re-run with the same
+    ``out`` resumes: it keeps the rows scored by the same scorer and scores the images it does not hold yet, the
+    error rows and a torn last line again; a file of another scorer is refused (``overwrite=True`` starts it
+    anew). ``workers``: DataLoader processes decoding the images (None: 0 on
     the CPU, where a worker would take a core from the model, and the CPU cores up to 16 with a GPU).
     ``head_name``: which head of a multi-dataset run (default: the run's first dataset's). ``precision``: ``auto``
     (bf16 autocast on a GPU, fp32 on the CPU), ``bf16`` or ``fp32`` (:func:`percept.runtime.resolve_device`). LoRA is merged into
@@ -211,29 +256,39 @@ def predict_images(images, model: str | os.PathLike = "official-iqa", device: st
     evaluation, which does not merge). ``fast_resize``: resize in torch's 8-bit kernels instead of PIL's (within
     one grey level of PIL's pixels; scores no longer bit-equal to evaluation's, see :class:`ImageFiles`): for
     small models on few CPU cores, where PIL's resize costs more than the model."""
+    from .files import exclusive_lock
+    paths = collect_images(images)
+    out = Path(out) if out is not None else None
+    with exclusive_lock(out.with_name(out.name + ".lock"), str(out)) if out is not None else nullcontext():
+        return _predict(paths, model, device, batch_size, out, workers, head_name, progress, precision, fast_resize,
+                        overwrite)
+
+
+def _predict(paths, model, device, batch_size, out, workers, head_name, progress, precision, fast_resize,
+             overwrite) -> pd.DataFrame:
     from tqdm.auto import tqdm
     from .runtime import resolve_device, resolve_workers
-    paths = collect_images(images)
     predictor = load_predictor(model, head_name)
     net, head_name, kind, classes, transform = (predictor.model, predictor.head_name, predictor.kind,
                                                 predictor.class_names, predictor.transform)
     if predictor.notice:
-        warnings.warn(f"{model}: {predictor.notice}", GeneratedDataWarning, stacklevel=3)
-    out = Path(out) if out is not None else None
-    done = _done_rows(out) if out is not None else pd.DataFrame()
+        warnings.warn(f"{model}: {predictor.notice}", GeneratedDataWarning, stacklevel=4)
+    device, precision = resolve_device(device, precision)
     names = classes if kind == "classification" else None
     columns = output_columns(names)
-    done = done.reindex(columns=columns) if len(done) else done      # an older file's columns: this version's
+    done = pd.DataFrame(columns=columns)
     if out is not None:
-        from .files import atomic_write_text
-        atomic_write_text(out, done.to_csv(index=False) if len(done) else "")   # drop a torn line before appending
-    finished = set(done["image"]) if len(done) else set()
+        from .files import atomic_write_text, write_json
+        identity = scorer_identity(predictor, precision, fast_resize)
+        done = _resumable_rows(out, identity, overwrite)
+        write_json(sidecar_path(out), {"format": "percept-predict", "scorer": identity})
+        atomic_write_text(out, done.to_csv(index=False) if len(done) else "")   # kept rows only, before appending
+    finished = set(done["image"])
     todo = [p for p in paths if str(p) not in finished]
-    device, precision = resolve_device(device, precision)
     net = net.merge_lora().to(device).eval()       # LoRA folded into q, k, v: the same outputs, plain matmuls
     workers = resolve_workers(workers, device)
-    loader = torch.utils.data.DataLoader(ImageFiles(todo, transform, fast_resize), batch_size=batch_size, num_workers=workers,
-                                         collate_fn=list)
+    loader = torch.utils.data.DataLoader(ImageFiles(todo, transform, fast_resize), batch_size=batch_size,
+                                         num_workers=workers, collate_fn=list)
     threads = torch.get_num_threads()
     if workers and device.type == "cpu":    # decoding workers and the model share the CPU cores: no oversubscription
         threads = max(1, min(threads, (os.cpu_count() or 1) - workers))
@@ -246,9 +301,11 @@ def predict_images(images, model: str | os.PathLike = "official-iqa", device: st
                 _append(out, pd.DataFrame(new, columns=columns))
     table = pd.concat([done, pd.DataFrame(rows, columns=columns)], ignore_index=True) if len(done) else \
         pd.DataFrame(rows, columns=columns)
+    wanted = {str(p) for p in paths}
+    table = table[table["image"].isin(wanted)]          # an earlier run's other images stay in the file only
     order = {str(p): k for k, p in enumerate(paths)}
     return table.sort_values("image", key=lambda c: c.map(order), kind="stable").reset_index(drop=True) \
-        if len(table) else table
+        if len(table) else table.reset_index(drop=True)
 
 
 @torch.no_grad()

@@ -15,6 +15,8 @@ Layout (``percept train`` and :func:`percept.train.train`)::
       config.yaml              the config.json in YAML, its human form (``percept train --config`` reads it)
       trackers.json, tensorboard/, wandb/   experiment trackers' run ids and files (``--logger``, tracking.py)
       state.json               running (pid, host, epoch, last update) or failed (the error); run_status.py
+      splits.json              the SHA-256 of each dataset's split assignment: a resume must find the same
+      .train.lock(.holder)     held while a process trains the run: a second `percept train` fails at once
 
 :class:`RunDir` owns this layout: no other module spells a run file's name. Every file is replaced atomically
 (temp file + ``os.replace``): a crash leaves the previous version. The checkpoint is a single file, so its
@@ -133,8 +135,20 @@ class RunDir:
 
     # ------------------------------------------------------------------ reading
     def read_config(self) -> dict:
-        """``config.json``, with fields renamed since it was written under their current names."""
-        return upgrade_run_config(read_json(self.config_file))
+        """``config.json``, with fields renamed since it was written under their current names; ``ValueError``
+        naming the file and the field when it was edited out of shape (no ``data`` list of datasets, no ``model``)."""
+        config = read_json(self.config_file)
+        again = "restore it (config.yaml holds the same) or train into a new run directory"
+        if not isinstance(config, dict):
+            raise ValueError(f"{self.config_file} is not a run configuration (a JSON object); {again}")
+        data, model = config.get("data", [{"dataset": ""}]), config.get("model", {})
+        if (not isinstance(data, list) or not data
+                or not all(isinstance(d, dict) and isinstance(d.get("dataset"), str) for d in data)):
+            raise ValueError(f"{self.config_file}: `data` must be a list of datasets ({{\"dataset\": ..., "
+                             f"\"root\": ...}}); {again}")
+        if not isinstance(model, dict) or not isinstance(model.get("backbone", ""), str):
+            raise ValueError(f"{self.config_file}: `model` must be an object of model fields; {again}")
+        return upgrade_run_config(config)
 
     def read_metrics(self) -> dict:
         return read_json(self.metrics_file)
@@ -153,6 +167,36 @@ class RunDir:
             return read_json(self.metrics_file).get("status") == "complete"
         except ValueError:
             return False
+
+    def has_progress(self) -> bool:
+        """True once the run has finished an epoch (a checkpoint, best weights or final metrics exist)."""
+        return any(p.is_file() for p in (self.checkpoint_file, self.best_weights, self.metrics_file))
+
+    @property
+    def lock_file(self) -> Path:
+        """Held while a process trains the run (:func:`percept.files.exclusive_lock`)."""
+        return self.path / ".train.lock"
+
+    @property
+    def splits_file(self) -> Path:
+        """The SHA-256 of each dataset's split assignment the run trains on (:func:`split_digest`)."""
+        return self.path / "splits.json"
+
+    def check_splits(self, digests: Mapping[str, str]) -> None:
+        """Record the run's split digests, or refuse a run whose datasets' splits changed since it started: its
+        weights were trained on other images (:class:`IncompatibleRunError`, saying how to start fresh)."""
+        if self.splits_file.is_file():
+            recorded = read_json(self.splits_file)
+            changed = sorted(k for k in digests if recorded.get(k) not in (None, digests[k]))
+            if changed:
+                raise IncompatibleRunError(
+                    f"the splits of {', '.join(changed)} changed since {self.path} started (other train/val/test "
+                    f"images): its weights and metrics belong to the old splits; train into a new run directory, "
+                    f"or delete {self.path} to start over")
+            if all(k in recorded for k in digests):
+                return
+        write_json(self.splits_file, {**(read_json(self.splits_file) if self.splits_file.is_file() else {}),
+                                      **digests})
 
     def require_weights(self) -> Path:
         """The best epoch's weights; a clear error when the run has not produced them."""
@@ -175,6 +219,10 @@ class RunDir:
         config = json.loads(json.dumps(config, default=str))   # normalise tuples -> lists, as stored
         if self.config_file.is_file():
             diff = _differences(self.read_config(), config, ignore)
+            if diff and not self.has_progress():
+                write_json(self.config_file, config)     # nothing trained yet (e.g. setup failed): the new config
+                self.write_config_yaml(config)
+                diff = []
             if diff:
                 raise IncompatibleRunError(
                     f"{self.path} holds a run with a different configuration ({'; '.join(diff[:6])}"

@@ -91,10 +91,15 @@ class Trackers:
         if "wandb" in self.names:
             import wandb
             known = self._ids().get("wandb")
-            self._wandb = wandb.init(project=os.environ.get("WANDB_PROJECT", "percept"), group=self.group,
-                                     name=label or name, dir=str(self.run_dir), id=known,
-                                     resume="allow" if known else None,
-                                     config={**config, "environment": dict(environment)})
+            try:
+                self._wandb = wandb.init(project=os.environ.get("WANDB_PROJECT", "percept"), group=self.group,
+                                         name=label or name, dir=str(self.run_dir), id=known,
+                                         resume="allow" if known else None,
+                                         config={**config, "environment": dict(environment)})
+            except Exception as err:      # no API key, no network: wandb's own error types
+                first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+                raise RuntimeError(f"W&B could not start ({type(err).__name__}: {first}): run `wandb login` or set "
+                                   f"WANDB_API_KEY (or WANDB_MODE=offline), or train without --logger wandb") from None
             self._keep_id("wandb", self._wandb.id)
         if "mlflow" in self.names:
             import mlflow

@@ -44,7 +44,7 @@ from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from .checkpoint import load_checkpoint, save_checkpoint
-from .files import atomic_path, read_json
+from .files import atomic_path, exclusive_lock, read_json
 from .data.sources import check_trainable, open_source
 from .gpu_augment import DeviceAugmentDataset, normalize_on_device
 from .distributed import DistContext, barrier, gather_rows, init_distributed
@@ -156,10 +156,17 @@ def train(config: TrainConfig, run_dir: str | Path, log=print) -> dict:
     """Train (or resume, or return the result of a finished) run in ``run_dir``; returns its metrics."""
     run = RunDir(run_dir)
     dist = init_distributed()                      # torchrun: one process per GPU; else a single process
+    with exclusive_lock(run.lock_file, f"the run {run.path}") if dist.is_main else nullcontext():
+        return _train(config, run, dist, log)
+
+
+def _train(config: TrainConfig, run: RunDir, dist: DistContext, log) -> dict:
     if dist.is_main:
         run.open(config.to_dict(), ignore=EXECUTION_FIELDS)
     barrier(dist)
     if run.is_complete():
+        if run.splits_file.is_file() and dist.is_main:
+            _check_finished_splits(config, run)
         return run.read_metrics()
     check_loggers(config.loggers)                  # a missing tracker package: an error before any work
     session = None
@@ -220,6 +227,29 @@ class Session:
                                num_workers=self.workers, test_crops=c.test_crops, cache_dir=c.cache_dir, dist=self.dist)
 
 
+def split_digests(sources: list, splits: dict) -> dict[str, str]:
+    """Per dataset, the SHA-256 of its split's assignment (each image and its part): what the run trains,
+    selects and tests on. A resume must find the same (:meth:`RunDir.check_splits`)."""
+    import hashlib
+    return {s.name: hashlib.sha256(s.frame[["image", f"split{splits[s.name]}"]].to_csv(index=False).encode())
+            .hexdigest() for s in sources}
+
+
+def _check_finished_splits(config: TrainConfig, run: RunDir) -> None:
+    """A finished run is reused only while its datasets' splits are those it was trained on (when its data is
+    here to tell; a finished run whose data is elsewhere is reused as it is)."""
+    try:
+        sources = [open_source(d) for d in config.data]
+    except (OSError, ValueError):
+        return
+    try:
+        splits = {s.name: s.group_split(config.split) if len(sources) > 1 else config.split for s in sources}
+        digests = split_digests(sources, splits)
+    except (KeyError, ValueError):
+        return
+    run.check_splits(digests)
+
+
 def setup(config: TrainConfig, run: RunDir, dist: DistContext, log=print) -> Session:
     """Device, datasets and splits, the model and AdamW (restored from the checkpoint when resuming), the
     training datasets with the backbone's normalisation."""
@@ -239,6 +269,8 @@ def setup(config: TrainConfig, run: RunDir, dist: DistContext, log=print) -> Ses
     splits = {s.name: s.group_split(config.split) if len(sources) > 1 else config.split for s in sources}
     for s in sources:
         check_trainable(s, splits[s.name], config.batch_size)
+    if main:
+        run.check_splits(split_digests(sources, splits))   # changed splits never resume the old weights
     metrics = selection_metrics(sources, config.select_metric)     # per dataset (mixed tasks: each its own)
     metric = MIXED_METRIC if is_mixed(sources) else metrics[sources[0].name]
     train_labels = {s.name: s.dataset(splits[s.name], "train").labels for s in sources}

@@ -90,4 +90,8 @@ class TrainConfig:
         unknown = set(data) - set(cls.__dataclass_fields__)
         if unknown:
             raise ValueError(f"unknown TrainConfig fields {sorted(unknown)}")
-        return cls(**data)
+        try:
+            return cls(**data)
+        except (TypeError, AttributeError, KeyError, IndexError) as err:   # a hand-edited value of the wrong kind
+            raise ValueError(f"a run configuration field has a value of the wrong kind ({type(err).__name__}: "
+                             f"{err}); restore the file or start a new run") from None

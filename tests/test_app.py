@@ -223,6 +223,7 @@ def test_cli_and_launch_pass_their_options(monkeypatch, runs_dir, tmp_path, caps
     assert [(c["server_port"], c["server_name"], c["inline"]) for c in calls] == [(7999, "0.0.0.0", False),
                                                                                  (None, None, True)]
     assert all(str(percept_app.example_images()[0].parent.parent) in c["allowed_paths"] for c in calls)
+    assert all(c["max_file_size"] == "50mb" for c in calls)             # uploads are size-limited
     assert main(["app", "--runs-dir", str(tmp_path)]) == 2      # no demo runs: say what to do
     assert "make demo" in capsys.readouterr().err
 

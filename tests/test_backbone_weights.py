@@ -93,11 +93,14 @@ def test_timm_file_loads(reference):
 
 
 @pytest.mark.parametrize("form", ["openai_torchscript", "openai_state_dict", "open_clip_bin", "open_clip_training"])
-def test_clip_package_checkpoints_load_as_the_same_encoder(reference, tmp_path, form):
+def test_clip_package_checkpoints_load_as_the_same_encoder(reference, tmp_path, form, monkeypatch):
     model, timm_path = reference
     path = tmp_path / "checkpoint.pt"
     if form == "openai_torchscript":
         _torchscript_file(_openai_layout(model), path)
+        with pytest.raises(ValueError, match=r"checkpoint.pt is a TorchScript archive.*PERCEPT_TRUST_TORCHSCRIPT=1"):
+            create_backbone("tiny_clip", weights_path=path)         # code in a file is never run by default
+        monkeypatch.setenv("PERCEPT_TRUST_TORCHSCRIPT", "1")
     elif form == "openai_state_dict":
         torch.save(_openai_layout(model), path)
     elif form == "open_clip_bin":

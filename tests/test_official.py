@@ -95,7 +95,7 @@ def test_hub_names_and_offline_message():
         "PerceptCLIP/PerceptCLIP_IQA", "PerceptCLIP/PerceptCLIP_Memorability", "PerceptCLIP/PerceptCLIP_Emotions"}
     assert OFFICIAL_CHECKPOINTS["emotions"].labels == (
         "amusement", "awe", "contentment", "excitement", "anger", "disgust", "fear", "sadness")
-    with pytest.raises(RuntimeError, match="huggingface-cli download PerceptCLIP/PerceptCLIP_IQA perceptCLIP_IQA.pth"):
+    with pytest.raises(RuntimeError, match="hf download PerceptCLIP/PerceptCLIP_IQA perceptCLIP_IQA.pth"):
         load_official("PerceptCLIP/PerceptCLIP_IQA")   # tests run with HF_HUB_OFFLINE=1 and an empty cache
     with pytest.raises(ValueError, match="neither an existing file nor an official checkpoint"):
         load_official("official-aesthetics")

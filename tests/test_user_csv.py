@@ -137,6 +137,31 @@ def test_train_resume_and_predict_on_a_csv_run(folder, tmp_path, capsys, monkeyp
     assert data["classes"] == sorted(CLASSES) and data["task"] == "emotion"
     main(["train", "--run-dir", str(run), "--quiet"])                                 # resumes: finished, no error
     capsys.readouterr()
+    # a second `percept train` on a run being trained fails at once, naming the holder
+    from percept.files import exclusive_lock
+    from percept.runs import RunDir
+    with exclusive_lock(RunDir(run).lock_file, "x"):
+        assert main(["train", "--run-dir", str(run), "--quiet"]) == 2
+    assert "is being written by process" in capsys.readouterr().err
+    # changed splits (images added, the splits file deleted as its error advises): the old weights are refused
+    table = pd.read_csv(folder / "feelings.csv")
+    _images(folder, 44)
+    pd.concat([table, pd.DataFrame({"image": [f"img/{i}.png" for i in range(40, 44)], "label": CLASSES[:2] * 2})]
+              ).to_csv(folder / "feelings.csv", index=False)
+    splits_path(folder / "feelings.csv").unlink()
+    assert main(["train", "--run-dir", str(run), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "splits of csv-feelings changed since" in err and "new run directory" in err
+    table.to_csv(folder / "feelings.csv", index=False)          # restored, splits drawn again: the same seeded ones
+    splits_path(folder / "feelings.csv").unlink()
+    assert main(["train", "--run-dir", str(run), "--quiet"]) == 0
+    capsys.readouterr()
+    # a run whose setup failed (batch larger than the train part) does not block the corrected command
+    second = tmp_path / "second"
+    assert main([*args[:-3], "--run-dir", str(second), "--quiet", "--batch-size", "100"]) == 2
+    assert "fewer than batch_size" in capsys.readouterr().err
+    assert main([*args[:-3], "--run-dir", str(second), "--quiet"]) == 0
+    capsys.readouterr()
     (folder / "feelings.csv").rename(folder / "elsewhere.csv")
     main(["predict", "--model", str(run), str(folder / "img" / "00.png"), "--quiet"])
     out = capsys.readouterr().out
@@ -195,3 +220,39 @@ def test_bad_groups_are_refused_by_name(tmp_path):
     table.to_csv(path, index=False)
     with pytest.raises(SplitError, match=r"drawn before the `group` column: delete .*grouped_memorability.splits.csv"):
         open_source(DataConfig(f"csv:{path}", tmp_path, task="memorability"))
+
+
+def test_the_command_line_stores_data_roots_absolute(tmp_path, monkeypatch):
+    """A relative --root / --manifest is stored resolved, so a resume from another folder finds the same data
+    (and never generates a demo set where it happens to be run)."""
+    from argparse import Namespace
+    from percept.cli_commands import _data_configs
+    monkeypatch.chdir(tmp_path)
+    (data,) = _data_configs(Namespace(dataset="synthetic_iqa", root="data", manifest="lists/m.csv", task=None,
+                                      classes=None, label_range=None))
+    assert data.root == str(tmp_path / "data") and data.manifest == str(tmp_path / "lists" / "m.csv")
+
+
+def test_a_csv_in_a_read_only_folder_keeps_its_sidecars_in_the_cache(folder, tmp_path_factory, monkeypatch):
+    import percept.data.user_csv as user_csv
+    cache = tmp_path_factory.mktemp("cache")
+    monkeypatch.setenv("PERCEPT_CACHE", str(cache))
+    real = user_csv._writable
+    monkeypatch.setattr(user_csv, "_writable", lambda d: False if d == folder else real(d))   # as on read-only media
+    before = sorted(p.name for p in folder.iterdir())
+    source = open_source(DataConfig(f"csv:{folder / 'quality.csv'}", folder, task="iqa"))
+    assert source.n_splits == 10 and sorted(p.name for p in folder.iterdir()) == before    # nothing written there
+    assert splits_path(folder / "quality.csv").parent.parent == cache / "csv"
+    again = open_source(DataConfig(f"csv:{folder / 'quality.csv'}", folder, task="iqa"))
+    assert again.frame.equals(source.frame)                                           # read back, the same
+
+
+@pytest.mark.parametrize("text,match", [
+    ("image,label\nimg/00.png,-1\nimg/01.png,1\n", r"CSV line 2 \(image 'img/00.png'\) has the class index -1"),
+    ("image,label\nimg/00.png,1\nimg/00.png,2\n", r"name the same image"),
+])
+def test_csv_messages_say_what_to_fix_in_the_csv(folder, text, match):
+    (folder / "bad.csv").write_text(text)
+    with pytest.raises(ManifestError, match=match) as err:
+        open_source(DataConfig(f"csv:{folder / 'bad.csv'}", folder, task="emotion", classes=CLASSES))
+    assert "percept prepare" not in str(err.value)

@@ -53,7 +53,8 @@ def validate_manifest(df: pd.DataFrame, card: DatasetCard, source: str) -> None:
     manifest for ``card``: required columns present, ``image`` unique relative POSIX paths, labels finite
     and within ``card.label_range``, class labels integral and consistent with ``label_name``, IQA
     ``quality`` = ``quality_sign`` x score, non-empty ``reference`` for synthetic datasets."""
-    fix = f"re-run `percept prepare {card.name}` on the official download"
+    fix = ("fix that row of your CSV" if card.name.startswith("csv-")      # a CSV of your own (data/user_csv.py)
+           else f"re-run `percept prepare {card.name}` on the official download")
     missing = [c for c in card.required_columns if c not in df.columns]
     if missing:
         raise ManifestError(f"{source}: missing column(s) {', '.join(missing)} required for {card.name} "

@@ -52,7 +52,7 @@ from torchvision.transforms import functional as TF
 from torchvision.transforms.v2 import functional as TF2
 
 from ..tasks import get_task
-from ..images import CLIP_MEAN, CLIP_STD, load_rgb
+from ..images import CLIP_MEAN, CLIP_STD, check_size, load_rgb
 
 # The App. A.1 plans this module implements; percept.tasks names one per task and phase.
 TRANSFORM_PLANS = ("loda_crop_flips", "loda_test_crops", "resize_center_crop", "random_resized_crop_flip")
@@ -118,6 +118,7 @@ class ResizeSpec:
 
     def __call__(self, image: Image.Image) -> Image.Image:
         h, w = self.target_hw(image.height, image.width)
+        check_size(w, h, f"the {image.width}x{image.height} image resized")    # bounded memory, whatever came in
         if (h, w) == (image.height, image.width):
             return image
         sized = self._size_hw(image.height, image.width)
@@ -354,6 +355,7 @@ def resize_tensor(spec: ResizeSpec, images: torch.Tensor) -> torch.Tensor:
     level of PIL's resize, ~5x faster (``percept predict --fast-resize``)."""
     height, width = images.shape[-2:]
     target, sized = spec.target_hw(height, width), spec._size_hw(height, width)
+    check_size(target[1], target[0], f"the {width}x{height} image resized")
     if target == (height, width):
         return images
     if sized != (height, width):

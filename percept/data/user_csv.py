@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import os
 import posixpath
 import re
 from pathlib import Path
@@ -168,6 +169,11 @@ def _refuse_duplicates(path: Path, raw: pd.Series, images: pd.Series) -> None:
 
 
 def _class_indices(path: Path, raw: pd.Series, classes, images: pd.Series) -> tuple[list[str], list[int]]:
+    negative = np.flatnonzero(raw.str.fullmatch(r"-\d+").to_numpy())
+    if len(negative):
+        i = int(negative[0])
+        raise ManifestError(f"{path}: {_line(i)} (image {images.iloc[i]!r}) has the class index {raw.iloc[i]}; class "
+                            f"indices count from 0 (or give class names)")
     numeric = raw.str.fullmatch(r"\d+").all()
     if classes is None:
         if numeric:
@@ -220,11 +226,34 @@ def open_csv_dataset(path: str | Path, task: str, root: str | Path, classes=None
 
 
 def manifest_path(path: Path) -> Path:
-    return path.with_name(path.stem + ".percept_manifest.csv")
+    return sidecar_folder(path) / (path.stem + ".percept_manifest.csv")
 
 
 def splits_path(path: Path) -> Path:
-    return path.with_name(path.stem + ".splits.csv")
+    return sidecar_folder(path) / (path.stem + ".splits.csv")
+
+
+def sidecar_folder(path: Path) -> Path:
+    """Where the CSV's manifest and splits live: beside it, or — when its folder cannot be written (read-only
+    media, another user's folder) and holds none yet — in percept's cache (``$PERCEPT_CACHE`` or
+    ``~/.cache/percept``), under a name made from the CSV's absolute path."""
+    path = Path(path).resolve()
+    beside = path.parent
+    if (beside / (path.stem + ".splits.csv")).is_file() or _writable(beside):
+        return beside
+    cache = Path(os.environ.get("PERCEPT_CACHE") or Path.home() / ".cache" / "percept")
+    return cache / "csv" / hashlib.sha256(str(path).encode()).hexdigest()[:16]
+
+
+def _writable(folder: Path) -> bool:
+    """True when a file can be created in ``folder`` (tried, not guessed: root ignores permission bits, and a
+    read-only filesystem is not in them)."""
+    import tempfile
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            return True
+    except OSError:
+        return False
 
 
 def _write_manifest(frame: pd.DataFrame, path: Path, card: DatasetCard) -> None:
