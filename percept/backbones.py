@@ -228,7 +228,12 @@ def read_weights_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     path = Path(path)
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
-        return load_file(str(path))
+        try:
+            return load_file(str(path))
+        except OSError:
+            raise
+        except Exception as err:    # safetensors' own error types: a truncated or overwritten file
+            raise ValueError(f"{path} is damaged or not a safetensors file ({type(err).__name__}: {err})") from None
     if _is_torchscript_archive(path):
         if os.environ.get(TRUST_TORCHSCRIPT) != "1":
             raise ValueError(f"{path} is a TorchScript archive (the format of OpenAI CLIP's ViT-*.pt), which carries "

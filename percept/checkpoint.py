@@ -57,6 +57,8 @@ def load_tensors(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict
         with safe_open(str(path), framework="pt") as f:
             raw = f.metadata() or {}
         tensors = load_file(str(path))
+    except OSError:
+        raise                           # unreadable (permissions, I/O): said as such by the caller
     except Exception as err:        # safetensors' own error types: a truncated or overwritten file
         raise ValueError(f"{path} is damaged or not a safetensors file ({type(err).__name__}: {err}); restore it, "
                          f"or train / export it again") from None

@@ -293,37 +293,51 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+RESUMABLE = {"train", "sweep", "reproduce", "predict", "notebooks"}   # commands whose re-run continues the work
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    if argv[:1] == ["bench"]:   # its options live with the benchmark (percept/bench/run.py)
-        from .bench import main as bench_main
-        return bench_main(argv[1:])
-    if argv[:1] == ["notebooks"]:
-        from .notebooks import main as notebooks_main
-        return notebooks_main(argv[1:])
-    if argv[:1] == ["reproduce"]:
-        from .reproduce import main as reproduce_main
-        return reproduce_main(argv[1:])
-    parser = build_parser(argv[0] if argv and not argv[0].startswith("-") else "")
-    args = parser.parse_args(argv)
+    command = argv[0] if argv and not argv[0].startswith("-") else ""
     try:
-        if args.command in ("train", "sweep"):   # which flags were typed: they override a --config file / resume
-            from .config_files import given_flags
-            args.given = given_flags(parser.commands.choices[args.command], argv[1:])
-        status = args.run(args)
+        return _dispatch(argv, command)
     except BrokenPipeError:                      # `percept list | head`: the reader has gone, and that is fine
-        try:                                     # (Python's recipe: no second error when stdout is flushed at exit)
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        except (OSError, ValueError):            # stdout is not a file (captured, in a notebook)
-            pass
-        return 0
+        try:
+            sys.stdout.flush()
+        except BrokenPipeError:                  # it was stdout: no second error when it is flushed at exit
+            try:
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            except (OSError, ValueError):
+                pass
+            return 0
+        print(f"percept {command}: error: a pipe closed (BrokenPipeError)", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
-        print(f"\npercept {args.command}: interrupted; re-run the same command to resume", file=sys.stderr)
+        again = ("; re-run the same command to resume" if command in RESUMABLE and
+                 (command != "predict" or "--out" in argv) else "")
+        print(f"\npercept {command}: interrupted{again}", file=sys.stderr)
         return 130
     except (ValueError, OSError, RuntimeError, ImportError) as err:   # OSError: disk full, read-only, missing
-        print(f"percept {args.command}: error: {_one_line(err)}", file=sys.stderr)
+        print(f"percept {command}: error: {_one_line(err)}", file=sys.stderr)
         return 2
-    return status or 0
+
+
+def _dispatch(argv: list[str], command: str) -> int:
+    if command == "bench":   # its options live with the benchmark (percept/bench/run.py)
+        from .bench import main as bench_main
+        return bench_main(argv[1:])
+    if command == "notebooks":
+        from .notebooks import main as notebooks_main
+        return notebooks_main(argv[1:])
+    if command == "reproduce":
+        from .reproduce import main as reproduce_main
+        return reproduce_main(argv[1:])
+    parser = build_parser(command)
+    args = parser.parse_args(argv)
+    if args.command in ("train", "sweep"):   # which flags were typed: they override a --config file / resume
+        from .config_files import given_flags
+        args.given = given_flags(parser.commands.choices[args.command], argv[1:])
+    return args.run(args) or 0
 
 
 def _one_line(err: BaseException) -> str:

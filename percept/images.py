@@ -15,7 +15,7 @@ from timm.data import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 
 # What any image may be, checked on the file's header before decoding and on every image before scoring: a
 # 100-byte PNG can claim 50000x50000 pixels, and a 1xN strip upscaled to a shorter side of 224 becomes 224x224N.
-MAX_PIXELS = 2 * Image.MAX_IMAGE_PIXELS     # PIL's own decompression-bomb limit, ~179 MP (~540 MB as RGB)
+MAX_PIXELS = 178_956_970   # PIL's default decompression-bomb limit (2 x MAX_IMAGE_PIXELS), ~179 MP, ~540 MB as RGB
 MAX_ASPECT = 20                             # longer side / shorter side; 1:20 keeps a 224-pixel upscale ≤ 1 MP
 
 CLIP_MEAN = tuple(OPENAI_CLIP_MEAN)   # (0.48145466, 0.4578275, 0.40821073)

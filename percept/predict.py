@@ -186,7 +186,7 @@ def scorer_identity(predictor: Predictor, precision: str, fast_resize: bool) -> 
     digest = hashlib.sha256()
     for key, tensor in sorted(predictor.model.state_dict().items()):
         digest.update(key.encode())
-        digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+        digest.update(memoryview(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy()))
     transform = predictor.preprocessing.to_json() if predictor.preprocessing is not None else repr(predictor.transform)
     return {"weights_sha256": digest.hexdigest(), "head": predictor.head_name, "preprocessing": transform,
             "columns": output_columns(predictor.class_names if predictor.kind == "classification" else None),
@@ -198,9 +198,10 @@ def sidecar_path(out: Path) -> Path:
     return out.with_name(out.name + ".percept.json")
 
 
-def _resumable_rows(out: Path, identity: dict, overwrite: bool) -> pd.DataFrame:
+def _resumable_rows(out: Path, identity: dict, overwrite: bool, wanted: set[str]) -> pd.DataFrame:
     """The rows of an earlier ``out`` that a resume keeps: written by the same scorer (else a one-line error), a
-    score or prediction and no error (error rows are tried again), never a torn last line."""
+    score or prediction and no error (the error rows of ``wanted`` images are tried again; others stay), never a
+    torn last line."""
     from .files import read_json
     if overwrite or not out.is_file() or out.stat().st_size == 0:
         return pd.DataFrame(columns=identity["columns"])
@@ -215,7 +216,9 @@ def _resumable_rows(out: Path, identity: dict, overwrite: bool) -> pd.DataFrame:
         recorded = None
     if recorded != identity:
         changed = sorted(k for k in identity if not isinstance(recorded, dict) or recorded.get(k) != identity[k])
-        raise ValueError(f"{out} holds scores of another scorer (different {', '.join(changed) or 'record'}): "
+        hint = (f" (it was scored in {recorded.get('precision')}: --precision {recorded.get('precision')} resumes it)"
+                if changed == ["precision"] else "")
+        raise ValueError(f"{out} holds scores of another scorer (different {', '.join(changed) or 'record'}){hint}: "
                          f"resuming would mix the two; {how}")
     text = out.read_text(encoding="utf-8")
     if not text.endswith("\n"):
@@ -229,7 +232,9 @@ def _resumable_rows(out: Path, identity: dict, overwrite: bool) -> pd.DataFrame:
     done = table[value].notna() & table["error"].isna()
     if value == "score":
         done &= pd.to_numeric(table["score"], errors="coerce").map(np.isfinite).fillna(False).astype(bool)
-    return table[done].assign(error="").drop_duplicates("image", keep="last").reset_index(drop=True)
+    keep = done | ~table["image"].isin(wanted)          # another call's images stay as they are
+    return table[keep].assign(error=table["error"].fillna("")).drop_duplicates("image", keep="last") \
+        .reset_index(drop=True)
 
 
 @torch.no_grad()
@@ -280,9 +285,9 @@ def _predict(paths, model, device, batch_size, out, workers, head_name, progress
     if out is not None:
         from .files import atomic_write_text, write_json
         identity = scorer_identity(predictor, precision, fast_resize)
-        done = _resumable_rows(out, identity, overwrite)
-        write_json(sidecar_path(out), {"format": "percept-predict", "scorer": identity})
+        done = _resumable_rows(out, identity, overwrite, {str(p) for p in paths})
         atomic_write_text(out, done.to_csv(index=False) if len(done) else "")   # kept rows only, before appending
+        write_json(sidecar_path(out), {"format": "percept-predict", "scorer": identity})   # then its record
     finished = set(done["image"])
     todo = [p for p in paths if str(p) not in finished]
     net = net.merge_lora().to(device).eval()       # LoRA folded into q, k, v: the same outputs, plain matmuls

@@ -168,6 +168,16 @@ class RunDir:
         except ValueError:
             return False
 
+    def _failed_before_training(self, config: Mapping) -> bool:
+        """A percept run (its config has data, model and split) that failed before finishing an epoch: its
+        state says failed and it has no checkpoint, weights or metrics. Only such a run takes a new config."""
+        if not all(k in config for k in ("data", "model", "split")) or self.has_progress():
+            return False
+        try:
+            return read_json(self.state_file).get("state") == "failed"
+        except (OSError, ValueError, AttributeError):
+            return False
+
     def has_progress(self) -> bool:
         """True once the run has finished an epoch (a checkpoint, best weights or final metrics exist)."""
         return any(p.is_file() for p in (self.checkpoint_file, self.best_weights, self.metrics_file))
@@ -185,7 +195,7 @@ class RunDir:
     def check_splits(self, digests: Mapping[str, str]) -> None:
         """Record the run's split digests, or refuse a run whose datasets' splits changed since it started: its
         weights were trained on other images (:class:`IncompatibleRunError`, saying how to start fresh)."""
-        if self.splits_file.is_file():
+        if self.splits_file.is_file() and self.has_progress():
             recorded = read_json(self.splits_file)
             changed = sorted(k for k in digests if recorded.get(k) not in (None, digests[k]))
             if changed:
@@ -195,8 +205,8 @@ class RunDir:
                     f"or delete {self.path} to start over")
             if all(k in recorded for k in digests):
                 return
-        write_json(self.splits_file, {**(read_json(self.splits_file) if self.splits_file.is_file() else {}),
-                                      **digests})
+        known = read_json(self.splits_file) if self.splits_file.is_file() and self.has_progress() else {}
+        write_json(self.splits_file, {**known, **digests})
 
     def require_weights(self) -> Path:
         """The best epoch's weights; a clear error when the run has not produced them."""
@@ -218,10 +228,13 @@ class RunDir:
         self.path.mkdir(parents=True, exist_ok=True)
         config = json.loads(json.dumps(config, default=str))   # normalise tuples -> lists, as stored
         if self.config_file.is_file():
-            diff = _differences(self.read_config(), config, ignore)
-            if diff and not self.has_progress():
-                write_json(self.config_file, config)     # nothing trained yet (e.g. setup failed): the new config
+            old = self.read_config()
+            diff = _differences(old, config, ignore)
+            if diff and self._failed_before_training(old):
+                write_json(self.config_file, config)     # its setup failed, nothing was trained: the new config
                 self.write_config_yaml(config)
+                for stale in (self.splits_file, self.trackers_file):
+                    stale.unlink(missing_ok=True)
                 diff = []
             if diff:
                 raise IncompatibleRunError(

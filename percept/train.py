@@ -231,8 +231,8 @@ def split_digests(sources: list, splits: dict) -> dict[str, str]:
     """Per dataset, the SHA-256 of its split's assignment (each image and its part): what the run trains,
     selects and tests on. A resume must find the same (:meth:`RunDir.check_splits`)."""
     import hashlib
-    return {s.name: hashlib.sha256(s.frame[["image", f"split{splits[s.name]}"]].to_csv(index=False).encode())
-            .hexdigest() for s in sources}
+    return {s.name: hashlib.sha256(s.frame[["image", f"split{splits[s.name]}"]].sort_values("image")
+                                   .to_csv(index=False).encode()).hexdigest() for s in sources}
 
 
 def _check_finished_splits(config: TrainConfig, run: RunDir) -> None:

@@ -99,10 +99,21 @@ def test_damaged_files_and_faults_end_in_one_line(run, hostile, tmp_path, capsys
     assert main(["predict", image, "--model", str(run), "--out", str(tmp_path / "s.csv")]) == 2
     assert "No space left on device" in _one_line_error(capsys)
     monkeypatch.setattr(predict_module, "predict_images", fault(KeyboardInterrupt()))
-    assert main(["predict", image, "--model", str(run)]) == 130
+    assert main(["predict", image, "--model", str(run), "--out", str(tmp_path / "s.csv")]) == 130
     assert "interrupted; re-run the same command to resume" in capsys.readouterr().err
+    assert main(["predict", image, "--model", str(run)]) == 130               # without --out nothing resumes
+    assert capsys.readouterr().err.strip() == "percept predict: interrupted"
+    import io
+    import sys
     import percept.cli_commands as commands
-    monkeypatch.setattr(commands, "cmd_list", fault(BrokenPipeError()))          # `percept list | head`
+    monkeypatch.setattr(commands, "cmd_list", fault(BrokenPipeError()))
+    assert main(["list", "backbones"]) == 2                  # a pipe of the command's own: an error, said
+    assert "a pipe closed" in _one_line_error(capsys)
+
+    class ClosedStdout(io.StringIO):                         # `percept list | head`: the reader has gone
+        def flush(self):
+            raise BrokenPipeError
+    monkeypatch.setattr(sys, "stdout", ClosedStdout())
     assert main(["list", "backbones"]) == 0
 
 
@@ -153,6 +164,12 @@ def test_writes_only_where_asked(run, hostile, tmp_path, monkeypatch):
         with pytest.raises(ValueError, match="inside the run directory"):
             export_run(run, "hub", out)
     assert (run / "config.json").read_bytes() == before
+    from percept.runs import IncompatibleRunError, RunDir
+    hub = export_run(run, "hub", tmp_path / "hub")          # `percept train --run-dir HUB`: not a failed run
+    exported = (hub / "config.json").read_bytes()
+    with pytest.raises(IncompatibleRunError, match="different configuration"):
+        RunDir(hub).open({"data": [{"dataset": "livec", "root": "x"}], "model": {}, "split": 1})
+    assert (hub / "config.json").read_bytes() == exported
     import os
     import percept.app_models as app_models
     monkeypatch.delenv("PERCEPT_APP_EXAMPLES", raising=False)
