@@ -17,6 +17,7 @@ score that is not finite (NaN, inf: damaged weights) is an error, never a score.
 """
 from __future__ import annotations
 
+import json
 import os
 import warnings
 from contextlib import contextmanager, nullcontext
@@ -104,7 +105,6 @@ def load_predictor(model: str | os.PathLike, head_name: str | None = None) -> Pr
         if "scoring" not in meta:
             raise ValueError(f"{path} was exported without its run's preprocessing (an older percept); export the "
                              f"run again with `percept export RUN --format merged`")
-        import json
         scoring = ModelScoring.from_json(json.loads(meta["scoring"]), f"{path} (metadata `scoring`)")
         return _scored(load_merged(path), scoring, head_name)
     return _official_predictor(os.fspath(model), head_name)
