@@ -36,6 +36,21 @@ def given_flags(parser: argparse.ArgumentParser, argv: Iterable[str]) -> set[str
     return set(vars(parser.parse_known_args(list(argv))[0]))
 
 
+def _resolved(entry, folder: Path):
+    """A ``data`` entry of a config file with its relative ``root``, ``manifest`` and ``csv:PATH`` taken from the
+    file's own folder (as paths in a file mean), never from wherever the command runs."""
+    if not isinstance(entry, dict):
+        return entry
+    entry = dict(entry)
+    for key in ("root", "manifest", "csv"):
+        if isinstance(entry.get(key), str) and not Path(entry[key]).is_absolute():
+            entry[key] = str(folder / entry[key])
+    dataset = entry.get("dataset")
+    if isinstance(dataset, str) and dataset.startswith("csv:") and not Path(dataset[4:]).is_absolute():
+        entry["dataset"] = "csv:" + str(folder / dataset[4:])
+    return entry
+
+
 def read_config_file(path: str | os.PathLike) -> dict:
     """A run/sweep configuration file (YAML, or JSON) as a mapping; errors name the file and what to fix."""
     import yaml
@@ -64,6 +79,8 @@ def train_config_from_file(path, args: argparse.Namespace, given: set[str], data
         raise ValueError(f"{path}: `sweep` takes {', '.join(SWEEP_KEYS)}; got {sweep!r}")
     if data_from_flags is not None:
         data["data"] = [d.to_dict() for d in data_from_flags]
+    elif isinstance(data.get("data"), list):
+        data["data"] = [_resolved(entry, Path(path).resolve().parent) for entry in data["data"]]
     if not data.get("data"):
         raise ValueError(f"{path}: no `data` (a list of {{dataset, root}}), and no --dataset/--root given")
     model = dict(data.get("model") or {})

@@ -46,6 +46,21 @@ def check_size(width: int, height: int, name: str = "the image") -> None:
                          f"less extreme aspect ratio first")
 
 
+def header_problem(path: str | os.PathLike) -> str:
+    """Why the image file ``path`` cannot be used ('' when it can), from its header alone (nothing is decoded):
+    unreadable, or a size over the limits (:func:`check_size`). For checking a whole dataset before training."""
+    try:
+        with Image.open(path) as img:
+            check_size(*img.size, name=os.fspath(path))
+    except Image.DecompressionBombError as err:
+        return f"{os.fspath(path)}: {err}"
+    except ValueError as err:
+        return str(err)
+    except (OSError, SyntaxError) as err:
+        return f"{os.fspath(path)}: {err} (corrupt or not an image)"
+    return ""
+
+
 def to_rgb(img: Image.Image) -> Image.Image:
     """An image as RGB with its EXIF orientation applied (grayscale/CMYK/palette/alpha → RGB, alpha composited on
     white; 16-bit and float grayscale scaled to 8 bits by their depth, not clipped): what :func:`load_rgb` gives

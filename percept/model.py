@@ -83,7 +83,11 @@ class ModelConfig:
         unknown = set(data) - known
         if unknown:
             raise ValueError(f"unknown ModelConfig fields {sorted(unknown)}")
-        return cls(**data)
+        try:
+            return cls(**data)
+        except (TypeError, AttributeError, KeyError, IndexError) as err:   # a hand-edited value of the wrong kind
+            raise ValueError(f"a model configuration field has a value of the wrong kind ({type(err).__name__}: "
+                             f"{err})") from None
 
 
 class PerceptCLIP(nn.Module, ModelHubMixin, library_name="percept", tags=["perceptclip", "clip", "lora"]):

@@ -256,3 +256,35 @@ def test_csv_messages_say_what_to_fix_in_the_csv(folder, text, match):
     with pytest.raises(ManifestError, match=match) as err:
         open_source(DataConfig(f"csv:{folder / 'bad.csv'}", folder, task="emotion", classes=CLASSES))
     assert "percept prepare" not in str(err.value)
+
+
+def test_a_csv_with_a_bomb_or_a_strip_is_refused_before_training(folder):
+    """Checked from the headers when the CSV is opened, naming the file: not a crash hours into an epoch."""
+    import struct
+    import zlib
+
+    def chunk(kind, body):
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
+    (folder / "img" / "05.png").write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(
+        ">IIBBBBB", 50000, 50000, 8, 2, 0, 0, 0)) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b""))
+    Image.new("RGB", (3000, 1)).save(folder / "img" / "07.png")
+    with pytest.raises(ManifestError, match=r"2 image\(s\) cannot be used: .*img/05.png.*exceeds limit.*1 more"):
+        open_source(DataConfig(f"csv:{folder / 'quality.csv'}", folder, task="iqa"))
+
+
+def test_a_config_files_relative_roots_are_its_own_folders(tmp_path, monkeypatch):
+    from percept.cli import build_parser
+    from percept.config_files import train_config_from_file
+    (tmp_path / "exp").mkdir()
+    (tmp_path / "exp" / "run.yaml").write_text("data:\n  - {dataset: synthetic_iqa, root: data}\n"
+                                                "  - {dataset: csv:lists/mine.csv, root: imgs, task: iqa}\n")
+    monkeypatch.chdir(tmp_path)                              # run from elsewhere: the file's folder still counts
+    (tmp_path / "exp" / "lists").mkdir()
+    _images(tmp_path / "exp" / "imgs", 2)
+    pd.DataFrame({"image": ["img/00.png", "img/01.png"], "label": [1, 2]}).to_csv(
+        tmp_path / "exp" / "lists" / "mine.csv", index=False)
+    args = build_parser("train").parse_args(["train", "--config", "exp/run.yaml", "--run-dir", "r"])
+    config, _ = train_config_from_file("exp/run.yaml", args, set())
+    assert config.data[0].root == str(tmp_path / "exp" / "data")
+    assert config.data[1].csv == str(tmp_path / "exp" / "lists" / "mine.csv")
+    assert config.data[1].root == str(tmp_path / "exp" / "imgs")

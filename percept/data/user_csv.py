@@ -44,6 +44,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..images import header_problem
 from .cards import DatasetCard, register_card
 from .manifest import ManifestError, read_manifest, read_sidecar, validate_manifest, write_manifest
 from .split_files import read_splits, write_splits
@@ -214,6 +215,10 @@ def open_csv_dataset(path: str | Path, task: str, root: str | Path, classes=None
     if absent:
         raise FileNotFoundError(f"{path}: {len(absent)} of {len(frame)} image(s) are not under {root}: "
                                 f"{', '.join(absent[:5])}{', ...' if len(absent) > 5 else ''}")
+    problems = [why for why in (header_problem(root / p) for p in frame["image"]) if why]
+    if problems:                                   # named now, not hours into training
+        raise ManifestError(f"{path}: {len(problems)} image(s) cannot be used: {problems[0]}"
+                            f"{f' (and {len(problems) - 1} more)' if len(problems) > 1 else ''}; fix or drop them")
     _write_manifest(frame.drop(columns=given), path, card)
     groups = GROUP if GROUP in frame.columns else None
     if given:
