@@ -7,7 +7,7 @@ CLS attention maps of the most important heads, fine-tuned vs original and their
 * In JupyterLab: ``percept.app.launch(inline=True)``; on a Hugging Face Space: the repository's ``app.py``.
 * What it computes lives in :mod:`percept.app_models` (scores equal ``percept predict``'s; bad uploads become
   messages); this module draws it (:func:`emotion_bars`, :func:`attention_figure`) and builds the page
-  (:func:`build_app`). Needs the ``app`` extra: ``pip install 'percept[app]'``.
+  (:func:`build_app`). Needs the ``app`` extra: ``pip install 'perceptclip[app]'``.
 """
 from __future__ import annotations
 

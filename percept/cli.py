@@ -252,7 +252,7 @@ def _app_command(commands, full: bool) -> None:
                               description="Upload images, get each model's scores (emotion: the class "
                               "probabilities) and, for one image, the CLS attention maps of the most important "
                               "heads, fine-tuned vs original. Without --model: the demo runs `make demo` trained "
-                              "(offline). Needs the app extra: pip install 'percept[app]'.")
+                              "(offline). Needs the app extra: pip install 'perceptclip[app]'.")
     app.add_argument("--model", action="append", default=None, help="a run directory, its hub folder or merged "
                      "file (percept export), official-iqa, official-memorability, official-emotions or an official "
                      ".pth; repeat for several (default: the demo runs under outputs/notebooks/runs)")
@@ -285,7 +285,9 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The parser; the flags generated from the config dataclasses (``params``, ``train``, ``sweep``: they
     import torch) are added only for the command being run, or for all when ``command`` is None, so that
     ``percept prepare`` and ``percept --help`` start in a moment."""
+    from . import __version__
     parser = argparse.ArgumentParser(prog="percept", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"percept {__version__} (perceptclip)")
     commands = parser.add_subparsers(dest="command", required=True)
     parser.commands = commands   # the command parsers, by name (for the flags typed with --config)
     for name, add in COMMANDS.items():

@@ -214,5 +214,5 @@ def cmd_app(args) -> None:
         from .app import launch
         import gradio  # noqa: F401
     except ImportError as err:
-        raise ImportError(f"percept app needs Gradio: pip install 'percept[app]' ({err})") from err
+        raise ImportError(f"percept app needs Gradio: pip install 'perceptclip[app]' ({err})") from err
     launch(args.model, server_name=args.host, server_port=args.port, share=args.share, runs_dir=args.runs_dir)

@@ -16,7 +16,7 @@ views of it for dashboards. Each tracker follows one run directory:
 
 The group is ``TrainConfig.log_group`` (a sweep sets its folder's name), else the run's datasets. Only the main
 process of a ``torchrun`` run logs. The optional packages are the ``tracking`` extra
-(``pip install percept[tracking]``); a missing one is an error naming it before training starts.
+(``pip install 'perceptclip[tracking]'``); a missing one is an error naming it before training starts.
 """
 from __future__ import annotations
 
@@ -39,7 +39,7 @@ def check_loggers(names: Sequence[str]) -> None:
     for name in names:
         if name in _PACKAGES and importlib.util.find_spec(name) is None:
             raise ImportError(f"--logger {name} needs the {_PACKAGES[name]} package: pip install "
-                              f"'percept[tracking]' (or pip install {_PACKAGES[name].split()[0]})")
+                              f"'perceptclip[tracking]' (or pip install {_PACKAGES[name].split()[0]})")
 
 
 def flatten(values: Mapping, prefix: str = "", sep: str = "/") -> dict[str, object]:

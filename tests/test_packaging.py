@@ -46,15 +46,15 @@ def installed(tmp_path_factory):
     source = work / "src"   # a copy, so that the build leaves no build/ or egg-info in the checkout
     shutil.copytree(REPO / "percept", source / "percept",
                     ignore=shutil.ignore_patterns("__pycache__", "*.pyc"), symlinks=False)
-    for name in ("pyproject.toml", "README.md"):
+    for name in ("pyproject.toml", "README.md", "LICENSE", "CITATION.cff"):
         shutil.copy2(REPO / name, source / name)
     wheels, target = work / "dist", work / "site"
     pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "--no-input"]
     built = subprocess.run(pip + ["wheel", "--no-deps", "--no-build-isolation", "--no-index", "-q", "-w",
                                   str(wheels), str(source)], capture_output=True, text=True, cwd=work)
     assert built.returncode == 0, f"pip wheel failed:\n{built.stderr[-3000:]}"
-    found = sorted(wheels.glob("percept-*.whl"))
-    assert len(found) == 1, f"expected one percept wheel in {wheels}, found {found}"
+    found = sorted(wheels.glob("perceptclip-*.whl"))
+    assert len(found) == 1, f"expected one perceptclip wheel in {wheels}, found {found}"
     installed = subprocess.run(pip + ["install", "--no-deps", "--no-index", "-q", "--target", str(target),
                                       str(found[0])], capture_output=True, text=True, cwd=work)
     assert installed.returncode == 0, f"pip install of the wheel failed:\n{installed.stderr[-3000:]}"
@@ -80,3 +80,26 @@ def test_wheel_holds_no_test_or_dataset_files(installed):
     names = zipfile.ZipFile(wheel).namelist()
     assert "percept/resources/data_manifests/splits/koniq10k.csv.json" in names
     assert not [n for n in names if n.startswith("tests/") or n.endswith((".jpg", ".png", ".bmp", ".mat"))]
+
+
+def test_the_distribution_is_perceptclip_with_its_licence_citation_and_version(installed):
+    """`pip install perceptclip` (the name `percept` on the index is someone else's), import and command `percept`;
+    the MIT licence and the citation file travel in the wheel's metadata; `percept --version` says the one version."""
+    import zipfile
+    import yaml
+    import percept
+    target, wheel = installed
+    archive = zipfile.ZipFile(wheel)
+    info = f"perceptclip-{percept.__version__}.dist-info/"
+    metadata = archive.read(info + "METADATA").decode()
+    assert "\nName: perceptclip\n" in metadata and f"\nVersion: {percept.__version__}\n" in metadata
+    assert "License-Expression: MIT" in metadata
+    assert {info + "licenses/LICENSE", info + "licenses/CITATION.cff"} <= set(archive.namelist())
+    assert archive.read(info + "licenses/LICENSE").startswith(b"MIT License")
+    citation = yaml.safe_load((REPO / "CITATION.cff").read_text())
+    assert citation["version"] == percept.__version__ and citation["license"] == "MIT"
+    assert citation["preferred-citation"]["title"].startswith("Don't Judge Before You CLIP")
+    env = {**os.environ, "PYTHONPATH": str(target)}
+    out = subprocess.run([sys.executable, "-m", "percept", "--version"], capture_output=True, text=True,
+                         cwd=target.parent, env=env)
+    assert out.returncode == 0 and out.stdout.strip() == f"percept {percept.__version__} (perceptclip)"
