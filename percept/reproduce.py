@@ -36,10 +36,13 @@ from typing import Iterable
 
 import pandas as pd
 
+from .resources import resource_path
 from .unified import TABLE_ID
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-REPRODUCE_YAML = REPO_ROOT / "reproduce.yaml"
+# The plan ships with the package (the checkout's top-level reproduce.yaml is a link to it): an installed percept
+# has it too; --config FILE takes another.
+REPRODUCE_YAML = resource_path("reproduce.yaml")
 EXPERIMENT_KEYS = {"tables", "kind", "datasets", "pairs", "splits", "variants", "head_finetune", "lrs", "uses",
                    "gpu_hours", "note"}
 KINDS = ("single", "multi", "cross", "unified")   # unified: a multi run across tasks + its cross pairs (ours)

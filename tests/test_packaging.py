@@ -103,3 +103,17 @@ def test_the_distribution_is_perceptclip_with_its_licence_citation_and_version(i
     out = subprocess.run([sys.executable, "-m", "percept", "--version"], capture_output=True, text=True,
                          cwd=target.parent, env=env)
     assert out.returncode == 0 and out.stdout.strip() == f"percept {percept.__version__} (perceptclip)"
+
+
+def test_the_installed_package_carries_the_papers_plan(installed):
+    """`percept reproduce --dry-run` outside the checkout reads the plan shipped in the wheel (the checkout's
+    reproduce.yaml is a link to it)."""
+    import zipfile
+    target, wheel = installed
+    assert "percept/resources/reproduce.yaml" in zipfile.ZipFile(wheel).namelist()
+    assert (REPO / "reproduce.yaml").resolve() == (REPO / "percept" / "resources" / "reproduce.yaml").resolve()
+    env = {**os.environ, "PYTHONPATH": str(target)}
+    out = subprocess.run([sys.executable, "-m", "percept", "reproduce", "--dry-run"], capture_output=True, text=True,
+                         cwd=target.parent, env=env)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "total: 1472 runs" in out.stdout

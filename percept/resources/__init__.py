@@ -3,9 +3,10 @@
 
 * ``data_manifests/cards/NAME.md`` — the dataset cards (rendered from :mod:`percept.data.cards`);
 * ``data_manifests/splits/NAME.csv`` + ``.json`` sidecars — the pinned split files (:mod:`percept.data.pinned`);
-* ``paper/paper_results.csv`` — every cell of the paper's tables (:mod:`percept.paper`).
+* ``paper/paper_results.csv`` — every cell of the paper's tables (:mod:`percept.paper`);
+* ``reproduce.yaml`` — the paper's experiments as a plan (:mod:`percept.reproduce`).
 
-The repository's top-level ``data_manifests/`` and ``paper/`` are links to these folders. The demo prior's
+The repository's top-level ``data_manifests/``, ``paper/`` and ``reproduce.yaml`` are links to these. The demo prior's
 weights ship with :mod:`percept.prior` (``percept/prior/weights``), found the same way.
 """
 from __future__ import annotations
