@@ -86,6 +86,6 @@ def test_a_missing_tracker_package_or_unknown_logger_is_named_before_training(tm
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "wandb" else real(name, *a))
     config = TrainConfig(data=[DataConfig("synthetic_iqa", str(tmp_path / "data"))],
                          model=ModelConfig(backbone="tiny_clip", pretrained=False), loggers=["wandb"], quiet=True)
-    with pytest.raises(ImportError, match=r"percept\[tracking\]"):
+    with pytest.raises(ImportError, match=r"perceptclip\[tracking\]"):
         train(config, tmp_path / "run")
     assert not (tmp_path / "run" / "log.csv").exists()
