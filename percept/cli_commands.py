@@ -152,7 +152,7 @@ def cmd_status(args) -> int:
     with pd.option_context("display.max_colwidth", 100, "display.width", 220):
         print(table.to_string(index=False) if len(table) else "(no runs)")
     print(", ".join(f"{counts[s]} {s}" for s in counts.index) or "no runs", f"below {args.root}")
-    return 1 if "failed" in counts else 0
+    return 1 if (table["state"] == "failed").any() else 0       # what it shows: `--state done` is 0 beside failures
 
 
 def cmd_predict(args) -> int:

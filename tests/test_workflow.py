@@ -115,6 +115,7 @@ def test_status_tells_running_failed_interrupted_and_pending_runs_apart(tmp_path
                       "other_host": "running", "stale_host": "interrupted"}
     assert "the loss became nan" in run_status(RunDir(root / "failed"))["detail"]
     assert main(["status", str(root), "--state", "failed"]) == 1                    # a failed run: non-zero exit
+    assert main(["status", str(root), "--state", "running"]) == 0       # the exit reflects what is shown
 
 
 def test_a_run_that_fails_records_its_error_for_status(tmp_path, monkeypatch):
