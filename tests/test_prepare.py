@@ -94,6 +94,19 @@ def test_missing_images_error_or_partial(tmp_path):
         prepare("livec", tmp_path, allow_partial=True)
 
 
+def test_unusable_images_are_named_when_the_manifest_is_written(tmp_path):
+    """A damaged file or an extreme strip in a download is refused by `percept prepare` (header only, nothing decoded),
+    not met hours into training."""
+    make_livec(tmp_path)
+    (tmp_path / "ChallengeDB_release/Images/100.bmp").write_bytes(b"BM not really a bitmap")
+    img(tmp_path / "ChallengeDB_release/Images/534.JPG", size=(2100, 100))
+    with pytest.raises(ManifestError, match=r"livec: 2 of 4 image\(s\) cannot be used: .*100\.bmp.*not an image.*"
+                                            r"\(and 1 more\); replace them"):
+        prepare("livec", tmp_path)
+    assert not (tmp_path / "percept_manifest.csv").exists()
+    prepare("livec", tmp_path, check_images=False)              # a labels-only preparation reads no image
+
+
 def test_livec_rejects_unexpected_layout_and_corrupt_files(tmp_path):
     make_livec(tmp_path / "a", names=["x.bmp"] * 3 + LIVEC_NAMES[3:])
     with pytest.raises(ManifestError, match="first 7 entries"):

@@ -1,7 +1,8 @@
 """``percept prepare``: turn a user's official download into a verified manifest (see :mod:`.manifest`).
 
 :func:`prepare` runs the dataset's preparer from :data:`PREPARERS` (IQA ones in :mod:`.prepare_iqa`,
-memorability and emotion ones here), checks that every listed image exists under ``root`` (missing
+memorability and emotion ones here), checks that every listed image exists under ``root`` and that its
+header is readable and within the size limits of :func:`percept.images.check_size` (missing
 images are an error naming them, unless ``allow_partial=True``: then the manifest keeps the present
 images and its sidecar records ``partial: true`` and how many rows were ``dropped``), and writes
 ``out`` (default ``root/percept_manifest.csv``) with its sidecar. Each card (:mod:`.cards`) documents
@@ -19,6 +20,7 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 import pandas as pd
 
+from ..images import header_problem
 from .cards import get_card
 from .manifest import ManifestError, write_manifest
 from .prepare_iqa import IQA_PREPARERS, check_columns, join, load_mat, numbers, read_table, require
@@ -315,6 +317,11 @@ def prepare(name: str, root: str | os.PathLike, out: str | os.PathLike | None = 
             df = df[exists].reset_index(drop=True)
             warnings.warn(f"{card.name}: partial manifest - {dropped} rows dropped because their images are missing "
                           f"(first: {missing[0]}); results on it are not comparable with the paper's", stacklevel=2)
+        problems = [why for why in (header_problem(root / p) for p in df["image"]) if why]
+        if problems:                               # named now, not hours into training
+            raise ManifestError(f"{card.name}: {len(problems)} of {len(df)} image(s) cannot be used: {problems[0]}"
+                                f"{f' (and {len(problems) - 1} more)' if len(problems) > 1 else ''}; replace them "
+                                f"from the official download")
     if not dropped and len(df) != card.expected_images:
         warnings.warn(f"{card.name}: {len(df)} rows, but the paper uses {card.expected_images} images; check "
                       f"that the download is complete and official", stacklevel=2)
