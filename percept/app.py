@@ -1,7 +1,7 @@
 """``percept app``: an interactive demo (Gradio) — upload images, get every model's scores; for one image, the
 CLS attention maps of the most important heads, fine-tuned vs original and their difference (paper §6).
 
-* ``percept app`` (no model): the embedded demo runs ``make demo`` trains (IQA, memorability, emotion on the
+* ``percept app`` (no model): the embedded demo runs ``percept notebooks`` (``make demo``) trains (IQA, memorability, emotion on the
   synthetic sets, ``tiny_clip_prior``): no network. ``percept app --model official-iqa --model RUN_DIR ...``:
   any runs, hub folders or official checkpoints.
 * In JupyterLab: ``percept.app.launch(inline=True)``; on a Hugging Face Space: the repository's ``app.py``.

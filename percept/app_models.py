@@ -3,7 +3,7 @@ files, and the attention maps of the most important heads. The Gradio callbacks 
 the tests call them directly.
 
 * Models: run directories, hub folders (``percept export --format hub``), ``official-*`` checkpoints (or
-  ``.pth`` files) — loaded by :func:`percept.predict.load_predictor`, the loader of ``percept predict``. With none given, the embedded demo runs that ``make demo`` trains
+  ``.pth`` files) — loaded by :func:`percept.predict.load_predictor`, the loader of ``percept predict``. With none given, the embedded demo runs that ``percept notebooks`` (``make demo``) trains
   (:func:`demo_runs`): the app then starts offline.
 * Scores: the same transform and reduction over test crops as ``percept predict``
   (:class:`percept.predict.ImageFiles`, :func:`percept.evaluate.reduce_crops`, LoRA merged), so the app's
@@ -59,12 +59,13 @@ class AppModel:
 
 
 def demo_runs(runs_dir: str | os.PathLike | None = None) -> list[Path]:
-    """The demo runs ``make demo`` trains (notebooks 01-03/06: ``outputs/notebooks/runs/<budget>/<dataset>/...``),
+    """The demo runs the notebooks train (``percept notebooks`` = ``make demo``; notebooks 01-03/06:
+    ``<workspace>/notebooks/runs/<budget>/<dataset>/...``, :func:`percept.notebooks.default_out`),
     one per task (IQA, memorability, emotion; the newest finished one-dataset ``tiny_clip_prior`` run of each
     demo set). ``FileNotFoundError`` telling what to do when there is none."""
-    from .notebooks import DEMO_DATASETS, REPO_ROOT
+    from .notebooks import DEMO_DATASETS, default_out
     from .runs import RunDir
-    root = Path(runs_dir) if runs_dir is not None else REPO_ROOT / "outputs" / "notebooks" / "runs"
+    root = Path(runs_dir) if runs_dir is not None else default_out() / "runs"
     found = []
     from .runs import PROTOCOL
     candidates = [r for r in RunDir.find(root) if r.is_complete() and r.best_weights.is_file()
@@ -74,8 +75,9 @@ def demo_runs(runs_dir: str | os.PathLike | None = None) -> list[Path]:
         if runs:
             found.append(max(runs, key=lambda r: r.metrics_file.stat().st_mtime).path)
     if not found:
-        raise FileNotFoundError(f"no finished demo runs under {root}: run `make demo` first (it trains them, "
-                                f"offline, in minutes), or pass models: --model official-iqa, a run directory, ...")
+        raise FileNotFoundError(f"no finished demo runs under {root}: `percept notebooks 01 02 03` trains them "
+                                f"(offline, minutes; with --out DIR into DIR/runs); or pass models: --model "
+                                f"official-iqa, a run directory, ...")
     return found
 
 

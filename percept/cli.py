@@ -1,4 +1,6 @@
-"""The ``percept`` command line. ``percept COMMAND --help`` explains each command."""
+"""The percept command line: PerceptCLIP (CLIP + LoRA + an MLP head) for image quality, memorability and emotion.
+`percept COMMAND --help` explains each command. A run directory (RUN) and a folder of runs (ROOT) come first,
+after the command, in every command that takes one (`--run-dir` / `--root` name them as well)."""
 from __future__ import annotations
 
 import argparse
@@ -7,6 +9,20 @@ import sys
 
 from . import cli_commands as cmd
 from .cli_commands import WEIGHT_FIELDS
+
+
+def _add_run_dir(p, help: str) -> None:
+    """The run directory, given the same way in every command: ``percept COMMAND RUN`` (``--run-dir RUN`` too:
+    one destination; the positional, when absent, leaves the flag's value)."""
+    p.add_argument("run_dir", nargs="?", metavar="RUN", default=argparse.SUPPRESS, help=help)
+    p.add_argument("--run-dir", dest="run_dir", metavar="RUN", default=None, help="= RUN")
+
+
+def _add_tree_root(p) -> None:
+    """A folder of run directories, given the same way: ``percept COMMAND ROOT`` (``--root ROOT`` too)."""
+    p.add_argument("root", nargs="?", metavar="ROOT", default=argparse.SUPPRESS,
+                   help="a folder of run directories (a sweep's or `percept reproduce`'s runs/)")
+    p.add_argument("--root", dest="root", metavar="ROOT", default=None, help="= ROOT")
 
 
 def _add_data_args(p, many: bool = True) -> None:
@@ -96,9 +112,9 @@ def _train_command(commands, full: bool) -> None:
     train = commands.add_parser("train", help="train one run (one dataset, or several: multi-dataset)",
                                 description="Train PerceptCLIP with the paper's protocol (AdamW, early stopping "
                                 "on validation, best epoch kept, test with the task's test transform) into "
-                                "--run-dir. Re-running the same command resumes an interrupted run; "
-                                "`percept train --run-dir RUN` alone resumes RUN from its config.json.")
-    train.add_argument("--run-dir", required=True, help="output folder of the run")
+                                "RUN. Re-running the same command resumes an interrupted run; "
+                                "`percept train RUN` alone resumes RUN from its config.json.")
+    _add_run_dir(train, "output folder of the run")
     train.add_argument("--config", default=None, help="a run file (YAML/JSON: config.json's fields, e.g. a run's "
                        "config.yaml; percept.config_files); typed flags override it")
     if full:
@@ -110,7 +126,7 @@ def _evaluate_command(commands, full: bool) -> None:
     evaluate = commands.add_parser("evaluate", help="evaluate a finished run on another dataset (no retraining)",
                                    description="Cross-dataset generalisation (Table 2, Table A.1): the run's best "
                                    "weights on a dataset's test part (or the whole dataset with --split 0).")
-    evaluate.add_argument("--run-dir", required=True)
+    _add_run_dir(evaluate, "a finished run directory")
     _add_data_args(evaluate, many=False)
     evaluate.add_argument("--split", type=int, default=0, help="split to use; 0 = every image (default)")
     evaluate.add_argument("--part", default="test", choices=["train", "val", "test"])
@@ -146,9 +162,9 @@ def _sweep_command(commands, full: bool) -> None:
 
 def _results_command(commands, full: bool) -> None:
     results = commands.add_parser("results", help="tables from a tree of runs",
-                                  description="Collect finished runs below --root; select the learning rate by "
+                                  description="Collect finished runs below ROOT; select the learning rate by "
                                   "validation score; aggregate over splits (median and mean).")
-    results.add_argument("--root", required=True)
+    _add_tree_root(results)
     results.add_argument("--level", default="aggregated", choices=["runs", "selected", "aggregated", "wide"])
     results.add_argument("--metrics", nargs="+", default=["srcc", "plcc_logistic"], help="for --level wide")
     results.add_argument("--statistic", default="median", choices=["median", "mean"], help="for --level wide")
@@ -161,8 +177,9 @@ def _status_command(commands, full: bool) -> None:
                                  description="One line per run directory below ROOT (a sweep's or `percept "
                                  "reproduce`'s runs/): done, running, failed (with its error), interrupted (its "
                                  "process is gone; re-running resumes it) or pending (percept.run_status).")
-    status.add_argument("root", help="a folder of run directories")
+    _add_tree_root(status)
     status.add_argument("--state", nargs="+", default=None, help="only these states")
+    status.add_argument("--wide", action="store_true", help="every column in full (default: fit 100 columns)")
     status.set_defaults(run=cmd.cmd_status)
 
 
@@ -205,6 +222,7 @@ def _list_command(commands, full: bool) -> None:
     what.add_argument("what", nargs="?", default="models", choices=["models", "backbones", "datasets"])
     what.add_argument("--data-root", default=None, help="folder holding one prepared dataset per subfolder")
     what.add_argument("--csv", action="store_true", help="print CSV instead of a table")
+    what.add_argument("--wide", action="store_true", help="every column in full (default: fit 100 columns)")
     what.set_defaults(run=cmd.cmd_list)
 
 
@@ -227,7 +245,7 @@ def _export_command(commands, full: bool) -> None:
                                  "(LoRA + heads) + a model card, for PerceptCLIP.from_pretrained and the HF hub; "
                                  "official: the authors' release layout (transformers CLIPVisionModel + peft LoRA + "
                                  "mlp head, one head); merged: LoRA folded into plain timm weights, heads beside.")
-    export.add_argument("run_dir", help="a finished run directory")
+    _add_run_dir(export, "a finished run directory")
     export.add_argument("--format", required=True, choices=["hub", "official", "merged"])
     export.add_argument("--out", required=True, help="a folder (hub) or a file (official: .pth, merged: .safetensors)")
     export.add_argument("--head-name", default=None, help="which head, for a multi-dataset run in the official format")
@@ -240,7 +258,7 @@ def _push_command(commands, full: bool) -> None:
     push = commands.add_parser("push", help="upload a finished run to the Hugging Face hub (hub format + model card)",
                                description="Export RUN in the hub format with its model card and upload it to "
                                "REPO_ID (created if needed). The token comes from HF_TOKEN or `hf auth login`.")
-    push.add_argument("run_dir")
+    _add_run_dir(push, "a finished run directory")
     push.add_argument("repo_id", help="user/name on the Hugging Face hub")
     push.add_argument("--private", action="store_true", help="create the repository private")
     push.add_argument("--token", default=None, help="a Hugging Face token (default: HF_TOKEN / the saved login)")
@@ -251,13 +269,14 @@ def _app_command(commands, full: bool) -> None:
     app = commands.add_parser("app", help="interactive demo in the browser (Gradio): scores and attention maps",
                               description="Upload images, get each model's scores (emotion: the class "
                               "probabilities) and, for one image, the CLS attention maps of the most important "
-                              "heads, fine-tuned vs original. Without --model: the demo runs `make demo` trained "
-                              "(offline). Needs the app extra: pip install 'perceptclip[app]'.")
+                              "heads, fine-tuned vs original. Without --model: the demo runs `percept notebooks` "
+                              "trained (offline). Needs the app extra: pip install 'perceptclip[app]'.")
     app.add_argument("--model", action="append", default=None, help="a run directory, its hub folder or merged "
                      "file (percept export), official-iqa, official-memorability, official-emotions or an official "
-                     ".pth; repeat for several (default: the demo runs under outputs/notebooks/runs)")
+                     ".pth; repeat for several (default: the demo runs in --runs-dir)")
     app.add_argument("--runs-dir", default=None, help="where to look for the demo runs (default: "
-                     "<repo>/outputs/notebooks/runs, where `make demo` writes them)")
+                     "WORKSPACE/notebooks/runs, where `percept notebooks` writes them; WORKSPACE: $PERCEPT_HOME, "
+                     "else a checkout's outputs/, else ~/percept)")
     app.add_argument("--host", default="127.0.0.1", help="address to serve on (0.0.0.0: every interface)")
     app.add_argument("--port", type=int, default=None, help="port (default: Gradio's, 7860 or the next free one)")
     app.add_argument("--share", action="store_true", help="also serve through a public gradio.live link")
@@ -288,13 +307,16 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     from . import __version__
     parser = argparse.ArgumentParser(prog="percept", description=__doc__)
     parser.add_argument("--version", action="version", version=f"percept {__version__} (perceptclip)")
-    commands = parser.add_subparsers(dest="command", required=True)
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     parser.commands = commands   # the command parsers, by name (for the flags typed with --config)
     for name, add in COMMANDS.items():
         add(commands, full=command is None or command == name)
     return parser
 
 
+# the commands that take a run directory (RUN) or a folder of runs (ROOT) after their name, and its destination
+TAKES_RUN_OR_ROOT = {"train": "run_dir", "evaluate": "run_dir", "export": "run_dir", "push": "run_dir",
+                     "status": "root", "results": "root"}
 RESUMABLE = {"train", "sweep", "reproduce", "predict", "notebooks"}   # commands whose re-run continues the work
 
 
@@ -304,16 +326,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return _dispatch(argv, command)
     except BrokenPipeError:                      # `percept list | head`: the reader has gone, and that is fine
-        try:
-            sys.stdout.flush()
-        except BrokenPipeError:                  # it was stdout: no second error when it is flushed at exit
-            try:
-                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-            except (OSError, ValueError):
-                pass
-            return 0
-        print(f"percept {command}: error: a pipe closed (BrokenPipeError)", file=sys.stderr)
-        return 2
+        if not _stdout_closed():                 # a pipe of the command's own: an error, said
+            print(f"percept {command}: error: a pipe closed (BrokenPipeError)", file=sys.stderr)
+            return 2
+        try:                                     # no second error when stdout is flushed at exit
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except (OSError, ValueError):
+            pass
+        return 0
     except KeyboardInterrupt:
         again = ("; re-run the same command to resume" if command in RESUMABLE and
                  (command != "predict" or "--out" in argv) else "")
@@ -336,10 +356,30 @@ def _dispatch(argv: list[str], command: str) -> int:
         return reproduce_main(argv[1:])
     parser = build_parser(command)
     args = parser.parse_args(argv)
+    name = TAKES_RUN_OR_ROOT.get(args.command)
+    if name is not None and getattr(args, name) is None:
+        what = ("run directory", "RUN") if name == "run_dir" else ("folder of runs", "ROOT")
+        raise ValueError(f"no {what[0]} given: percept {args.command} {what[1]} ...")
     if args.command in ("train", "sweep"):   # which flags were typed: they override a --config file / resume
         from .config_files import given_flags
         args.given = given_flags(parser.commands.choices[args.command], argv[1:])
     return args.run(args) or 0
+
+
+def _stdout_closed() -> bool:
+    """Whether standard output is a pipe whose reader has gone: flushing it fails, or poll reports an error on its
+    write end (what is left after a failed write, once the buffer was dropped)."""
+    import select
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        return True
+    try:
+        poll = select.poll()
+        poll.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(events & select.POLLERR for _, events in poll.poll(0))
+    except (AttributeError, OSError, ValueError):     # no poll (Windows), or no real file behind stdout
+        return False
 
 
 def _one_line(err: BaseException) -> str:

@@ -13,6 +13,35 @@ def cmd_demo(args) -> None:
     print(json.dumps({"run_dir": str(Path(args.out) / "run"), "test": result["test"]}, indent=2))
 
 
+TABLE_WIDTH = 100   # terminal columns a listing fits in; --wide shows every column in full
+
+
+def fit_table(table, keep=None, shrink: dict | None = None, width: int = TABLE_WIDTH) -> str:
+    """``table`` as text no wider than ``width`` columns: only the columns ``keep`` (all when None), and the text
+    of the columns of ``shrink`` (``{column: narrowest}``, in that order) cut with an ellipsis, one column after
+    the other and none below its narrowest, until the lines fit. A column named ``run`` (a path) loses its start,
+    where runs share their folders, the others their end."""
+    import pandas as pd
+    shrink = {c: n for c, n in (shrink or {}).items() if c in table.columns}
+    table = table[list(keep)] if keep is not None else table
+    table = table.astype({c: str for c in shrink})
+
+    def render(frame) -> str:
+        with pd.option_context("display.width", 10_000, "display.max_columns", None, "display.max_colwidth", None):
+            return frame.to_string(index=False)
+
+    text = render(table)
+    for column, narrowest in shrink.items():
+        excess = max(map(len, text.splitlines())) - width
+        if excess <= 0:
+            break
+        room = max(narrowest, int(table[column].str.len().max()) - excess)
+        cut = (lambda v: "\u2026" + v[len(v) - room + 1:]) if column == "run" else (lambda v: v[:room - 1] + "\u2026")
+        table[column] = [v if len(v) <= room else cut(v) for v in table[column]]
+        text = render(table)
+    return text
+
+
 WEIGHT_FIELDS = ("pretrained", "weights_path")   # ModelConfig fields that choose the encoder's weights
 
 
@@ -93,7 +122,7 @@ def cmd_train(args) -> None:
                 setattr(config, name, typed[name])
         config.quiet = args.quiet
     else:
-        raise ValueError(f"give --dataset and --root, or --run-dir of an existing run to resume "
+        raise ValueError(f"give --dataset and --root, or the RUN of an existing run to resume "
                          f"({run.config_file} does not exist)")
     result = train(config, args.run_dir)
     print(json.dumps({"run_dir": args.run_dir, "val_score": result["val_score"], "test": result["test"]}, indent=2))
@@ -149,8 +178,13 @@ def cmd_status(args) -> int:
     counts = table["state"].value_counts()
     if args.state:
         table = table[table["state"].isin(args.state)]
-    with pd.option_context("display.max_colwidth", 100, "display.width", 220):
-        print(table.to_string(index=False) if len(table) else "(no runs)")
+    if not len(table):
+        print("(no runs)")
+    elif args.wide:
+        with pd.option_context("display.max_colwidth", None, "display.width", 10_000):
+            print(table.to_string(index=False))
+    else:
+        print(fit_table(table, shrink={"run": 40, "detail": 24, "state": 5}))
     print(", ".join(f"{counts[s]} {s}" for s in counts.index) or "no runs", f"below {args.root}")
     return 1 if (table["state"] == "failed").any() else 0       # what it shows: `--state done` is 0 beside failures
 
@@ -174,7 +208,7 @@ def cmd_predict(args) -> int:
             warnings.showwarning(w.message, w.category, w.filename, w.lineno)
     failed = table[table["error"].fillna("") != ""]
     if args.out is None:
-        print(table.to_csv(index=False) if args.csv else table.to_string(index=False))
+        print(table.to_csv(index=False).rstrip("\n") if args.csv else table.to_string(index=False))
     else:
         print(f"{len(table) - len(failed)} of {len(table)} images scored -> {args.out}")
     for _, row in failed.iterrows():
@@ -182,12 +216,26 @@ def cmd_predict(args) -> int:
     return 1 if len(failed) else 0
 
 
+# what a listing shows within TABLE_WIDTH columns (the rest with --wide): (columns kept, columns cut to fit)
+NARROW = {"models": (("model", "task", "cached", "trained_on", "score"), {"score": 30, "trained_on": 16}),
+          "backbones": (("backbone", "family", "available", "weights", "used_for"), {"used_for": 24, "weights": 20}),
+          "datasets": (None, {})}
+
+
 def cmd_list(args) -> None:
     import pandas as pd
     from .catalog import LISTS
     table = LISTS[args.what](**({"data_root": args.data_root} if args.what == "datasets" else {}))
-    with pd.option_context("display.max_columns", 20, "display.width", 200, "display.max_colwidth", 60):
-        print(table.to_csv(index=False) if args.csv else table.to_string(index=False))
+    if args.csv:
+        print(table.to_csv(index=False).rstrip("\n"))
+    elif args.wide:
+        with pd.option_context("display.max_columns", None, "display.width", 10_000, "display.max_colwidth", None):
+            print(table.to_string(index=False))
+    else:
+        keep, shrink = NARROW[args.what]
+        print(fit_table(table, keep, shrink))
+        if keep is not None and len(keep) < table.shape[1]:
+            print(f"(--wide: every column in full, {', '.join(c for c in table.columns if c not in keep)} too)")
 
 
 def cmd_download(args) -> None:

@@ -45,7 +45,7 @@ def finished_run(run_dir: str | os.PathLike) -> RunDir:
         raise FileNotFoundError(f"{run.path} is not a run directory (no config.json)")
     if not run.is_complete():
         raise ValueError(f"{run.path} is unfinished (metrics.json does not say complete): finish it first with "
-                         f"`percept train --run-dir {run.path}`, which resumes it")
+                         f"`percept train {run.path}`, which resumes it")
     run.require_weights()
     return run
 

@@ -1,5 +1,6 @@
-"""Executing the numbered notebooks (``notebooks/NN_name.ipynb``) with papermill: ``make demo`` =
-``python -m percept.notebooks --out DIR``.
+"""Executing the numbered notebooks (``notebooks/NN_name.ipynb``, shipped in the package) with papermill:
+``make demo`` = ``python -m percept.notebooks --out DIR``; ``percept notebooks --copy --out DIR`` copies them, unexecuted,
+for JupyterLab.
 
 :func:`run_notebooks` runs them with the ``python3`` kernel of this environment, writes the executed copies to
 ``out_dir/<name>.ipynb``, prints one line per notebook (its time and the headline the notebook wrote with
@@ -11,13 +12,16 @@ import argparse
 import contextlib
 import json
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
 from typing import Iterable, Mapping
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
+from .resources import checkout_root, resource_path, workspace
+
+CHECKOUT = checkout_root()                 # None for an installed package
+NOTEBOOKS_DIR = resource_path("notebooks")  # the checkout's notebooks/ is a link to it
 HEADLINE_FILE = "headline.txt"   # what a notebook writes for the runner's line (percept.notebooks.headline)
 
 
@@ -52,10 +56,10 @@ def parameters_cell(notebook) -> int | None:
 
 @contextlib.contextmanager
 def _importable_percept():
-    """Make ``import percept`` work in the kernel (a subprocess) even where the package is not installed:
-    the repository goes first on PYTHONPATH for the duration."""
+    """Make ``import percept`` in the kernel (a subprocess) import this percept, even from a checkout that is not
+    installed: the folder holding this package goes first on PYTHONPATH for the duration."""
     old = os.environ.get("PYTHONPATH")
-    os.environ["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT), *([old] if old else [])])
+    os.environ["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).resolve().parents[1]), *([old] if old else [])])
     try:
         yield
     finally:
@@ -76,7 +80,12 @@ def _failure(path: Path, err: Exception) -> NotebookError:
     return NotebookError(f"notebook {path.name} failed in {where}{first}: {what}")
 
 
-def run_notebooks(names: Iterable[str] | None = None, out_dir: str | os.PathLike = REPO_ROOT / "outputs" / "notebooks",
+def default_out() -> Path:
+    """Where the notebooks' executed copies, runs and data go without ``--out``: ``workspace()/notebooks``."""
+    return workspace() / "notebooks"
+
+
+def run_notebooks(names: Iterable[str] | None = None, out_dir: str | os.PathLike | None = None,
                   parameters: Mapping | None = None, kernel: str | None = "python3",
                   notebooks_dir: str | os.PathLike | None = None, per_notebook: Mapping[str, Mapping] | None = None,
                   timeout: int | None = 1200, stop_on_error: bool = True, log=print) -> list[dict]:
@@ -84,22 +93,25 @@ def run_notebooks(names: Iterable[str] | None = None, out_dir: str | os.PathLike
 
     One line per notebook: its time and its headline (what it wrote with :func:`headline`). Every notebook
     gets ``parameters`` plus ``out_dir=out_dir/<name>``, ``runs_dir=out_dir/runs`` and
-    ``data_root=out_dir/data`` unless given (so that one call shares its runs and data between notebooks);
+    ``data_root=out_dir/data`` unless given (so that one call shares its runs and data between notebooks), and
+    ``figures_dir=out_dir/figures`` outside a checkout (a checkout's figures go to its ``figures/``);
     ``per_notebook[name]`` adds parameters for one notebook. The kernel runs with the notebook's folder as
     its working directory. Returns ``[{"notebook", "seconds", "status", "output", "error"}]``; raises
     :class:`NotebookError` naming the notebook and the failing cell (``stop_on_error``)."""
     import papermill as pm
 
-    out_dir = Path(out_dir).resolve()
+    out_dir = Path(out_dir or default_out()).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = notebook_paths(names, notebooks_dir)
     if not paths:
         raise ValueError(f"no notebooks in {notebooks_dir or NOTEBOOKS_DIR}")
-    shared = {"runs_dir": str(out_dir / "runs"), "data_root": str(out_dir / "data"), **(parameters or {})}
+    shared = {"runs_dir": str(out_dir / "runs"), "data_root": str(out_dir / "data"),
+              **({} if CHECKOUT is not None else {"figures_dir": str(out_dir / "figures")}), **(parameters or {})}
     results = []
     with _importable_percept():
         for path in paths:
             params = {"out_dir": str(out_dir / path.stem), **shared, **((per_notebook or {}).get(path.stem, {}))}
+            Path(params["out_dir"]).mkdir(parents=True, exist_ok=True)
             output = out_dir / path.name
             headline_file = Path(params["out_dir"]) / HEADLINE_FILE
             headline_file.unlink(missing_ok=True)   # a stale headline never speaks for this execution
@@ -109,7 +121,8 @@ def run_notebooks(names: Iterable[str] | None = None, out_dir: str | os.PathLike
                 # the kernel's own log at ERROR: ipykernel warns about unencrypted TCP on every start (a local
                 # kernel on the loopback interface, as JupyterLab's), which buried the runner's lines
                 pm.execute_notebook(str(path), str(output), parameters=params, kernel_name=kernel,
-                                    cwd=str(path.parent), progress_bar=False, log_output=False,
+                                    cwd=str(path.parent if CHECKOUT is not None else Path(params["out_dir"])),
+                                    progress_bar=False, log_output=False,
                                     execution_timeout=timeout, extra_arguments=["--IPKernelApp.log_level=ERROR"])
                 record["status"] = "ok"
                 if headline_file.is_file():
@@ -139,12 +152,33 @@ def _value(text: str):
         return text
 
 
+def copy_notebooks(names: Iterable[str] | None, out_dir: str | os.PathLike, log=print) -> list[Path]:
+    """Copy the numbered notebooks (unexecuted, as shipped) into ``out_dir``, to open in JupyterLab; an existing
+    copy is never overwritten (it may hold the user's edits)."""
+    out_dir = Path(out_dir).resolve()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    copied = []
+    for path in notebook_paths(names):
+        target = out_dir / path.name
+        if target.exists():
+            log(f"{path.stem:24s} kept (already in {out_dir}: it may hold your edits; delete it to copy it again)")
+            continue
+        shutil.copyfile(path, target)
+        copied.append(target)
+        log(f"{path.stem:24s} -> {target}")
+    return copied
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="percept notebooks",
-                                     description="Execute the numbered notebooks with papermill on their embedded "
-                                                 "defaults (offline, CPU); executed copies go to --out.")
+                                     description="Execute the numbered notebooks (shipped with percept) with "
+                                                 "papermill on their embedded defaults (offline, CPU); executed "
+                                                 "copies, runs and data go to --out. --copy: copy them, "
+                                                 "unexecuted, to --out instead (to open in JupyterLab).")
     parser.add_argument("names", nargs="*", help="notebooks to run (NN, NN_name or name; default: all)")
-    parser.add_argument("--out", default=str(REPO_ROOT / "outputs" / "notebooks"), help="output folder")
+    parser.add_argument("--out", default=None, help=f"output folder (default: {default_out()}; the workspace is "
+                        f"$PERCEPT_HOME, else a checkout's outputs/, else ~/percept)")
+    parser.add_argument("--copy", action="store_true", help="copy the notebooks to --out instead of running them")
     parser.add_argument("-p", "--parameter", action="append", default=[], metavar="KEY=VALUE",
                         help="parameter for every notebook (VALUE parsed as JSON when it can be; repeatable)")
     parser.add_argument("--kernel", default="python3", help="Jupyter kernel name (default: %(default)s)")
@@ -157,9 +191,12 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"--parameter {item!r}: expected KEY=VALUE")
         parameters[key] = _value(value)
     try:
+        if args.copy:
+            copy_notebooks(args.names or None, args.out or default_out())
+            return 0
         results = run_notebooks(args.names or None, args.out, parameters, args.kernel,
                                 stop_on_error=not args.keep_going)
-    except (NotebookError, ValueError) as err:
+    except (NotebookError, ValueError, OSError) as err:
         print(f"percept notebooks: error: {err}", file=sys.stderr)
         return 1
     return 0 if all(r["status"] == "ok" for r in results) else 1

@@ -2,9 +2,10 @@
 
 Helpers keep the notebooks to calls, displays and plots:
 
-* :func:`resolve_paths` — where a notebook writes (``outputs/notebooks/<name>``), the shared demo data
-  and runs (``outputs/notebooks/{data,runs}``: a run trained by one notebook is reused by the next,
-  runs being idempotent), and ``figures/``; all resolved from the repository, whatever the cwd.
+* :func:`resolve_paths` — where a notebook writes (``notebooks/<name>`` of the workspace: a checkout's ``outputs/``,
+  ``$PERCEPT_HOME`` or ``~/percept``, :func:`percept.resources.workspace`), the shared demo data and runs
+  (``notebooks/{data,runs}``: a run trained by one notebook is reused by the next, runs being idempotent), and
+  figures (a checkout's ``figures/``, else the workspace's); never relative to the cwd.
 * :func:`setup` — CPU threads and the figure style. One thread by default: on a small shared CPU,
   torch's default of one thread per core makes the tiny demo model ~10x *slower* when another
   process keeps a core busy (measured on 2 cores: 54 s vs 5 s per epoch).
@@ -32,8 +33,8 @@ import pandas as pd
 from .notebook_display import (DEMO_DESCRIPTIONS, caption, dataset_markdown, examples, metrics_table,  # noqa: F401
                                parameter_table, read_config, read_log, read_metrics, run_caption, run_datasets,
                                run_task, sample_images, score_titles, split_counts)
-from .notebook_runner import (HEADLINE_FILE, NOTEBOOKS_DIR, REPO_ROOT, NotebookError, main,  # noqa: F401
-                              notebook_paths, parameters_cell, run_notebooks)
+from .notebook_runner import (CHECKOUT, HEADLINE_FILE, NOTEBOOKS_DIR, NotebookError, copy_notebooks,  # noqa: F401
+                              default_out, main, notebook_paths, parameters_cell, run_notebooks)
 from .data.sources import is_synthetic
 from .tasks import get_task
 
@@ -43,16 +44,10 @@ warnings.filterwarnings("ignore", message="IProgress not found")
 DEMO_DATASETS = {"iqa": "synthetic_iqa", "memorability": "synthetic_strength", "emotion": "synthetic_distortion"}
 
 
-def repo_root() -> Path:
-    """The repository holding this package (found from ``percept.__file__``, not the cwd)."""
-    return REPO_ROOT
-
-
 # ------------------------------------------------------------------------------------------ set-up
 @dataclass
 class NotebookPaths:
     name: str
-    repo: Path
     out_dir: Path       # this notebook's outputs (tables, CSVs)
     figures_dir: Path   # figures (PNG + PDF)
     runs_dir: Path      # run directories, shared by the notebooks
@@ -63,12 +58,14 @@ class NotebookPaths:
 
 
 def resolve_paths(name: str, out_dir=None, figures_dir=None, runs_dir=None, data_root=None) -> NotebookPaths:
-    """Paths of notebook ``name``; ``None`` means the default under the repository:
-    ``outputs/notebooks/<name>``, ``figures``, ``outputs/notebooks/runs``, ``outputs/notebooks/data``."""
-    base = REPO_ROOT / "outputs" / "notebooks"
-    paths = NotebookPaths(name=name, repo=REPO_ROOT,
+    """Paths of notebook ``name``; ``None`` means the default under the workspace (:func:`default_out`):
+    ``notebooks/<name>``, ``notebooks/runs``, ``notebooks/data``, and the checkout's ``figures/`` (installed:
+    the workspace's ``figures/``)."""
+    base = default_out()
+    figures = CHECKOUT / "figures" if CHECKOUT is not None else base.parent / "figures"
+    paths = NotebookPaths(name=name,
                           out_dir=Path(out_dir) if out_dir else base / name,
-                          figures_dir=Path(figures_dir) if figures_dir else REPO_ROOT / "figures",
+                          figures_dir=Path(figures_dir) if figures_dir else figures,
                           runs_dir=Path(runs_dir) if runs_dir else base / "runs",
                           data_root=Path(data_root) if data_root else base / "data")
     for p in (paths.out_dir, paths.figures_dir, paths.runs_dir, paths.data_root):
@@ -114,7 +111,7 @@ def setup(cpu_threads: int | None = 1, seed: int = 0) -> dict:
     set_style()
     import percept
     return {"percept": percept.__version__, "torch": torch.__version__, "threads": torch.get_num_threads(),
-            "cuda": torch.cuda.is_available(), "repository": str(REPO_ROOT)}
+            "cuda": torch.cuda.is_available(), "percept_from": str(Path(percept.__file__).parent)}
 
 
 def demo_data(data_root: str | os.PathLike, n_references: int | None = None, size: int = 256) -> pd.DataFrame:

@@ -18,14 +18,14 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
+from typing import TYPE_CHECKING, Mapping
 
-import torch
+from .tasks import EMOSET_CLASSES
 
-from .checkpoint import check_state_dict, torch_load_weights
-from .metrics import EMOSET_CLASSES
-from .model import ModelConfig, PerceptCLIP
-from .official_layout import convert_official_state_dict, infer_architecture
+if TYPE_CHECKING:
+    import torch
+
+    from .model import PerceptCLIP
 
 @dataclass(frozen=True)
 class OfficialCheckpoint:
@@ -109,6 +109,10 @@ def load_official(source: str | os.PathLike | Mapping[str, torch.Tensor], lora_a
     ``official-iqa``, ``memorability``, ...). ``model(images)`` equals the official model's output;
     ``model.official`` holds the checkpoint's card (task, labels, score meaning) when known.
     """
+    # torch and the model, here and not at the top: the catalogue above is read by `percept list` in a moment
+    from .checkpoint import check_state_dict, torch_load_weights
+    from .model import ModelConfig, PerceptCLIP
+    from .official_layout import convert_official_state_dict, infer_architecture
     card = None
     if isinstance(source, Mapping):
         state, name = dict(source), "<state dict>"

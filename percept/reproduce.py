@@ -36,10 +36,9 @@ from typing import Iterable
 
 import pandas as pd
 
-from .resources import resource_path
+from .resources import resource_path, workspace
 from .unified import TABLE_ID
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 # The plan ships with the package (the checkout's top-level reproduce.yaml is a link to it): an installed percept
 # has it too; --config FILE takes another.
 REPRODUCE_YAML = resource_path("reproduce.yaml")
@@ -402,8 +401,9 @@ def main(argv: list[str] | None = None) -> int:
                                      description="Reproduce the paper's tables (reproduce.yaml): sweeps on the real "
                                                  "datasets with CLIP ViT-L/14, then paper-vs-ours tables.")
     parser.add_argument("--config", default=str(REPRODUCE_YAML), help="plan file (default: %(default)s)")
-    parser.add_argument("--out", default=None, help="output folder, runs/ and tables/ (default: outputs/reproduce, "
-                        "or outputs/reproduce_smoke with --smoke, in the repository)")
+    parser.add_argument("--out", default=None, help="output folder, runs/ and tables/ (default: WORKSPACE/reproduce, "
+                        "or WORKSPACE/reproduce_smoke with --smoke; WORKSPACE: $PERCEPT_HOME, else a checkout's "
+                        "outputs/, else ~/percept)")
     parser.add_argument("--data-root", default=None, help="folder of the prepared datasets (default: the plan's "
                         "data_root or $PERCEPT_DATA_ROOT)")
     parser.add_argument("--only", nargs="+", default=None, help="experiment names to run")
@@ -430,7 +430,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"(upper bound: 40 epochs each; early stopping shortens most runs)")
         if args.dry_run:
             return 0
-        out = args.out or str(REPO_ROOT / "outputs" / ("reproduce_smoke" if args.smoke else "reproduce"))
+        out = args.out or str(workspace() / ("reproduce_smoke" if args.smoke else "reproduce"))
         result = reproduce(out, args.config, args.data_root, args.only, args.gpus, smoke=args.smoke,
                            launcher=args.launcher, slurm=slurm_options(args))
     except (ValueError, FileNotFoundError, RuntimeError, ImportError) as err:

@@ -212,7 +212,7 @@ class RunDir:
         """The best epoch's weights; a clear error when the run has not produced them."""
         if not self.best_weights.is_file():
             raise FileNotFoundError(f"{self.path} is not a trained run directory (no {BEST}); train it first "
-                                    f"(percept train --run-dir {self.path})")
+                                    f"(percept train {self.path})")
         return self.best_weights
 
     def load_model(self, **kwargs):

@@ -107,13 +107,13 @@ GOOD = ["rgb.jpg", "cmyk.jpg", "alpha.png", "deep16.png"]
 def test_default_is_the_demo_runs_and_a_clear_error_without_them(app_models, runs_dir, tmp_path):
     assert [m.run_dir for m in app_models] == [p for p in demo_runs(runs_dir)]
     assert [m.task for m in app_models] == ["iqa", "memorability", "emotion"]
-    with pytest.raises(FileNotFoundError, match="make demo"):
+    with pytest.raises(FileNotFoundError, match=r"`percept notebooks 01 02 03` trains them"):
         load_models(None, runs_dir=tmp_path)
     old = tmp_path / "older" / "run"                       # a demo run of an older percept protocol: never served
     shutil.copytree(app_models[0].run_dir, old)
     config = json.loads((old / "config.json").read_text())
     (old / "config.json").write_text(json.dumps({**config, "protocol": PROTOCOL - 1}))
-    with pytest.raises(FileNotFoundError, match="make demo"):
+    with pytest.raises(FileNotFoundError, match="percept notebooks"):
         demo_runs(tmp_path / "older")
 
 
@@ -225,7 +225,7 @@ def test_cli_and_launch_pass_their_options(monkeypatch, runs_dir, tmp_path, caps
     assert all(str(percept_app.example_images()[0].parent.parent) in c["allowed_paths"] for c in calls)
     assert all(c["max_file_size"] == "50mb" for c in calls)             # uploads are size-limited
     assert main(["app", "--runs-dir", str(tmp_path)]) == 2      # no demo runs: say what to do
-    assert "make demo" in capsys.readouterr().err
+    assert "percept notebooks" in capsys.readouterr().err
 
 
 def test_space_entry_point_reads_its_models(monkeypatch, runs_dir):

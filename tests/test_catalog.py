@@ -1,6 +1,7 @@
 """`percept list` / percept.list_models (issue 15): what exists and whether its files are here, offline."""
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from percept.catalog import TIMM_WEIGHTS_FILE, list_backbones, list_datasets, list_models
@@ -89,3 +90,51 @@ def test_download_refuses_what_has_no_hub_file():
     from percept.catalog import download
     with pytest.raises(ValueError, match="nothing to download for 'tiny_clip'.*official-iqa"):
         download(["tiny_clip"])
+
+
+LISTINGS = r"""
+import contextlib, io, json, sys
+from percept.cli import main
+widths, codes = {}, {}
+for argv in (["list"], ["list", "datasets"], ["status", sys.argv[1]], ["status", sys.argv[1], "--wide"], ["--help"]):
+    out, key = io.StringIO(), " ".join(a for a in argv if a != sys.argv[1])
+    with contextlib.redirect_stdout(out):
+        try:
+            codes[key] = main(argv)
+        except SystemExit as done:          # --help
+            codes["--help"] = done.code
+    widths[key] = max(len(line) for line in out.getvalue().splitlines())
+heavy = sorted(m for m in ("torch", "timm", "peft", "transformers", "wandb", "mlflow") if m in sys.modules)
+print(json.dumps({"widths": widths, "codes": codes, "heavy": heavy}))
+"""
+
+
+def test_listings_start_without_torch_and_fit_100_columns(tmp_path):
+    """`percept list`, `percept status` and `percept --help` import no deep-learning library (they answer in a
+    moment), and their tables fit 100 columns unless --wide asks for every column in full."""
+    import json
+    import subprocess
+    import sys
+    long_run = tmp_path / ("sweep_of_many_datasets_" * 4) / "clip_vit_l14" / "split10" / "lr5e-05"
+    long_run.mkdir(parents=True)
+    (long_run / "config.json").write_text("{}")
+    done = subprocess.run([sys.executable, "-c", LISTINGS, str(tmp_path)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    found = json.loads(done.stdout.strip().splitlines()[-1])
+    assert found["heavy"] == [], f"a listing imported {found['heavy']}"
+    assert found["codes"] == {"list": 0, "list datasets": 0, "status": 0, "status --wide": 0, "--help": 0}
+    assert all(w <= 100 for k, w in found["widths"].items() if k != "status --wide"), found["widths"]
+    assert found["widths"]["status --wide"] > 100                        # the whole path, uncut
+
+
+def test_a_narrow_table_cuts_the_named_columns_in_order():
+    import pandas as pd
+    from percept.cli_commands import fit_table
+    table = pd.DataFrame({"state": ["failed", "done"], "run": ["a/" * 30 + "split1/lr5e-05", "b/split2/lr0.001"],
+                          "detail": ["RuntimeError: " + "x" * 80, "val srcc 0.9"]})
+    text = fit_table(table, shrink={"run": 20, "detail": 24}, width=60)
+    lines = text.splitlines()
+    assert max(map(len, lines)) <= 60 and len(lines) == 3
+    assert "\u2026/a/a/split1/lr5e-05 " in lines[1] and "b/split2/lr0.001" in lines[2]   # a path keeps its end
+    assert re.search("RuntimeError: x+\u2026$", lines[1])                               # the detail its start
+    assert fit_table(table, width=1000) == table.to_string(index=False)                   # nothing cut when it fits

@@ -86,3 +86,24 @@ def test_every_config_field_declared_as_an_option_is_a_train_flag_with_its_defau
                                              "--random-init", "--head-hidden", "64", "32", "--lora-alpha", "4"])
     assert (args.head_finetune, args.num_workers, args.pretrained, values(ModelConfig, args)["head_hidden"],
             args.lora_alpha) == (True, 3, False, (64, 32), 4.0)
+
+
+def test_one_grammar_the_run_or_the_root_right_after_the_command(capsys):
+    """Every command that takes a run directory takes it right after its name (`--run-dir` names it too), and every
+    command that reads a folder of runs likewise (`--root`); neither given: one line saying the form."""
+    from percept.cli import TAKES_RUN_OR_ROOT, build_parser, main
+    rest = {"train": [], "evaluate": ["--dataset", "livec"], "export": ["--format", "hub", "--out", "o"],
+            "push": ["user/repo"], "status": [], "results": []}
+    assert set(rest) == set(TAKES_RUN_OR_ROOT)
+    for command, dest in TAKES_RUN_OR_ROOT.items():
+        flag = "--run-dir" if dest == "run_dir" else "--root"
+        parser = build_parser(command)
+        positional = parser.parse_args([command, "some/where", *rest[command]])
+        named = parser.parse_args([command, flag, "some/where", *rest[command]])
+        assert getattr(positional, dest) == getattr(named, dest) == "some/where", command
+        if command == "push":
+            assert positional.repo_id == named.repo_id == "user/repo"
+        assert main([command, *rest[command]]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.endswith(f"percept {command} {'RUN' if dest == 'run_dir' else 'ROOT'} ...") and "\n" not in err
+    assert "default: official-iqa" in build_parser("predict").commands.choices["predict"].format_help()

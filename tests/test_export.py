@@ -149,7 +149,7 @@ def test_what_a_format_cannot_hold_is_refused(tiny_run, prior_run, tmp_path):
     unfinished = tmp_path / "unfinished"
     unfinished.mkdir()
     (unfinished / "config.json").write_text((tiny_run[0] / "config.json").read_text())
-    with pytest.raises(ValueError, match="unfinished.*percept train --run-dir"):
+    with pytest.raises(ValueError, match=r"unfinished.*`percept train \S+`, which resumes"):
         export_run(unfinished, "hub", tmp_path / "hub")
 
 

@@ -6,7 +6,8 @@ import torch
 
 from conftest import randomize_lora
 from percept.checkpoint import CheckpointMismatch
-from percept.official import OFFICIAL_CHECKPOINTS, infer_architecture, load_official
+from percept.official import OFFICIAL_CHECKPOINTS, load_official
+from percept.official_layout import infer_architecture
 
 transformers = pytest.importorskip("transformers")
 peft = pytest.importorskip("peft")

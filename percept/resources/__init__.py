@@ -4,15 +4,37 @@
 * ``data_manifests/cards/NAME.md`` — the dataset cards (rendered from :mod:`percept.data.cards`);
 * ``data_manifests/splits/NAME.csv`` + ``.json`` sidecars — the pinned split files (:mod:`percept.data.pinned`);
 * ``paper/paper_results.csv`` — every cell of the paper's tables (:mod:`percept.paper`);
-* ``reproduce.yaml`` — the paper's experiments as a plan (:mod:`percept.reproduce`).
+* ``reproduce.yaml`` — the paper's experiments as a plan (:mod:`percept.reproduce`);
+* ``notebooks/NN_name.ipynb`` — the numbered notebooks (``percept notebooks``).
 
-The repository's top-level ``data_manifests/``, ``paper/`` and ``reproduce.yaml`` are links to these. The demo prior's
+The repository's top-level ``data_manifests/``, ``paper/``, ``notebooks/`` and ``reproduce.yaml`` are links to
+these (the checkout's folders are where they are edited). The demo prior's
 weights ship with :mod:`percept.prior` (``percept/prior/weights``), found the same way.
 """
 from __future__ import annotations
 
+import os
 from importlib.resources import files
 from pathlib import Path
+
+PACKAGE_ROOT = Path(__file__).resolve().parents[1]   # the folder holding percept/
+
+
+def checkout_root() -> Path | None:
+    """The git checkout this percept runs from (an editable install or ``PYTHONPATH``), or None when percept is
+    an installed package (its folder is then, e.g., ``site-packages``)."""
+    root = PACKAGE_ROOT
+    return root if (root / "pyproject.toml").is_file() and (root / "notebooks").is_dir() else None
+
+
+def workspace() -> Path:
+    """Where commands put what they make when no ``--out`` is given (the notebooks' runs, data and executed copies,
+    ``percept reproduce``'s runs) and where ``percept app`` looks for demo runs: ``$PERCEPT_HOME`` if set, else the
+    checkout's ``outputs/``, else ``~/percept`` for an installed package. Never the working directory."""
+    if os.environ.get("PERCEPT_HOME"):
+        return Path(os.environ["PERCEPT_HOME"]).expanduser().resolve()
+    root = checkout_root()
+    return root / "outputs" if root is not None else Path.home() / "percept"
 
 
 def package_path(package: str, *parts: str) -> Path:
