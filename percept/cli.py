@@ -8,7 +8,7 @@ import os
 import sys
 
 from . import cli_commands as cmd
-from .cli_commands import WEIGHT_FIELDS
+from .cli_config import add_data_flags
 
 
 def _add_run_dir(p, help: str) -> None:
@@ -25,47 +25,6 @@ def _add_tree_root(p) -> None:
     p.add_argument("--root", dest="root", metavar="ROOT", default=None, help="= ROOT")
 
 
-def _add_data_args(p, many: bool = True) -> None:
-    action = "append" if many else "store"
-    p.add_argument("--dataset", action=action, required=not many, help="dataset name (a card in data_manifests/"
-                   "cards, or synthetic_iqa / synthetic_strength / synthetic_distortion), or csv:PATH, a CSV of "
-                   "your own (columns image,label[,split1..]) with --task" +
-                   ("; repeat for multi-dataset training" if many else ""))
-    p.add_argument("--root", action=action, help="dataset folder (the official download, where `percept prepare` "
-                   "wrote percept_manifest.csv; synthetic sets are generated there; a CSV's image paths are under "
-                   "it, default: the CSV's folder)")
-    p.add_argument("--manifest", action=action, default=None, help="manifest CSV (default ROOT/percept_manifest.csv)")
-    p.add_argument("--task", choices=["iqa", "memorability", "emotion"], default=None,
-                   help="what a csv:PATH dataset's labels are (its protocol, loss and transforms follow)")
-    p.add_argument("--classes", default=None, help="a csv:PATH emotion dataset's class names in order, comma-"
-                   "separated (default: the sorted names in its label column)")
-    p.add_argument("--label-range", type=float, nargs=2, metavar=("LO", "HI"), default=None,
-                   help="a csv:PATH regression dataset's valid label range (default: any number for iqa, "
-                   "[-1, 1] for memorability)")
-
-
-def _add_model_args(p, weights: bool = True) -> None:
-    """The model's flags, one per :class:`~percept.model.ModelConfig` field (:mod:`percept.options`);
-    ``weights=False``: without the flags that choose the encoder's weights (``percept params``)."""
-    from .model import ModelConfig
-    from .options import add_flags
-    add_flags(p, ModelConfig, exclude=() if weights else WEIGHT_FIELDS)
-    if weights:
-        p.add_argument("--random-init", dest="pretrained", action="store_false", help="= --no-pretrained")
-
-
-def _add_train_args(p) -> None:
-    """Data flags, then one flag per field of :class:`~percept.model.ModelConfig` and
-    :class:`~percept.train_config.TrainConfig` (help, defaults and choices come from the fields)."""
-    from .options import add_flags
-    from .train_config import EXECUTION_FIELDS, TrainConfig
-    _add_data_args(p)
-    _add_model_args(p.add_argument_group("model (ablations: Tables 6, 7, A.7, A.8, A.10, A.11)"))
-    add_flags(p.add_argument_group("protocol (paper §3.1)"), TrainConfig, exclude=EXECUTION_FIELDS)
-    add_flags(p.add_argument_group("execution (does not change results)"), TrainConfig,
-              exclude=[f for f in TrainConfig.__dataclass_fields__ if f not in EXECUTION_FIELDS])
-
-
 def _demo_command(commands, full: bool) -> None:
     demo = commands.add_parser("demo", help="offline end-to-end run on embedded synthetic data (CPU, minutes)",
                                description="Generate the synthetic KADID-style IQA set, adapt the demo's "
@@ -77,16 +36,6 @@ def _demo_command(commands, full: bool) -> None:
     demo.add_argument("--seed", type=int, default=0, help="seed for data, split and training")
     demo.add_argument("--quiet", action="store_true", help="no per-epoch log")
     demo.set_defaults(run=cmd.cmd_demo)
-
-
-def _params_command(commands, full: bool) -> None:
-    params = commands.add_parser("params", help="parameter counts of a model configuration",
-                                 description="Build a model with random weights and count LoRA, heads, "
-                                             "trainable and total parameters.")
-    if full:
-        _add_model_args(params, weights=False)
-    params.add_argument("--outputs", type=int, default=1, help="head outputs (1 for regression, 8 for EmoSet)")
-    params.set_defaults(run=cmd.cmd_params)
 
 
 def _prepare_command(commands, full: bool) -> None:
@@ -108,26 +57,12 @@ def _prepare_command(commands, full: bool) -> None:
     prepare.set_defaults(run=cmd.cmd_prepare)
 
 
-def _train_command(commands, full: bool) -> None:
-    train = commands.add_parser("train", help="train one run (one dataset, or several: multi-dataset)",
-                                description="Train PerceptCLIP with the paper's protocol (AdamW, early stopping "
-                                "on validation, best epoch kept, test with the task's test transform) into "
-                                "RUN. Re-running the same command resumes an interrupted run; "
-                                "`percept train RUN` alone resumes RUN from its config.json.")
-    _add_run_dir(train, "output folder of the run")
-    train.add_argument("--config", default=None, help="a run file (YAML/JSON: config.json's fields, e.g. a run's "
-                       "config.yaml; percept.config_files); typed flags override it")
-    if full:
-        _add_train_args(train)
-    train.set_defaults(run=cmd.cmd_train)
-
-
 def _evaluate_command(commands, full: bool) -> None:
     evaluate = commands.add_parser("evaluate", help="evaluate a finished run on another dataset (no retraining)",
                                    description="Cross-dataset generalisation (Table 2, Table A.1): the run's best "
                                    "weights on a dataset's test part (or the whole dataset with --split 0).")
     _add_run_dir(evaluate, "a finished run directory")
-    _add_data_args(evaluate, many=False)
+    add_data_flags(evaluate, many=False)
     evaluate.add_argument("--split", type=int, default=0, help="split to use; 0 = every image (default)")
     evaluate.add_argument("--part", default="test", choices=["train", "val", "test"])
     evaluate.add_argument("--head-name", default=None, help="which head of a multi-dataset run (default: the "
@@ -137,27 +72,6 @@ def _evaluate_command(commands, full: bool) -> None:
     evaluate.add_argument("--workers", type=int, default=None,
                           help="DataLoader worker processes (default: 0 on CPU, the CPU cores up to 16 on GPU)")
     evaluate.set_defaults(run=cmd.cmd_evaluate)
-
-
-def _sweep_command(commands, full: bool) -> None:
-    sweep = commands.add_parser("sweep", help="many runs: splits x learning rates x model variants",
-                                description="Run the grid under --out/<datasets>/<variant>/split<k>/lr<lr>, on "
-                                "every local GPU (one run per GPU at a time) or in-process on CPU; finished runs "
-                                "are skipped. Then `percept results --root OUT` selects the LR by validation.")
-    sweep.add_argument("--out", default=None, help="root folder of the sweep (or `out` in --config's sweep section)")
-    sweep.add_argument("--config", default=None, help="a sweep file: a run's settings plus `sweep: {lrs, splits, "
-                       "variants, out}` (percept.config_files); typed flags override it")
-    sweep.add_argument("--lrs", type=float, nargs="+", default=None, help="learning rates (default: the paper's "
-                       "5e-5 1e-4 5e-4 1e-3)")
-    sweep.add_argument("--splits", type=int, nargs="+", default=None, help="splits (default: 1)")
-    sweep.add_argument("--variant", action="append", help='model overrides as JSON, e.g. \'{"strategy": "frozen"}\' '
-                       "(repeatable)")
-    sweep.add_argument("--gpus", type=int, nargs="*", default=None, help="GPU indices (default: all visible)")
-    from .launch import add_launcher_args
-    add_launcher_args(sweep)
-    if full:
-        _add_train_args(sweep)
-    sweep.set_defaults(run=cmd.cmd_sweep)
 
 
 def _results_command(commands, full: bool) -> None:
@@ -284,7 +198,11 @@ def _app_command(commands, full: bool) -> None:
 
 
 def _delegated_command(commands, full: bool) -> None:
-    """Commands parsed by their own modules (see main)."""
+    """Commands parsed by their own modules (see main): train, sweep and params by jsonargparse
+    (:mod:`percept.cli_config`), the others by theirs."""
+    commands.add_parser("params", add_help=False, help="parameter counts of a model configuration")
+    commands.add_parser("train", add_help=False, help="train one run (one dataset, or several: multi-dataset)")
+    commands.add_parser("sweep", add_help=False, help="many runs: splits x learning rates x model variants")
     commands.add_parser("bench", add_help=False, help="throughput of the fast path vs the official-style "
                         "reference (percept bench --help)")   # parsed by percept.bench.main (see main below)
     commands.add_parser("notebooks", add_help=False, help="execute the numbered notebooks with papermill "
@@ -293,30 +211,29 @@ def _delegated_command(commands, full: bool) -> None:
                         "(percept reproduce --help)")   # parsed by percept.reproduce.main
 
 
-COMMANDS = {"demo": _demo_command, "params": _params_command, "prepare": _prepare_command, "train": _train_command,
-            "evaluate": _evaluate_command, "sweep": _sweep_command, "results": _results_command, "status": _status_command,
-            "predict": _predict_command, "list": _list_command, "download": _download_command,
-            "export": _export_command, "push": _push_command, "app": _app_command,
-            "bench, notebooks, reproduce": _delegated_command}
+COMMANDS = {"demo": _demo_command, "prepare": _prepare_command, "evaluate": _evaluate_command,
+            "results": _results_command, "status": _status_command, "predict": _predict_command,
+            "list": _list_command, "download": _download_command, "export": _export_command, "push": _push_command,
+            "app": _app_command, "params, train, sweep, bench, notebooks, reproduce": _delegated_command}
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
-    """The parser; the flags generated from the config dataclasses (``params``, ``train``, ``sweep``: they
-    import torch) are added only for the command being run, or for all when ``command`` is None, so that
-    ``percept prepare`` and ``percept --help`` start in a moment."""
+    """The parser of every command but those parsed by their own modules (``params``, ``train``, ``sweep``:
+    :mod:`percept.cli_config`; ``bench``, ``notebooks``, ``reproduce``)."""
     from . import __version__
     parser = argparse.ArgumentParser(prog="percept", description=__doc__)
     parser.add_argument("--version", action="version", version=f"percept {__version__} (perceptclip)")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    parser.commands = commands   # the command parsers, by name (for the flags typed with --config)
+    parser.commands = commands   # the command parsers, by name
     for name, add in COMMANDS.items():
         add(commands, full=command is None or command == name)
     return parser
 
 
 # the commands that take a run directory (RUN) or a folder of runs (ROOT) after their name, and its destination
-TAKES_RUN_OR_ROOT = {"train": "run_dir", "evaluate": "run_dir", "export": "run_dir", "push": "run_dir",
-                     "status": "root", "results": "root"}
+# (train's: percept.cli_config)
+TAKES_RUN_OR_ROOT = {"evaluate": "run_dir", "export": "run_dir", "push": "run_dir", "status": "root",
+                     "results": "root"}
 RESUMABLE = {"train", "sweep", "reproduce", "predict", "notebooks"}   # commands whose re-run continues the work
 
 
@@ -354,15 +271,15 @@ def _dispatch(argv: list[str], command: str) -> int:
     if command == "reproduce":
         from .reproduce import main as reproduce_main
         return reproduce_main(argv[1:])
+    if command in ("train", "sweep", "params"):   # jsonargparse: flags from the config dataclasses, --config files
+        from .cli_config import parse_options
+        return getattr(cmd, f"cmd_{command}")(parse_options(command, argv[1:])) or 0
     parser = build_parser(command)
     args = parser.parse_args(argv)
     name = TAKES_RUN_OR_ROOT.get(args.command)
     if name is not None and getattr(args, name) is None:
         what = ("run directory", "RUN") if name == "run_dir" else ("folder of runs", "ROOT")
         raise ValueError(f"no {what[0]} given: percept {args.command} {what[1]} ...")
-    if args.command in ("train", "sweep"):   # which flags were typed: they override a --config file / resume
-        from .config_files import given_flags
-        args.given = given_flags(parser.commands.choices[args.command], argv[1:])
     return args.run(args) or 0
 
 

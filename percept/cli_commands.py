@@ -42,14 +42,11 @@ def fit_table(table, keep=None, shrink: dict | None = None, width: int = TABLE_W
     return text
 
 
-WEIGHT_FIELDS = ("pretrained", "weights_path")   # ModelConfig fields that choose the encoder's weights
-
-
-def cmd_params(args) -> None:
+def cmd_params(options) -> None:
+    from .cli_config import WEIGHT_FIELDS, model_values
     from .model import ModelConfig, build_model
-    from .options import values
-    config = ModelConfig(**values(ModelConfig, args, exclude=WEIGHT_FIELDS), pretrained=False,
-                         heads={"main": args.outputs})
+    config = ModelConfig(**model_values(options, exclude=WEIGHT_FIELDS), pretrained=False,
+                         heads={"main": options.outputs})
     print(json.dumps({"backbone": config.backbone, "strategy": config.strategy, "head_type": config.head_type,
                       **build_model(config).parameter_counts()}, indent=2))
 
@@ -71,87 +68,58 @@ def cmd_prepare(args) -> None:
     print(f"{args.dataset}: {len(df)} rows -> {path} (sidecar {path.with_suffix('.json').name})")
 
 
-def _data_configs(args) -> list:
-    from .data.sources import DataConfig
-    datasets = args.dataset if isinstance(args.dataset, list) else [args.dataset]
-    roots = args.root if isinstance(args.root, list) else [args.root] if args.root else []
-    if not roots and all(d.startswith("csv:") for d in datasets):
-        roots = [str(Path(d[4:]).parent) for d in datasets]          # a CSV's images default to its own folder
-    if len(roots) != len(datasets):
-        raise ValueError(f"give one --root per --dataset ({len(datasets)} datasets, {len(roots)} roots)")
-    manifests = args.manifest if isinstance(args.manifest, list) else [args.manifest] * len(roots)
-    if len(manifests) != len(roots):
-        raise ValueError("give one --manifest per --dataset, or none")
-    csv = {"task": args.task, "classes": args.classes.split(",") if args.classes else None,
-           "label_range": args.label_range}
-    absolute = lambda p: None if p is None else str(Path(p).resolve())   # noqa: E731  a run must not depend on the cwd
-    return [DataConfig(d, absolute(r), absolute(m), **(csv if d.startswith("csv:") else {}))
-            for d, r, m in zip(datasets, roots, manifests)]
-
-
-def _file_config(args):
-    """(TrainConfig, sweep section) of ``--config FILE`` with the typed flags over it (percept.config_files)."""
-    from .config_files import train_config_from_file
-    return train_config_from_file(args.config, args, args.given,
-                                  data_from_flags=_data_configs(args) if "dataset" in args.given else None)
-
-
-def _train_config(args):
-    from .model import ModelConfig
-    from .options import values
-    from .train_config import TrainConfig
-    return TrainConfig(data=_data_configs(args), model=ModelConfig(**values(ModelConfig, args)),
-                       **values(TrainConfig, args))
-
-
-def cmd_train(args) -> None:
+def cmd_train(options) -> None:
+    """``percept train``: the run the options say (flags, a config file), or RUN's own, resumed."""
+    from .cli_config import config_yaml, train_config
     from .runs import RunDir
     from .train import TrainConfig, train
-    run = RunDir(args.run_dir)
-    if args.config:
-        config, _ = _file_config(args)
-    elif args.dataset:
-        config = _train_config(args)
-    elif run.config_file.is_file():   # resume a run (or one prepared by a sweep): typed execution flags apply
-        from .options import values
-        from .train_config import EXECUTION_FIELDS
+    from .train_config import EXECUTION_FIELDS
+    run = RunDir(options.run_dir)
+    config = train_config(options)
+    if config is None:                # resume a run (or one prepared by a sweep): typed execution flags apply
+        if not run.config_file.is_file():
+            raise ValueError(f"give --dataset and --root (or --config FILE), or the RUN of an existing run to "
+                             f"resume ({run.config_file} does not exist)")
         config = TrainConfig.from_dict(run.read_config())
-        typed = values(TrainConfig, args)
         for name in EXECUTION_FIELDS:
-            if name in args.given:
-                setattr(config, name, typed[name])
-        config.quiet = args.quiet
-    else:
-        raise ValueError(f"give --dataset and --root, or the RUN of an existing run to resume "
-                         f"({run.config_file} does not exist)")
-    result = train(config, args.run_dir)
-    print(json.dumps({"run_dir": args.run_dir, "val_score": result["val_score"], "test": result["test"]}, indent=2))
+            if name in options.typed:
+                setattr(config, name, options.values[name])
+        config.quiet = options.quiet
+    if options.print_config:
+        print(config_yaml(config), end="")
+        return
+    result = train(config, options.run_dir)
+    print(json.dumps({"run_dir": options.run_dir, "val_score": result["val_score"], "test": result["test"]}, indent=2))
 
 
 def cmd_evaluate(args) -> None:
     from .evaluate import evaluate_run
-    record = evaluate_run(args.run_dir, _data_configs(args)[0],
+    from .cli_config import data_entries
+    from .data.sources import DataConfig
+    record = evaluate_run(args.run_dir, DataConfig(**data_entries(vars(args), None, "percept evaluate")[0]),
                           split=None if args.split == 0 else args.split, part=args.part, head_name=args.head_name,
                           out=args.out, device=args.device, num_workers=args.workers)
     print(json.dumps(record, indent=2))
 
 
-def cmd_sweep(args) -> None:
+def cmd_sweep(options) -> None:
+    from .cli_config import config_yaml, sweep_plan, train_config
+    from .launch import slurm_options
     from .sweep import LR_GRID, expand_grid, run_sweep
-    if not args.config and not args.dataset:
+    base = train_config(options)
+    if base is None:
         raise ValueError("percept sweep needs the runs' template: --dataset NAME --root DIR (and the flags of "
                          "percept train), or --config FILE (a run config with a `sweep:` section)")
-    base, plan = _file_config(args) if args.config else (_train_config(args), {})
-    if args.variant or "variants" not in plan:
-        plan["variants"] = [json.loads(v) for v in args.variant] if args.variant else [{}]
-    for key in ("lrs", "splits", "out"):
-        if getattr(args, key) is not None or key not in plan:
-            plan[key] = getattr(args, key)
-    if plan["out"] is None:
+    plan = sweep_plan(options)
+    if options.print_config:
+        import yaml
+        print(config_yaml(base) + yaml.safe_dump({"sweep": plan}, sort_keys=False), end="")
+        return
+    if plan.get("out") is None:
         raise ValueError("give --out, or `out` in the sweep file's `sweep` section")
-    grid = expand_grid(base, lrs=plan["lrs"] or LR_GRID, splits=plan["splits"] or [1], model_variants=plan["variants"])
-    from .launch import slurm_options
-    status = run_sweep(grid, plan["out"], gpus=args.gpus, launcher=args.launcher, slurm=slurm_options(args))
+    grid = expand_grid(base, lrs=plan.get("lrs") or LR_GRID, splits=plan.get("splits") or [1],
+                       model_variants=plan.get("variants") or [{}])
+    status = run_sweep(grid, plan["out"], gpus=options.gpus, launcher=options.launcher, slurm=slurm_options(options))
     failed = {k: v for k, v in status.items() if v.startswith("failed")}
     print(json.dumps({"runs": len(status), "failed": failed}, indent=2))
     if failed:

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Iterable
 
 import pandas as pd
+import yaml
 
 from .resources import resource_path, workspace
 from .unified import TABLE_ID
@@ -75,13 +76,14 @@ def run_hours(dataset: str) -> float:
 
 
 def load_reproduce_config(path: str | os.PathLike | None = None) -> dict:
-    """Read ``reproduce.yaml`` (PyYAML: a dependency of percept)."""
-    try:
-        import yaml
-    except ImportError as err:   # pragma: no cover - depends on the environment
-        raise ImportError("reading reproduce.yaml needs PyYAML: pip install pyyaml") from err
+    """Read ``reproduce.yaml`` (or the plan file ``path``)."""
     path = Path(path) if path else REPRODUCE_YAML
-    config = yaml.safe_load(path.read_text())
+    if not path.is_file():
+        raise FileNotFoundError(f"plan file {path} does not exist (without --config: the plan shipped with percept)")
+    try:
+        config = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise ValueError(f"{path}: not valid YAML: {' '.join(str(err).split())}") from None
     if not isinstance(config, dict) or "experiments" not in config:
         raise ValueError(f"{path}: expected a mapping with 'experiments'")
     for name, exp in config["experiments"].items():

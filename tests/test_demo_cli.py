@@ -52,13 +52,12 @@ def test_cli_params_counts(capsys):
 
 
 def test_cli_reports_bad_names_without_traceback(capsys):
-    """The flags' choices come from the config fields (percept.options): argparse names the valid ones."""
+    """The flags' choices come from the config fields (percept.options): one line names the valid ones."""
     for flag, value in (("--backbone", "resnet"), ("--strategy", "adapter"), ("--head-type", "transformer")):
-        with pytest.raises(SystemExit) as stop:
-            main(["params", flag, value])
-        err = capsys.readouterr().err
-        assert stop.value.code == 2 and f"invalid choice: '{value}'" in err, err
-    assert "tiny_clip_prior" in err or "mlp" in err
+        assert main(["params", flag, value]) == 2
+        err = capsys.readouterr().err.strip()
+        assert f"invalid choice: '{value}'" in err and len(err.splitlines()) == 1, err
+    assert "mlp" in err and "linear" in err
     assert main(["params", "--backbone", "tiny_clip", "--lora-r", "0"]) == 2     # the config's own check
     assert "LoRA needs r >= 1" in capsys.readouterr().err
 
@@ -71,30 +70,37 @@ def test_cli_bench_passes_options_through(tmp_path, capsys):
 
 
 def test_every_config_field_declared_as_an_option_is_a_train_flag_with_its_default():
-    """percept train's flags are generated from ModelConfig and TrainConfig (issue 14): parsing no flags
-    gives back the dataclasses' own defaults, and a new option field is a new flag."""
-    from percept.cli import build_parser
+    """percept train's flags are generated from ModelConfig and TrainConfig: parsing no flags gives back the
+    dataclasses' own defaults, and a new option field is a new flag (and a config-file key)."""
+    from percept.cli_config import model_values, parse_options, train_config
     from percept.model import ModelConfig
-    from percept.options import flag_fields, values
+    from percept.options import flag_fields
     from percept.train_config import TrainConfig
-    args = build_parser("train").parse_args(["train", "--run-dir", "x"])
-    model_defaults, train_defaults = ModelConfig(), TrainConfig(data=[{"dataset": "synthetic_iqa", "root": "."}])
-    assert values(ModelConfig, args) == {f.name: getattr(model_defaults, f.name) for f in flag_fields(ModelConfig)}
-    assert values(TrainConfig, args) == {f.name: getattr(train_defaults, f.name) for f in flag_fields(TrainConfig)}
-    assert len(flag_fields(TrainConfig)) >= 20 and "stage1_from" in values(TrainConfig, args)
-    args = build_parser("train").parse_args(["train", "--run-dir", "x", "--two-phase", "--workers", "3",
-                                             "--random-init", "--head-hidden", "64", "32", "--lora-alpha", "4"])
-    assert (args.head_finetune, args.num_workers, args.pretrained, values(ModelConfig, args)["head_hidden"],
-            args.lora_alpha) == (True, 3, False, (64, 32), 4.0)
+    options = parse_options("train", ["x", "--dataset", "synthetic_iqa", "--root", "."])
+    config, defaults = train_config(options), TrainConfig(data=[{"dataset": "synthetic_iqa", "root": "."}])
+    assert config.model == ModelConfig() and len(flag_fields(TrainConfig)) >= 20
+    assert {f.name: getattr(config, f.name) for f in flag_fields(TrainConfig)} == \
+        {f.name: getattr(defaults, f.name) for f in flag_fields(TrainConfig)}
+    options = parse_options("train", ["--run-dir", "x", "--two-phase", "--workers", "3", "--random-init",
+                                      "--head-hidden", "64", "32", "--lora-alpha", "4", "--logger", "csv", "wandb"])
+    model = model_values(options)
+    assert (options.head_finetune, options.num_workers, model["pretrained"], model["head_hidden"], model["lora_alpha"],
+            options.loggers) == (True, 3, False, (64, 32), 4.0, ["csv", "wandb"])
+    assert options.run_dir == "x" and train_config(options) is None          # no data: `percept train RUN` resumes
+    assert {"head_finetune", "num_workers", "model.pretrained", "model.head_hidden"} <= options.typed
 
 
 def test_one_grammar_the_run_or_the_root_right_after_the_command(capsys):
     """Every command that takes a run directory takes it right after its name (`--run-dir` names it too), and every
     command that reads a folder of runs likewise (`--root`); neither given: one line saying the form."""
     from percept.cli import TAKES_RUN_OR_ROOT, build_parser, main
-    rest = {"train": [], "evaluate": ["--dataset", "livec"], "export": ["--format", "hub", "--out", "o"],
+    from percept.cli_config import parse_options
+    rest = {"evaluate": ["--dataset", "livec"], "export": ["--format", "hub", "--out", "o"],
             "push": ["user/repo"], "status": [], "results": []}
     assert set(rest) == set(TAKES_RUN_OR_ROOT)
+    assert parse_options("train", ["some/where"]).run_dir == parse_options("train", ["--run-dir", "some/where"]).run_dir
+    assert main(["train", "--lr", "1e-3"]) == 2
+    assert capsys.readouterr().err.strip().endswith("percept train RUN ...")
     for command, dest in TAKES_RUN_OR_ROOT.items():
         flag = "--run-dir" if dest == "run_dir" else "--root"
         parser = build_parser(command)

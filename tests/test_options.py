@@ -1,12 +1,15 @@
-"""percept.options: dataclass fields -> argparse flags (issue 14), torch-free."""
+"""Dataclass fields -> flags and config-file keys (percept.options declares them, percept.cli_config parses them
+with jsonargparse), torch-free."""
 from __future__ import annotations
 
-import argparse
 from dataclasses import dataclass, field
 
 import pytest
 
-from percept.options import add_flags, option, values
+from percept.cli_config import _mapping_argv, add_field_flags
+from percept.options import option
+
+jsonargparse = pytest.importorskip("jsonargparse")
 
 
 @dataclass
@@ -16,51 +19,52 @@ class Example:
     mode: str = option("a", "a mode", choices=("a", "b"))
     sizes: tuple[int, int] = option((3, 4), "two sizes")
     loud: bool = option(False, "say more")
-    hidden: dict = field(default_factory=dict)        # not an option: no flag
+    names: list[str] = option(help="some names", default_factory=lambda: ["x"])
+    weights: dict[str, float] | None = option(None, "per-task weights")
+    hidden: dict = field(default_factory=dict)        # not an option: a config-file key only
 
 
-def _parse(argv):
-    parser = argparse.ArgumentParser(exit_on_error=False)
-    add_flags(parser, Example)
-    return parser.parse_args(argv)
+def _parse(argv, prefix=""):
+    parser = jsonargparse.ArgumentParser(exit_on_error=False, env_prefix=False, default_env=False)
+    parser.add_argument("--config", action="config")
+    add_field_flags(parser, Example, prefix)
+    return parser.parse_args(_mapping_argv(argv, {"--weights"})).as_dict()
 
 
-def test_flags_are_typed_defaulted_and_read_back_from_the_fields():
-    assert values(Example, _parse([])) == {"rate": 0.5, "count": None, "mode": "a", "sizes": (3, 4), "loud": False}
-    got = values(Example, _parse(["--rate", "2", "--n", "7", "--mode", "b", "--sizes", "5", "6", "--loud"]))
-    assert got == {"rate": 2.0, "count": 7, "mode": "b", "sizes": (5, 6), "loud": True}
-    assert Example(**got).sizes == (5, 6)
-    assert not hasattr(_parse([]), "hidden")
+def test_flags_are_typed_defaulted_and_named_after_the_fields():
+    got = _parse([])
+    got.pop("config")
+    assert got == {"rate": 0.5, "count": None, "mode": "a", "sizes": [3, 4], "loud": False, "names": ["x"],
+                   "weights": None, "hidden": None}
+    got = _parse(["--rate", "2", "--n", "7", "--mode", "b", "--sizes", "5", "6", "--loud", "--names", "p", "q",
+                  "--weights", "iqa=1", "emotion=0.5"])
+    assert {k: got[k] for k in ("rate", "count", "mode", "sizes", "loud", "names", "weights")} == {
+        "rate": 2.0, "count": 7, "mode": "b", "sizes": [5, 6], "loud": True, "names": ["p", "q"],
+        "weights": {"iqa": 1.0, "emotion": 0.5}}
+    assert _parse(["--no-loud"])["loud"] is False and _parse(["--weights", "{iqa: 2}"])["weights"] == {"iqa": 2.0}
+    assert _parse(["--count", "3"], prefix="model.")["model"]["count"] == 3      # nested, as config.json's model
 
 
-def test_bad_values_and_unsupported_field_types_are_refused():
-    with pytest.raises(argparse.ArgumentError, match="invalid choice"):
-        _parse(["--mode", "c"])
-    with pytest.raises(argparse.ArgumentError, match="invalid int value"):
-        _parse(["--count", "x"])
+def test_a_config_file_sets_the_same_keys_and_typed_flags_after_it_win(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("rate: 0.25\nsizes: [7, 8]\nweights: {iqa: 3}\nhidden: {a: 1}\n")
+    got = _parse(["--config", str(path), "--rate", "1"])
+    assert (got["rate"], got["sizes"], got["weights"], got["hidden"]) == (1.0, [7, 8], {"iqa": 3.0}, {"a": 1})
+
+
+def test_bad_values_and_unsupported_field_types_are_refused(tmp_path):
+    for argv, message in ((["--mode", "c"], "invalid choice"), (["--count", "x"], "count"),
+                          (["--weights", "iqa=x"], "weights"), (["--rate", "fast"], "rate")):
+        with pytest.raises(jsonargparse.ArgumentError, match=message):
+            _parse(argv)
+    with pytest.raises(ValueError, match="names iqa more than once"):
+        _parse(["--weights", "iqa=1", "iqa=2"])
+    (tmp_path / "u.yaml").write_text("rte: 1\n")
+    with pytest.raises(jsonargparse.ArgumentError, match="rte"):
+        _parse(["--config", str(tmp_path / "u.yaml")])
 
     @dataclass
     class Bad:
-        table: dict = option(None, "no flag for this")
-    with pytest.raises(TypeError, match="no command-line flag for a field of type 'dict'"):
-        add_flags(argparse.ArgumentParser(), Bad)
-
-
-def test_a_mapping_field_is_key_value_pairs():
-    @dataclass
-    class Weighted:
-        weights: dict[str, float] | None = option(None, "per-task weights")
-
-    def parse(argv):
-        parser = argparse.ArgumentParser(exit_on_error=False)
-        add_flags(parser, Weighted)
-        return values(Weighted, parser.parse_args(argv))
-
-    assert parse([]) == {"weights": None}
-    assert parse(["--weights", "iqa=1", "emotion=0.5"]) == {"weights": {"iqa": 1.0, "emotion": 0.5}}
-    with pytest.raises(argparse.ArgumentError, match="expected KEY=VALUE, got 'iqa'"):
-        parse(["--weights", "iqa"])
-    with pytest.raises(argparse.ArgumentError, match="'x' is not a float"):
-        parse(["--weights", "iqa=x"])
-    with pytest.raises(ValueError, match="names iqa more than once"):
-        parse(["--weights", "iqa=1", "iqa=2"])
+        table: set = option(None, "no flag for this")
+    with pytest.raises(TypeError, match="no command-line flag for a field of type"):
+        add_field_flags(jsonargparse.ArgumentParser(), Bad)

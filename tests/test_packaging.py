@@ -141,7 +141,7 @@ def test_every_command_works_from_the_wheel_outside_the_checkout(installed, tmp_
 
     def percept(*args):
         done = subprocess.run([str(target / "percept"), *map(str, args)], capture_output=True, text=True,
-                              cwd=tmp_path, env=env)
+                              cwd=tmp_path, env=env, timeout=600)
         assert done.returncode == 0, f"percept {' '.join(map(str, args))}:\n{done.stdout[-1500:]}{done.stderr[-1500:]}"
         return done.stdout
 

@@ -91,18 +91,19 @@ def test_a_missing_tracker_package_or_unknown_logger_is_named_before_training(tm
     assert not (tmp_path / "run" / "log.csv").exists()
 
 
-def test_wandb_without_a_key_is_one_line_before_training(tmp_path, monkeypatch, capsys):
+def test_wandb_without_a_key_is_one_line_before_training(tmp_path):
     """No API key and no offline mode: W&B's own UsageError (raised without a network) becomes one line naming
-    what to do; nothing is trained."""
-    from percept.cli import main
-    for name in ("WANDB_API_KEY", "WANDB_MODE", "WANDB_SILENT"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("HOME", str(tmp_path))                        # no ~/.netrc login either
-    monkeypatch.setenv("WANDB_CONFIG_DIR", str(tmp_path / "wandb_config"))
-    code = main(["train", "--run-dir", str(tmp_path / "run"), "--dataset", "synthetic_iqa", "--root",
-                 str(tmp_path / "data"), "--backbone", "tiny_clip", "--random-init", "--max-epochs", "1",
-                 "--logger", "wandb", "--quiet"])
-    err = capsys.readouterr().err.strip()
-    assert code != 0 and len(err.splitlines()) == 1 and "Traceback" not in err, err
+    what to do; nothing is trained. In a fresh process: W&B keeps its settings of an earlier run in-process."""
+    import os
+    import subprocess
+    import sys
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
+    env.update(HOME=str(tmp_path), WANDB_CONFIG_DIR=str(tmp_path / "wandb_config"))   # no ~/.netrc login either
+    done = subprocess.run([sys.executable, "-m", "percept", "train", str(tmp_path / "run"), "--dataset",
+                           "synthetic_iqa", "--root", str(tmp_path / "data"), "--backbone", "tiny_clip", "--random-init",
+                           "--max-epochs", "1", "--logger", "wandb", "--quiet"], capture_output=True, text=True,
+                          env=env, cwd=tmp_path, timeout=300)
+    err = done.stderr.strip()
+    assert done.returncode == 2 and len(err.splitlines()) == 1 and "Traceback" not in err, err
     assert "W&B could not start" in err and "wandb login" in err and "WANDB_MODE=offline" in err
     assert not (tmp_path / "run" / "best.safetensors").exists()

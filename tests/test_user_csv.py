@@ -225,11 +225,10 @@ def test_bad_groups_are_refused_by_name(tmp_path):
 def test_the_command_line_stores_data_roots_absolute(tmp_path, monkeypatch):
     """A relative --root / --manifest is stored resolved, so a resume from another folder finds the same data
     (and never generates a demo set where it happens to be run)."""
-    from argparse import Namespace
-    from percept.cli_commands import _data_configs
+    from percept.cli_config import parse_options, train_config
     monkeypatch.chdir(tmp_path)
-    (data,) = _data_configs(Namespace(dataset="synthetic_iqa", root="data", manifest="lists/m.csv", task=None,
-                                      classes=None, label_range=None))
+    options = parse_options("train", ["r", "--dataset", "synthetic_iqa", "--root", "data", "--manifest", "lists/m.csv"])
+    (data,) = train_config(options).data
     assert data.root == str(tmp_path / "data") and data.manifest == str(tmp_path / "lists" / "m.csv")
 
 
@@ -273,8 +272,7 @@ def test_a_csv_with_a_bomb_or_a_strip_is_refused_before_training(folder):
 
 
 def test_a_config_files_relative_roots_are_its_own_folders(tmp_path, monkeypatch):
-    from percept.cli import build_parser
-    from percept.config_files import train_config_from_file
+    from percept.cli_config import parse_options, train_config
     (tmp_path / "exp").mkdir()
     (tmp_path / "exp" / "run.yaml").write_text("data:\n  - {dataset: synthetic_iqa, root: data}\n"
                                                 "  - {dataset: csv:lists/mine.csv, root: imgs, task: iqa}\n")
@@ -283,8 +281,7 @@ def test_a_config_files_relative_roots_are_its_own_folders(tmp_path, monkeypatch
     _images(tmp_path / "exp" / "imgs", 2)
     pd.DataFrame({"image": ["img/00.png", "img/01.png"], "label": [1, 2]}).to_csv(
         tmp_path / "exp" / "lists" / "mine.csv", index=False)
-    args = build_parser("train").parse_args(["train", "--config", "exp/run.yaml", "--run-dir", "r"])
-    config, _ = train_config_from_file("exp/run.yaml", args, set())
+    config = train_config(parse_options("train", ["--config", "exp/run.yaml", "--run-dir", "r"]))
     assert config.data[0].root == str(tmp_path / "exp" / "data")
     assert config.data[1].csv == str(tmp_path / "exp" / "lists" / "mine.csv")
     assert config.data[1].root == str(tmp_path / "exp" / "imgs")

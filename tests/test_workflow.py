@@ -3,6 +3,7 @@ written to the run directory, a sweep's progress lines, and `percept status` ove
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import time
@@ -11,7 +12,6 @@ import pytest
 
 import percept.train as train_module
 from percept.cli import build_parser, main
-from percept.config_files import given_flags
 from percept.files import write_json
 from percept.run_status import run_status, tree_status, write_state
 from percept.runs import RunDir
@@ -31,12 +31,10 @@ def _run_file(tmp_path, **extra):
 
 
 def _file_config(argv):
-    """What `percept train/sweep ARGV` makes of its --config file and typed flags."""
-    from percept import cli_commands
-    parser = build_parser(argv[0])
-    args = parser.parse_args(argv)
-    args.given = given_flags(parser.commands.choices[argv[0]], argv[1:])
-    return cli_commands._file_config(args)
+    """What `percept train/sweep ARGV` makes of its --config file and typed flags: (TrainConfig, sweep plan)."""
+    from percept.cli_config import parse_options, sweep_plan, train_config
+    options = parse_options(argv[0], argv[1:])
+    return train_config(options), sweep_plan(options)
 
 
 def test_typed_flags_override_the_file_and_untyped_defaults_do_not(tmp_path):
@@ -130,3 +128,27 @@ def test_a_run_that_fails_records_its_error_for_status(tmp_path, monkeypatch):
     broken = _write(tmp_path / "broken.yaml", path.read_text().replace("synthetic_iqa", "livec"))
     assert main(["train", "--run-dir", str(tmp_path / "broken"), "--config", str(broken)]) == 2
     assert run_status(RunDir(tmp_path / "broken"))["state"] == "failed"
+
+
+def test_a_flat_file_is_the_flags_keys_and_print_config_gives_a_file_that_starts_the_same_run(tmp_path, capsys):
+    """`dataset: NAME` + `root: DIR` (the flags' form) is the one-entry `data` list; errors name the key and the file;
+    typed flags win before or after --config; --print_config prints a config file of the effective run."""
+    flat = _write(tmp_path / "flat.yaml", "dataset: synthetic_iqa\nroot: data\nmodel: {backbone: tiny_clip}\nlr: 0.01\n")
+    listed = _write(tmp_path / "listed.yaml", "data:\n  - {dataset: synthetic_iqa, root: data}\n"
+                                               "model: {backbone: tiny_clip}\nlr: 0.01\n")
+    a = _file_config(["train", "x", "--config", str(flat), "--lora-r", "4"])[0]
+    b = _file_config(["train", "x", "--lora-r", "4", "--config", str(listed)])[0]
+    assert a.to_dict() == b.to_dict() and a.model.lora_r == 4 and a.lr == 0.01
+    assert a.data[0].root == str(tmp_path / "data")                     # from the file's folder
+    for text, message in (("dataset: synthetic_iqa\n", r"flat_bad.yaml: dataset synthetic_iqa: no `root`"),
+                          ("dataset: synthetic_iqa\nroot: d\nlora_r: 4\n", r"flat_bad.yaml: unknown key 'lora_r'"),
+                          ("dataset: synthetic_iqa\nroot: d\nmodel: {lora_r: four}\n",
+                           r"flat_bad.yaml: model.lora_r: expected a value of type int, got four")):
+        _write(tmp_path / "flat_bad.yaml", text)
+        assert main(["train", str(tmp_path / "r"), "--config", str(tmp_path / "flat_bad.yaml")]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and re.search(message, err), err
+    assert main(["train", "x", "--config", str(flat), "--lora-r", "4", "--print_config"]) == 0
+    printed = _write(tmp_path / "printed.yaml", capsys.readouterr().out)
+    assert _file_config(["train", "y", "--config", str(printed)])[0].to_dict() == a.to_dict()
+    assert not (tmp_path / "x").exists()                                 # printed, nothing trained
