@@ -8,7 +8,7 @@ OUT := $(CURDIR)/outputs
 # make reproduce DATA_ROOT=/data/percept  (default: $PERCEPT_DATA_ROOT or reproduce.yaml's data_root)
 DATA_ROOT ?=
 
-.PHONY: demo test lab reproduce reproduce-plan reproduce-smoke install clean
+.PHONY: demo test lab reproduce reproduce-plan reproduce-smoke gpu-check install clean
 
 # The environment: the package (editable) with the test and notebook extras; the notebooks run on the
 # `python3` Jupyter kernel that ipykernel installs into the environment (registered here if it is missing).
@@ -47,6 +47,11 @@ reproduce-plan: $(STAMP)
 ## through the tests): checks that every configured table runs, computes nothing about the paper.
 reproduce-smoke: $(STAMP)
 	$(PY) -m percept.reproduce --config reproduce.yaml --smoke --out $(OUT)/reproduce_smoke
+
+## Every GPU number the project reports, in one command (<= 8 minutes on one H100; a dry run without a GPU):
+## JSON, a Markdown table and a profile under outputs/gpu_check/, the table printed last.
+gpu-check: $(STAMP)
+	$(PY) -m percept bench --suite gpu-check --out $(OUT)/gpu_check
 
 clean:
 	rm -rf $(OUT) .pytest_cache

@@ -8,21 +8,34 @@ import os
 import sys
 
 from . import cli_commands as cmd
-from .cli_config import add_data_flags
+from .cli_options import add_data_flags
+
+
+class _OnePlace(argparse.Action):
+    """A value that may be given in one of two places (``percept status ROOT`` or ``--root ROOT``): the same value
+    twice is fine, two different ones are an error."""
+
+    def __call__(self, parser, namespace, value, option_string=None):
+        if value is None:
+            return
+        before = getattr(namespace, self.dest, None)
+        if before is not None and before != value:
+            parser.error(f"two {self.metavar} given ({before} and {value}); give one, after the command")
+        setattr(namespace, self.dest, value)
 
 
 def _add_run_dir(p, help: str) -> None:
     """The run directory, given the same way in every command: ``percept COMMAND RUN`` (``--run-dir RUN`` too:
     one destination; the positional, when absent, leaves the flag's value)."""
-    p.add_argument("run_dir", nargs="?", metavar="RUN", default=argparse.SUPPRESS, help=help)
-    p.add_argument("--run-dir", dest="run_dir", metavar="RUN", default=None, help="= RUN")
+    p.add_argument("run_dir", nargs="?", metavar="RUN", default=argparse.SUPPRESS, action=_OnePlace, help=help)
+    p.add_argument("--run-dir", dest="run_dir", metavar="RUN", default=None, action=_OnePlace, help="= RUN")
 
 
 def _add_tree_root(p) -> None:
     """A folder of run directories, given the same way: ``percept COMMAND ROOT`` (``--root ROOT`` too)."""
-    p.add_argument("root", nargs="?", metavar="ROOT", default=argparse.SUPPRESS,
+    p.add_argument("root", nargs="?", metavar="ROOT", default=argparse.SUPPRESS, action=_OnePlace,
                    help="a folder of run directories (a sweep's or `percept reproduce`'s runs/)")
-    p.add_argument("--root", dest="root", metavar="ROOT", default=None, help="= ROOT")
+    p.add_argument("--root", dest="root", metavar="ROOT", default=None, action=_OnePlace, help="= ROOT")
 
 
 def _demo_command(commands, full: bool) -> None:
@@ -92,7 +105,8 @@ def _status_command(commands, full: bool) -> None:
                                  "reproduce`'s runs/): done, running, failed (with its error), interrupted (its "
                                  "process is gone; re-running resumes it) or pending (percept.run_status).")
     _add_tree_root(status)
-    status.add_argument("--state", nargs="+", default=None, help="only these states")
+    from .run_status import STATES
+    status.add_argument("--state", nargs="+", default=None, choices=STATES, help="only these states")
     status.add_argument("--wide", action="store_true", help="every column in full (default: fit 100 columns)")
     status.set_defaults(run=cmd.cmd_status)
 
@@ -199,7 +213,7 @@ def _app_command(commands, full: bool) -> None:
 
 def _delegated_command(commands, full: bool) -> None:
     """Commands parsed by their own modules (see main): train, sweep and params by jsonargparse
-    (:mod:`percept.cli_config`), the others by theirs."""
+    (:mod:`percept.cli_options`), the others by theirs."""
     commands.add_parser("params", add_help=False, help="parameter counts of a model configuration")
     commands.add_parser("train", add_help=False, help="train one run (one dataset, or several: multi-dataset)")
     commands.add_parser("sweep", add_help=False, help="many runs: splits x learning rates x model variants")
@@ -219,7 +233,7 @@ COMMANDS = {"demo": _demo_command, "prepare": _prepare_command, "evaluate": _eva
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The parser of every command but those parsed by their own modules (``params``, ``train``, ``sweep``:
-    :mod:`percept.cli_config`; ``bench``, ``notebooks``, ``reproduce``)."""
+    :mod:`percept.cli_options`; ``bench``, ``notebooks``, ``reproduce``)."""
     from . import __version__
     parser = argparse.ArgumentParser(prog="percept", description=__doc__)
     parser.add_argument("--version", action="version", version=f"percept {__version__} (perceptclip)")
@@ -231,7 +245,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 
 
 # the commands that take a run directory (RUN) or a folder of runs (ROOT) after their name, and its destination
-# (train's: percept.cli_config)
+# (train's: percept.cli_options)
 TAKES_RUN_OR_ROOT = {"evaluate": "run_dir", "export": "run_dir", "push": "run_dir", "status": "root",
                      "results": "root"}
 RESUMABLE = {"train", "sweep", "reproduce", "predict", "notebooks"}   # commands whose re-run continues the work
@@ -272,7 +286,7 @@ def _dispatch(argv: list[str], command: str) -> int:
         from .reproduce import main as reproduce_main
         return reproduce_main(argv[1:])
     if command in ("train", "sweep", "params"):   # jsonargparse: flags from the config dataclasses, --config files
-        from .cli_config import parse_options
+        from .cli_options import parse_options
         return getattr(cmd, f"cmd_{command}")(parse_options(command, argv[1:])) or 0
     parser = build_parser(command)
     args = parser.parse_args(argv)

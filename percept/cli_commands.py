@@ -22,8 +22,8 @@ def fit_table(table, keep=None, shrink: dict | None = None, width: int = TABLE_W
     the other and none below its narrowest, until the lines fit. A column named ``run`` (a path) loses its start,
     where runs share their folders, the others their end."""
     import pandas as pd
-    shrink = {c: n for c, n in (shrink or {}).items() if c in table.columns}
     table = table[list(keep)] if keep is not None else table
+    shrink = {c: n for c, n in (shrink or {}).items() if c in table.columns}
     table = table.astype({c: str for c in shrink})
 
     def render(frame) -> str:
@@ -43,7 +43,8 @@ def fit_table(table, keep=None, shrink: dict | None = None, width: int = TABLE_W
 
 
 def cmd_params(options) -> None:
-    from .cli_config import WEIGHT_FIELDS, model_values
+    from .cli_config import model_values
+    from .cli_options import WEIGHT_FIELDS
     from .model import ModelConfig, build_model
     config = ModelConfig(**model_values(options, exclude=WEIGHT_FIELDS), pretrained=False,
                          heads={"main": options.outputs})
@@ -152,7 +153,7 @@ def cmd_status(args) -> int:
         with pd.option_context("display.max_colwidth", None, "display.width", 10_000):
             print(table.to_string(index=False))
     else:
-        print(fit_table(table, shrink={"run": 40, "detail": 24, "state": 5}))
+        print(fit_table(table, shrink={"run": 40, "detail": 24}))
     print(", ".join(f"{counts[s]} {s}" for s in counts.index) or "no runs", f"below {args.root}")
     return 1 if (table["state"] == "failed").any() else 0       # what it shows: `--state done` is 0 beside failures
 

@@ -21,7 +21,7 @@ from typing import Iterable, Mapping
 from .resources import checkout_root, resource_path, workspace
 
 CHECKOUT = checkout_root()                 # None for an installed package
-NOTEBOOKS_DIR = resource_path("notebooks")  # the checkout's notebooks/ is a link to it
+NOTEBOOKS_DIR = resource_path("notebooks")  # in a checkout a link to its notebooks/, in a wheel a copy
 HEADLINE_FILE = "headline.txt"   # what a notebook writes for the runner's line (percept.notebooks.headline)
 
 
@@ -101,8 +101,8 @@ def run_notebooks(names: Iterable[str] | None = None, out_dir: str | os.PathLike
     import papermill as pm
 
     out_dir = Path(out_dir or default_out()).resolve()
+    paths = notebook_paths(names, notebooks_dir)      # an unknown name fails before anything is made
     out_dir.mkdir(parents=True, exist_ok=True)
-    paths = notebook_paths(names, notebooks_dir)
     if not paths:
         raise ValueError(f"no notebooks in {notebooks_dir or NOTEBOOKS_DIR}")
     shared = {"runs_dir": str(out_dir / "runs"), "data_root": str(out_dir / "data"),
@@ -156,9 +156,10 @@ def copy_notebooks(names: Iterable[str] | None, out_dir: str | os.PathLike, log=
     """Copy the numbered notebooks (unexecuted, as shipped) into ``out_dir``, to open in JupyterLab; an existing
     copy is never overwritten (it may hold the user's edits)."""
     out_dir = Path(out_dir).resolve()
+    paths = notebook_paths(names)
     out_dir.mkdir(parents=True, exist_ok=True)
     copied = []
-    for path in notebook_paths(names):
+    for path in paths:
         target = out_dir / path.name
         if target.exists():
             log(f"{path.stem:24s} kept (already in {out_dir}: it may hold your edits; delete it to copy it again)")
@@ -178,7 +179,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("names", nargs="*", help="notebooks to run (NN, NN_name or name; default: all)")
     parser.add_argument("--out", default=None, help=f"output folder (default: {default_out()}; the workspace is "
                         f"$PERCEPT_HOME, else a checkout's outputs/, else ~/percept)")
-    parser.add_argument("--copy", action="store_true", help="copy the notebooks to --out instead of running them")
+    parser.add_argument("--copy", action="store_true", help="copy the notebooks, unexecuted, to --out (required "
+                        "then) instead of running them")
     parser.add_argument("-p", "--parameter", action="append", default=[], metavar="KEY=VALUE",
                         help="parameter for every notebook (VALUE parsed as JSON when it can be; repeatable)")
     parser.add_argument("--kernel", default="python3", help="Jupyter kernel name (default: %(default)s)")
@@ -191,8 +193,10 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"--parameter {item!r}: expected KEY=VALUE")
         parameters[key] = _value(value)
     try:
-        if args.copy:
-            copy_notebooks(args.names or None, args.out or default_out())
+        if args.copy:       # never into the executed copies' folder (a copy there would be overwritten by a run)
+            if not args.out:
+                parser.error("--copy needs --out DIR (a folder of your own, to open in JupyterLab)")
+            copy_notebooks(args.names or None, args.out)
             return 0
         results = run_notebooks(args.names or None, args.out, parameters, args.kernel,
                                 stop_on_error=not args.keep_going)

@@ -1,7 +1,7 @@
 """Configuration fields that are command-line options: one field, one flag, with the field's own help and choices.
 
 A config field declared with :func:`option` carries its help text (and choices, and any older flag names);
-:mod:`percept.cli_config` turns every such field of :class:`~percept.model.ModelConfig` and
+:mod:`percept.cli_options` turns every such field of :class:`~percept.model.ModelConfig` and
 :class:`~percept.train_config.TrainConfig` into a flag and a config-file key (jsonargparse), so ``percept train
 --help`` is written by the dataclasses themselves and a new field is a new flag. Torch-free.
 """

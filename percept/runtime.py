@@ -76,9 +76,10 @@ def cast_frozen_weights(model: nn.Module, dtype: torch.dtype = torch.bfloat16) -
 
 
 def compile_or_eager(module: nn.Module, example: torch.Tensor, *, precision: str = "fp32", backward: bool = True,
-                     log=None) -> tuple[nn.Module, dict]:
+                     log=None, backend: str = "inductor") -> tuple[nn.Module, dict]:
     """``torch.compile(module)`` if compiling works, else ``module`` itself; returns it and an info dict
-    (``compiled``, ``compile_seconds`` or ``compile_error``).
+    (``compiled``, ``compile_seconds`` or ``compile_error``). ``backend``: torch.compile's (``aot_eager`` traces the
+    same graphs without generating kernels: the GPU check's dry run).
 
     Compilation is lazy, so it is tried here on ``example`` (a forward, and a backward when the output needs
     gradients) under the given precision; the trial leaves no trace: the RNG state is restored (dropout) and
@@ -87,7 +88,7 @@ def compile_or_eager(module: nn.Module, example: torch.Tensor, *, precision: str
     t0 = time.perf_counter()
     devices = [example.device] if example.device.type == "cuda" else []
     try:
-        compiled = torch.compile(module)
+        compiled = torch.compile(module, backend=backend)
         with torch.random.fork_rng(devices=devices):
             with autocast(example.device, precision):
                 out = compiled(example)

@@ -105,7 +105,7 @@ def test_no_import_cycle():
 
 
 @pytest.mark.parametrize("module", ["percept.results", "percept.paper", "percept.tasks", "percept.runs",
-                                    "percept.data.cards", "percept.data.splits", "percept.options", "percept.official", "percept.cli_config",
+                                    "percept.data.cards", "percept.data.splits", "percept.options", "percept.official", "percept.cli_options", "percept.cli_config",
                                     "percept.config_names"])
 def test_table_and_data_modules_do_not_load_torch(module):
     # `import percept.results` took ~11 s when it pulled in torch, timm and peft (issue 14: < 2 s)

@@ -201,3 +201,39 @@ def test_unsupported_transforms_are_refused():
         DevicePlan.from_transform(T.Compose([T.ColorJitter(0.1), T.RandomCrop(224), T.ToTensor()]))
     with pytest.raises(NotImplementedError, match="before RandomResizedCrop"):
         DevicePlan.from_transform(T.Compose([T.RandomHorizontalFlip(), T.RandomResizedCrop(224), T.ToTensor()]))
+
+
+def test_the_gpu_check_runs_as_a_dry_run_without_a_gpu(tmp_path, capsys, monkeypatch):
+    """`percept bench --suite gpu-check --out DIR` (make gpu-check) on the CPU: every step runs (tiny_clip, a few
+    steps), the JSON, the Markdown table and the profile are written, the table is printed last; torch's FLOP
+    counter agrees with the analytic forward count (less the attention matmuls, which it counts only for the fused
+    GPU kernels); a failing step is named and the others still run."""
+    import percept.bench.gpu_check as gpu_check
+    assert main(["--suite", "gpu-check", "--out", str(tmp_path / "ok"), "--device", "cpu"]) == 0
+    record = json.loads((tmp_path / "ok" / "gpu_check.json").read_text())
+    assert record["dry_run"] and record["failed"] == [] and record["skipped"] == []
+    assert set(record["steps"]) == {"eager", "compile", "inference_merged", "iqa_eval_15_crops", "flop_counter",
+                                    "profile", "bf16_vs_fp32"}
+    m = record["steps"]["eager"]["measurements"]
+    assert all(m[k]["images_per_s"] > 0 for k in ("train_synthetic", "train_cache_gpu_augment", "inference",
+                                                     "data_pil", "reference_synthetic"))
+    assert record["steps"]["compile"]["settings"]["compiled"] and record["steps"]["inference_merged"]["images_per_s"] > 0
+    assert record["steps"]["iqa_eval_15_crops"]["crops_per_image"] == 15
+    flops = record["steps"]["flop_counter"]
+    expected = flops["analytic_forward_flops_per_image"] - flops["analytic_attention_matmul_flops_per_image"]
+    assert flops["counted_forward_flops_per_image"] == pytest.approx(expected, rel=0.01)
+    assert set(record["steps"]["bf16_vs_fp32"]["runs"]) == {"fp32", "bf16"}
+    assert "aten::" in (tmp_path / "ok" / "profile.txt").read_text()
+    table = (tmp_path / "ok" / "gpu_check.md").read_text().strip()
+    assert capsys.readouterr().out.strip().endswith(table) and "| training, eager" in table
+    import time
+
+    def failing(**kwargs):
+        time.sleep(0.6)
+        return 1 / 0
+    monkeypatch.setitem(gpu_check.DRY_RUN_SETTINGS, "budget_s", 0.5)         # every step after the first: skipped
+    monkeypatch.setattr(gpu_check, "benchmark", failing)
+    assert main(["--suite", "gpu-check", "--out", str(tmp_path / "bad"), "--device", "cpu"]) == 1
+    record = json.loads((tmp_path / "bad" / "gpu_check.json").read_text())
+    assert record["failed"] == ["eager"] and "ZeroDivisionError" in record["steps"]["eager"]["error"]
+    assert len(record["skipped"]) == 6 and "FAILED: eager" in (tmp_path / "bad" / "gpu_check.md").read_text()

@@ -96,7 +96,8 @@ LISTINGS = r"""
 import contextlib, io, json, sys
 from percept.cli import main
 widths, codes = {}, {}
-for argv in (["list"], ["list", "datasets"], ["status", sys.argv[1]], ["status", sys.argv[1], "--wide"], ["--help"]):
+for argv in (["list"], ["list", "--wide"], ["list", "datasets"], ["status", sys.argv[1]], ["status", sys.argv[1], "--wide"],
+             ["--help"]):
     out, key = io.StringIO(), " ".join(a for a in argv if a != sys.argv[1])
     with contextlib.redirect_stdout(out):
         try:
@@ -122,9 +123,10 @@ def test_listings_start_without_torch_and_fit_100_columns(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     found = json.loads(done.stdout.strip().splitlines()[-1])
     assert found["heavy"] == [], f"a listing imported {found['heavy']}"
-    assert found["codes"] == {"list": 0, "list datasets": 0, "status": 0, "status --wide": 0, "--help": 0}
-    assert all(w <= 100 for k, w in found["widths"].items() if k != "status --wide"), found["widths"]
-    assert found["widths"]["status --wide"] > 100                        # the whole path, uncut
+    assert found["codes"] == {"list": 0, "list --wide": 0, "list datasets": 0, "status": 0, "status --wide": 0,
+                              "--help": 0}
+    assert all(w <= 100 for k, w in found["widths"].items() if "--wide" not in k), found["widths"]
+    assert found["widths"]["status --wide"] > 100 and found["widths"]["list --wide"] > 100   # every column, uncut
 
 
 def test_a_narrow_table_cuts_the_named_columns_in_order():

@@ -72,7 +72,8 @@ def test_cli_bench_passes_options_through(tmp_path, capsys):
 def test_every_config_field_declared_as_an_option_is_a_train_flag_with_its_default():
     """percept train's flags are generated from ModelConfig and TrainConfig: parsing no flags gives back the
     dataclasses' own defaults, and a new option field is a new flag (and a config-file key)."""
-    from percept.cli_config import model_values, parse_options, train_config
+    from percept.cli_config import model_values, train_config
+    from percept.cli_options import parse_options
     from percept.model import ModelConfig
     from percept.options import flag_fields
     from percept.train_config import TrainConfig
@@ -94,7 +95,7 @@ def test_one_grammar_the_run_or_the_root_right_after_the_command(capsys):
     """Every command that takes a run directory takes it right after its name (`--run-dir` names it too), and every
     command that reads a folder of runs likewise (`--root`); neither given: one line saying the form."""
     from percept.cli import TAKES_RUN_OR_ROOT, build_parser, main
-    from percept.cli_config import parse_options
+    from percept.cli_options import parse_options
     rest = {"evaluate": ["--dataset", "livec"], "export": ["--format", "hub", "--out", "o"],
             "push": ["user/repo"], "status": [], "results": []}
     assert set(rest) == set(TAKES_RUN_OR_ROOT)
@@ -109,6 +110,9 @@ def test_one_grammar_the_run_or_the_root_right_after_the_command(capsys):
         assert getattr(positional, dest) == getattr(named, dest) == "some/where", command
         if command == "push":
             assert positional.repo_id == named.repo_id == "user/repo"
+        with pytest.raises(SystemExit):                                   # two different places: refused
+            parser.parse_args([command, "some/where", *rest[command], flag, "else/where"])
+        assert "give one, after the command" in capsys.readouterr().err
         assert main([command, *rest[command]]) == 2
         err = capsys.readouterr().err.strip()
         assert err.endswith(f"percept {command} {'RUN' if dest == 'run_dir' else 'ROOT'} ...") and "\n" not in err

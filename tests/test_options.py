@@ -1,4 +1,4 @@
-"""Dataclass fields -> flags and config-file keys (percept.options declares them, percept.cli_config parses them
+"""Dataclass fields -> flags and config-file keys (percept.options declares them, percept.cli_options parses them
 with jsonargparse), torch-free."""
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from percept.cli_config import _mapping_argv, add_field_flags
+from percept.cli_options import _mapping_argv, add_field_flags
 from percept.options import option
 
 jsonargparse = pytest.importorskip("jsonargparse")
@@ -54,11 +54,14 @@ def test_a_config_file_sets_the_same_keys_and_typed_flags_after_it_win(tmp_path)
 
 def test_bad_values_and_unsupported_field_types_are_refused(tmp_path):
     for argv, message in ((["--mode", "c"], "invalid choice"), (["--count", "x"], "count"),
-                          (["--weights", "iqa=x"], "weights"), (["--rate", "fast"], "rate")):
+                          (["--rate", "fast"], "rate"), (["--weights", "[1, 2]"], "weights")):
         with pytest.raises(jsonargparse.ArgumentError, match=message):
             _parse(argv)
     with pytest.raises(ValueError, match="names iqa more than once"):
         _parse(["--weights", "iqa=1", "iqa=2"])
+    with pytest.raises(ValueError, match="--weights: 'iqa=x': 'x' is not a number"):
+        _parse(["--weights", "iqa=x"])
+    assert _parse(["--weights=iqa=1", "emotion=2"])["weights"] == {"iqa": 1.0, "emotion": 2.0}
     (tmp_path / "u.yaml").write_text("rte: 1\n")
     with pytest.raises(jsonargparse.ArgumentError, match="rte"):
         _parse(["--config", str(tmp_path / "u.yaml")])

@@ -46,9 +46,10 @@ def installed(tmp_path_factory):
     import sysconfig
     pytest.importorskip("setuptools", reason="building the wheel needs setuptools (the dev extra installs it)")
     work = tmp_path_factory.mktemp("wheel")
-    source = work / "src"   # a copy, so that the build leaves no build/ or egg-info in the checkout
-    shutil.copytree(REPO / "percept", source / "percept",
-                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc", ".ipynb_checkpoints"), symlinks=False)
+    source = work / "src"   # a copy, so that the build leaves no build/ or egg-info in the checkout; links kept, as
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", ".ipynb_checkpoints")   # a clone has them
+    shutil.copytree(REPO / "percept", source / "percept", ignore=ignore, symlinks=True)
+    shutil.copytree(REPO / "notebooks", source / "notebooks", ignore=ignore)   # the source: package data by a link
     for name in ("pyproject.toml", "README.md", "LICENSE", "CITATION.cff"):
         shutil.copy2(REPO / name, source / name)
     wheels, venv = work / "dist", work / "venv"
@@ -159,6 +160,23 @@ def test_every_command_works_from_the_wheel_outside_the_checkout(installed, tmp_
     assert table.splitlines()[0].startswith("image,score") and len(table.splitlines()) == 2
     percept("notebooks", "--copy", "--out", tmp_path / "copies")
     assert len(list((tmp_path / "copies").glob("*.ipynb"))) == len(shipped) - 1           # all but the README
+    bare = {**{k: v for k, v in env.items() if k != "PERCEPT_HOME"}, "HOME": str(tmp_path / "home")}
+    where = subprocess.run([str(target / "python"), "-c", "from percept.resources import checkout_root, workspace; "
+                            "print(checkout_root(), workspace())"], capture_output=True, text=True, cwd=tmp_path,
+                           env=bare)
+    assert where.stdout.split() == ["None", str(tmp_path / "home" / "percept")]      # installed: ~/percept
     no_runs = subprocess.run([str(target / "python"), "-c", "from percept.app_models import demo_runs; demo_runs()"],
                              capture_output=True, text=True, cwd=tmp_path, env=env)
     assert "percept notebooks 01 02 03" in no_runs.stderr and "make" not in no_runs.stderr.splitlines()[-1]
+
+
+def test_a_checkout_is_found_and_its_outputs_folder_is_the_workspace(monkeypatch):
+    """From a checkout, what commands make without --out goes to its outputs/ (make demo's runs are where
+    `percept app` looks) and figures to its figures/; $PERCEPT_HOME wins over both."""
+    from percept import notebooks as nb
+    from percept.resources import checkout_root, workspace
+    monkeypatch.delenv("PERCEPT_HOME", raising=False)
+    assert checkout_root() == REPO and workspace() == REPO / "outputs"
+    assert nb.default_out() == REPO / "outputs" / "notebooks" and nb.CHECKOUT == REPO
+    monkeypatch.setenv("PERCEPT_HOME", "/somewhere/else")
+    assert workspace() == Path("/somewhere/else")

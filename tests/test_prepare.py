@@ -101,9 +101,12 @@ def test_unusable_images_are_named_when_the_manifest_is_written(tmp_path):
     (tmp_path / "ChallengeDB_release/Images/100.bmp").write_bytes(b"BM not really a bitmap")
     img(tmp_path / "ChallengeDB_release/Images/534.JPG", size=(2100, 100))
     with pytest.raises(ManifestError, match=r"livec: 2 of 4 image\(s\) cannot be used: .*100\.bmp.*not an image.*"
-                                            r"\(and 1 more\); replace them"):
+                                            r"\(and 1 more\); replace them.*allow_partial"):
         prepare("livec", tmp_path)
     assert not (tmp_path / "percept_manifest.csv").exists()
+    with pytest.warns(UserWarning, match="2 unusable image"):
+        df, path = prepare("livec", tmp_path, out=tmp_path / "partial.csv", allow_partial=True)
+    assert len(df) == 2 and sidecar(path)["partial"] is True and sidecar(path)["dropped"] == 2
     prepare("livec", tmp_path, check_images=False)              # a labels-only preparation reads no image
 
 

@@ -225,7 +225,8 @@ def test_bad_groups_are_refused_by_name(tmp_path):
 def test_the_command_line_stores_data_roots_absolute(tmp_path, monkeypatch):
     """A relative --root / --manifest is stored resolved, so a resume from another folder finds the same data
     (and never generates a demo set where it happens to be run)."""
-    from percept.cli_config import parse_options, train_config
+    from percept.cli_config import train_config
+    from percept.cli_options import parse_options
     monkeypatch.chdir(tmp_path)
     options = parse_options("train", ["r", "--dataset", "synthetic_iqa", "--root", "data", "--manifest", "lists/m.csv"])
     (data,) = train_config(options).data
@@ -272,7 +273,8 @@ def test_a_csv_with_a_bomb_or_a_strip_is_refused_before_training(folder):
 
 
 def test_a_config_files_relative_roots_are_its_own_folders(tmp_path, monkeypatch):
-    from percept.cli_config import parse_options, train_config
+    from percept.cli_config import train_config
+    from percept.cli_options import parse_options
     (tmp_path / "exp").mkdir()
     (tmp_path / "exp" / "run.yaml").write_text("data:\n  - {dataset: synthetic_iqa, root: data}\n"
                                                 "  - {dataset: csv:lists/mine.csv, root: imgs, task: iqa}\n")

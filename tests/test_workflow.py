@@ -32,7 +32,8 @@ def _run_file(tmp_path, **extra):
 
 def _file_config(argv):
     """What `percept train/sweep ARGV` makes of its --config file and typed flags: (TrainConfig, sweep plan)."""
-    from percept.cli_config import parse_options, sweep_plan, train_config
+    from percept.cli_config import sweep_plan, train_config
+    from percept.cli_options import parse_options
     options = parse_options(argv[0], argv[1:])
     return train_config(options), sweep_plan(options)
 
@@ -152,3 +153,30 @@ def test_a_flat_file_is_the_flags_keys_and_print_config_gives_a_file_that_starts
     printed = _write(tmp_path / "printed.yaml", capsys.readouterr().out)
     assert _file_config(["train", "y", "--config", str(printed)])[0].to_dict() == a.to_dict()
     assert not (tmp_path / "x").exists()                                 # printed, nothing trained
+
+
+def test_typed_data_flags_over_a_file_and_the_keys_a_file_may_not_hold(tmp_path, capsys):
+    """Over a flat file, a typed --root replaces its root (from the working directory) and --dataset its data; over a
+    `data:` list, a lone --root is refused; a file never sets the command's own options; sections of the wrong kind
+    and model keys at the top are named."""
+    flat = _write(tmp_path / "flat.yaml", "dataset: synthetic_iqa\nroot: data\nmodel: {backbone: tiny_clip}\n")
+    config = _file_config(["train", "x", "--config", str(flat), "--root", str(tmp_path / "elsewhere")])[0]
+    assert [(d.dataset, d.root) for d in config.data] == [("synthetic_iqa", str(tmp_path / "elsewhere"))]
+    config = _file_config(["train", "x", "--config", str(flat), "--dataset", "synthetic_strength", "--root", "/e"])[0]
+    assert [(d.dataset, d.root) for d in config.data] == [("synthetic_strength", "/e")]
+    (tmp_path / "lists").mkdir()
+    listed = _write(tmp_path / "listed.yaml", "data:\n  - {dataset: csv:lists/l.csv, root: imgs, task: iqa}\n")
+    config = _file_config(["train", "x", "--config", str(listed)])[0]
+    assert config.data[0].csv == str(tmp_path / "lists" / "l.csv") and config.data[0].root == str(tmp_path / "imgs")
+    cases = {"--root": (listed, ["--root", "d"], "lists its datasets under `data`"),
+             "model": ("model: 3\n", [], "`model` must be a mapping"),
+             "top-level model key": ("dataset: a\nroot: b\nlora_r: 4\n", [], "unknown key 'lora_r' .*under `model:`"),
+             "command option": ("dataset: a\nroot: b\nrun_dir: c\n", [], "unknown key 'run_dir'"),
+             "data": ("data: 3\n", [], "`data` must be a list")}
+    for name, (text, flags, message) in cases.items():
+        path = text if isinstance(text, type(flat)) else _write(tmp_path / "bad.yaml", text)
+        assert main(["train", str(tmp_path / "r"), "--config", str(path), *flags]) == 2, name
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and re.search(message, err) and str(path) in err, (name, err)
+    assert main(["train", "r", "--config", "--print_config"]) == 2
+    assert "--config needs a file" in capsys.readouterr().err

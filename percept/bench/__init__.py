@@ -43,12 +43,13 @@ epochs of real runs). 8 GPUs: runs are independent (``percept sweep`` runs one p
 
 Modules: :mod:`~percept.bench.timing` (timed loops, peak memory, one step), :mod:`~percept.bench.measurements`
 (one function per measurement), :mod:`~percept.bench.flops` (FLOPs, MFU), :mod:`~percept.bench.projection`
-(wall times of the paper's grids), :mod:`~percept.bench.run` (:func:`benchmark`, the precision check, the CLI).
+(wall times of the paper's grids), :mod:`~percept.bench.run` (:func:`benchmark`, the precision check),
+:mod:`~percept.bench.gpu_check` (``make gpu-check``: every GPU number in one command), :mod:`~percept.bench.cli`.
 """
 from .flops import PEAK_BF16_TFLOPS, model_flops, peak_bf16_tflops
 from .projection import FRACTIONS, PAPER_TABLES, project_tables
-from .run import (PRECISION_TOLERANCE, TARGETS, add_arguments, benchmark, compare_precisions, format_table, main,
-                  run_from_args)
+from .cli import main
+from .run import PRECISION_TOLERANCE, TARGETS, add_arguments, benchmark, compare_precisions, format_table, run_from_args
 from .timing import CyclingSampler, time_loop, train_step
 
 __all__ = ["benchmark", "compare_precisions", "format_table", "add_arguments", "run_from_args", "main", "model_flops",

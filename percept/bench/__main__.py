@@ -1,6 +1,6 @@
 """``python -m percept.bench`` = ``percept bench``."""
 import sys
 
-from .run import main
+from .cli import main
 
 sys.exit(main())

@@ -56,7 +56,7 @@ class FastPath:
 
 def build_fast_path(backbone: str, *, batch_size: int, eval_batch_size: int, device: torch.device, precision: str,
                     steps: int, warmup: int, workers: int, seed: int, channels_last: bool, frozen_bf16: bool,
-                    compile: bool, log) -> tuple[FastPath, dict]:
+                    compile: bool, log, compile_backend: str = "inductor") -> tuple[FastPath, dict]:
     """The percept model with random weights, AdamW (fused on GPU), a random batch; returns it and the
     settings it adds to the record (frozen modules cast to bf16, compile outcome)."""
     torch.manual_seed(seed)
@@ -72,7 +72,7 @@ def build_fast_path(backbone: str, *, batch_size: int, eval_batch_size: int, dev
     runner, compile_info = model, {"compiled": False}
     model.train()
     if compile:
-        runner, compile_info = compile_or_eager(model, x, precision=precision, log=log)
+        runner, compile_info = compile_or_eager(model, x, precision=precision, log=log, backend=compile_backend)
     settings.update(compile_info)
     return FastPath(model, runner, optimizer, get_loss("plcc"), x, y, device, precision, batch_size, eval_batch_size, steps, warmup,
                     workers, seed, channels_last), settings

@@ -34,7 +34,7 @@ def benchmark(backbone: str = "tiny_clip", batch_size: int = 32, precision: str 
               num_workers: int | None = None, channels_last: bool | None = None, frozen_bf16: bool | None = None,
               max_images: int = 2048, cache_dir: str | None = None, typical_epochs: int = 20, seed: int = 0,
               data: bool = True, precision_check_epochs: int = 0, out: str | os.PathLike | None = None,
-              log=print) -> dict:
+              compile_backend: str = "inductor", log=print) -> dict:
     """Measure the fast and the reference training paths side by side; returns (and writes to ``out``,
     atomically, as JSON) the record described in the module docstring.
 
@@ -74,7 +74,7 @@ def benchmark(backbone: str = "tiny_clip", batch_size: int = 32, precision: str 
     fast, fast_settings = build_fast_path(
         backbone, batch_size=batch_size, eval_batch_size=eval_batch_size, device=device, precision=precision,
         steps=steps, warmup=warmup, workers=workers, seed=seed, channels_last=channels_last,
-        frozen_bf16=frozen_bf16, compile=compile, log=log)
+        frozen_bf16=frozen_bf16, compile=compile, log=log, compile_backend=compile_backend)
     settings.update(fast_settings)
     flops = model_flops(fast.model)
     result["model"] = {"parameters": fast.model.parameter_counts(), "flops_per_image": flops,
@@ -292,11 +292,3 @@ def run_from_args(args: argparse.Namespace) -> dict:
                      channels_last=args.channels_last, frozen_bf16=args.frozen_bf16, max_images=args.max_images,
                      cache_dir=args.cache_dir, typical_epochs=args.typical_epochs, data=args.data,
                      precision_check_epochs=args.precision_check, out=args.out)
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = add_arguments(argparse.ArgumentParser(
-        prog="percept bench", description="Training/inference/data throughput of the fast path and of the "
-                                          "official-style reference path, side by side; JSON with --out."))
-    run_from_args(parser.parse_args(argv))
-    return 0

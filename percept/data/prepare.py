@@ -317,11 +317,17 @@ def prepare(name: str, root: str | os.PathLike, out: str | os.PathLike | None = 
             df = df[exists].reset_index(drop=True)
             warnings.warn(f"{card.name}: partial manifest - {dropped} rows dropped because their images are missing "
                           f"(first: {missing[0]}); results on it are not comparable with the paper's", stacklevel=2)
-        problems = [why for why in (header_problem(root / p) for p in df["image"]) if why]
-        if problems:                               # named now, not hours into training
-            raise ManifestError(f"{card.name}: {len(problems)} of {len(df)} image(s) cannot be used: {problems[0]}"
-                                f"{f' (and {len(problems) - 1} more)' if len(problems) > 1 else ''}; replace them "
-                                f"from the official download")
+        problems = [header_problem(root / p) for p in df["image"]]       # named now, not hours into training
+        bad = [why for why in problems if why]
+        if bad and not allow_partial:
+            raise ManifestError(f"{card.name}: {len(bad)} of {len(df)} image(s) cannot be used: {bad[0]}"
+                                f"{f' (and {len(bad) - 1} more)' if len(bad) > 1 else ''}; replace them from the "
+                                f"official download, or pass allow_partial=True (CLI --allow-partial) to leave them out")
+        if bad:
+            dropped += len(bad)
+            df = df[[not why for why in problems]].reset_index(drop=True)
+            warnings.warn(f"{card.name}: partial manifest - {len(bad)} unusable image(s) left out ({bad[0]}); "
+                          f"results on it are not comparable with the paper's", stacklevel=2)
     if not dropped and len(df) != card.expected_images:
         warnings.warn(f"{card.name}: {len(df)} rows, but the paper uses {card.expected_images} images; check "
                       f"that the download is complete and official", stacklevel=2)

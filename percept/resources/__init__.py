@@ -7,8 +7,8 @@
 * ``reproduce.yaml`` — the paper's experiments as a plan (:mod:`percept.reproduce`);
 * ``notebooks/NN_name.ipynb`` — the numbered notebooks (``percept notebooks``).
 
-The repository's top-level ``data_manifests/``, ``paper/``, ``notebooks/`` and ``reproduce.yaml`` are links to
-these (the checkout's folders are where they are edited). The demo prior's
+The repository's top-level ``data_manifests/``, ``paper/`` and ``reproduce.yaml`` are links to these; the other way
+round, ``percept/resources/notebooks`` is a link to the checkout's ``notebooks/``, their source (a wheel holds copies). The demo prior's
 weights ship with :mod:`percept.prior` (``percept/prior/weights``), found the same way.
 """
 from __future__ import annotations
@@ -17,7 +17,7 @@ import os
 from importlib.resources import files
 from pathlib import Path
 
-PACKAGE_ROOT = Path(__file__).resolve().parents[1]   # the folder holding percept/
+PACKAGE_ROOT = Path(__file__).resolve().parents[2]   # the folder holding percept/ (this file: percept/resources/)
 
 
 def checkout_root() -> Path | None:
