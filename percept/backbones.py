@@ -42,7 +42,7 @@ class ConvStemPatchEmbed(PatchEmbed):
     ``embed_dim`` so that the token grid is that of ``patch_size``. Used by the demo prior
     (``tiny_clip_prior``): a tiny ViT whose patchify is linear does not learn the demo's blur, noise and
     compression from scratch within minutes on a CPU (the patch's high-frequency energy needs a
-    non-linearity before the first LayerNorm), one with this stem does (measured in issue 13)."""
+    non-linearity before the first LayerNorm), one with this stem does (measured when the prior was designed; README, "The demo's own prior")."""
 
     def __init__(self, img_size=224, patch_size=32, in_chans=3, embed_dim=128, stem_channels=(16, 32, 64, 128),
                  **kwargs):
@@ -107,7 +107,7 @@ BACKBONES: dict[str, BackboneSpec] = _specs(
     # Small random-initialised CLIP-architecture encoders (QuickGELU, pre-norm, projection head).
     BackboneSpec("tiny_clip", "vit_base_patch32_clip_quickgelu_224", "clip", "tests and offline demo",
                  {"embed_dim": 128, "depth": 4, "num_heads": 2, "num_classes": 64}, has_pretrained=False),
-    # The demo's own prior (issue 13): a conv-stem tiny CLIP image tower pre-trained by percept.prior.pretrain
+    # The demo's own prior: a conv-stem tiny CLIP image tower pre-trained by percept.prior.pretrain
     # on generated images and captions; its weights ship with the package and load through timm's pretrained
     # configuration with a local file, the code path of a hub checkpoint.
     BackboneSpec("tiny_clip_prior", "vit_base_patch32_clip_quickgelu_224", "clip", "offline demo prior",

@@ -67,7 +67,7 @@ def cross_entropy_loss(logits: Tensor, target: Tensor) -> Tensor:
 
     ``logits`` has shape ``(B, C)``; ``target`` holds integer class indices in ``[0, C)``, shape ``(B,)``.
     The range of ``target`` is checked here only when it lives on the CPU: on a GPU the check would stop the
-    host for every batch (issue 7); there the training engine has checked every label when it opened the
+    host for every batch; there the training engine has checked every label when it opened the
     dataset (:func:`percept.data.sources.check_trainable`), and PyTorch still fails loudly (device-side
     assert) on an index out of range.
     """

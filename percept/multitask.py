@@ -1,4 +1,4 @@
-"""One adapter for several tasks (issue 17, beyond the paper): quality, memorability and emotion datasets in one
+"""One adapter for several tasks (beyond the paper): quality, memorability and emotion datasets in one
 run, a shared LoRA encoder and one head per dataset with its own task's loss.
 
 The paper trains multi-dataset models within one task (§3.2, §5.4), where a batch's loss is the plain mean of the

@@ -1,4 +1,4 @@
-"""The release's state-dict layout and ours, in both directions (issue 14: one place; issue 16 exports with it).
+"""The release's state-dict layout and ours, in both directions (one place; the exports use it).
 
 The authors' checkpoints (``clip_lora_model``: transformers 4.45 ``CLIPVisionModel`` + peft 0.14) hold
 

@@ -10,7 +10,7 @@ backbone, a linear head, LoRA r=8, two-phase training, a multi-dataset model) ca
 
 Configuration fields (the columns of :mod:`percept.results`): ``backbone``, ``strategy``, ``head``,
 ``lora_r``, ``lora_alpha``, ``head_finetune`` (stage 2, heads alone), ``multi`` (several datasets
-in one run) and ``mixed_tasks`` (datasets of several tasks in one run: percept's unified adapter, issue 17,
+in one run) and ``mixed_tasks`` (datasets of several tasks in one run: percept's unified adapter,
 which fills no cell of the paper: the paper's multi-dataset models are within one task, §3.2). The paper's model (§3.1) is :data:`PAPER_MODEL`; rows of full fine-tuning and frozen CLIP
 (Table 6) do not constrain the LoRA rank, which they do not use.
 

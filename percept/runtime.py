@@ -37,7 +37,7 @@ def resolve_workers(num_workers: int | None, device: torch.device, processes: in
     """DataLoader worker processes; ``None``: 0 on CPU (the tiny models are faster in-process), and on GPU
     the CPU cores shared among the ``processes`` of this machine, at most 16: decoding, cropping and flipping
     224 px images takes about 2 ms per image per core, so a training step of 128 images at GPU speed
-    (~0.1 s) needs several cores (issue 7)."""
+    (~0.1 s) needs several cores."""
     if num_workers is not None:
         if num_workers < 0:
             raise ValueError(f"num_workers must be >= 0, got {num_workers}")

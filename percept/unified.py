@@ -1,4 +1,4 @@
-"""One adapter for all three tasks (issue 17, beyond the paper): what a unified run is compared with.
+"""One adapter for all three tasks (beyond the paper): what a unified run is compared with.
 
 A *unified* run trains one LoRA encoder on quality, memorability and emotion datasets together, one head per
 dataset (:mod:`percept.multitask` holds its training rules: loss normalisation, task weights, selection). Its

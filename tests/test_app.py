@@ -1,4 +1,4 @@
-"""The demo app (issue 20): its functions called directly, the running server driven through gradio_client,
+"""The demo app: its functions called directly, the running server driven through gradio_client,
 and one real-browser check (headless Chromium + chromedriver, skipped where they are absent).
 
 The runs are tiny random-weight models in the layout ``make demo`` writes (no training): the app's numbers are

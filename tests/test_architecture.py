@@ -1,5 +1,5 @@
 """The package's shape: imports go one way through the layers of percept.layers, no cycles, light modules
-stay light (issue 14)."""
+stay light."""
 from __future__ import annotations
 
 import ast
@@ -108,7 +108,7 @@ def test_no_import_cycle():
                                     "percept.data.cards", "percept.data.splits", "percept.options", "percept.official", "percept.cli_options", "percept.cli_config",
                                     "percept.config_names"])
 def test_table_and_data_modules_do_not_load_torch(module):
-    # `import percept.results` took ~11 s when it pulled in torch, timm and peft (issue 14: < 2 s)
+    # `import percept.results` took ~11 s when it pulled in torch, timm and peft (the target: < 2 s)
     code = (f"import sys, time; t = time.perf_counter(); import {module}; "
             f"print(sorted(m for m in ('torch', 'timm', 'peft', 'transformers') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

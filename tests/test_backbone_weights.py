@@ -1,4 +1,4 @@
-"""`--weights` takes the checkpoints people have (issue 15): timm's, OpenAI CLIP's release file (a TorchScript
+"""`--weights` takes the checkpoints people have: timm's, OpenAI CLIP's release file (a TorchScript
 archive) and open_clip's (plain or a training checkpoint). The OpenAI layout is written here by hand from the
 names of OpenAI CLIP's model.py (conv1, class_embedding, positional_embedding, ln_pre, transformer.resblocks.i.
 {ln_1, attn.in_proj_weight, attn.out_proj, ln_2, mlp.c_fc, mlp.c_proj}, ln_post, proj = head weight

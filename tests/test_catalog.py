@@ -1,4 +1,4 @@
-"""`percept list` / percept.list_models (issue 15): what exists and whether its files are here, offline."""
+"""`percept list` / percept.list_models: what exists and whether its files are here, offline."""
 from __future__ import annotations
 
 import re
@@ -42,7 +42,7 @@ def test_datasets_and_the_command(tmp_path, capsys):
 
 
 def test_download_fills_the_hub_cache_that_offline_loading_reads(monkeypatch, tmp_path, capsys):
-    """`percept download` (issue 15), no network: huggingface_hub's downloader is replaced by one that writes the
+    """`percept download`, no network: huggingface_hub's downloader is replaced by one that writes the
     cache layout a real download leaves; then the real, offline loaders find the files there."""
     import huggingface_hub
     import huggingface_hub.constants

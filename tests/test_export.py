@@ -1,4 +1,4 @@
-"""Sharing a run (issue 16): hub save/load (adapter-sized, offline from a hub cache), export to the release's
+"""Sharing a run: hub save/load (adapter-sized, offline from a hub cache), export to the release's
 layout loaded by an independently built transformers + peft model, merged plain-timm weights, the model card,
 and `percept push` through a mocked HfApi."""
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Issue 12 (fidelity): each protocol point checked against an independent source of truth - the official
+"""Fidelity: each protocol point checked against an independent source of truth - the official
 LaMem split files, the paper's table specifications, the split rules the paper states."""
 import shutil
 
@@ -179,7 +179,7 @@ def test_two_phase_and_multi_rows_of_table_a9_and_5():
     five = paper.compare(ours, "5")
     assert _cell(five, "PerceptCLIP", "LIVEC")["ours"] == 0.95
     assert _cell(five, "PerceptCLIP Multi-Dataset", "LIVEC")["ours"] == 0.97   # not the one-stage multi run (0.70)
-    # a unified run (datasets of several tasks, issue 17) is beyond the paper: it fills none of its cells, and
+    # a unified run (datasets of several tasks) is beyond the paper: it fills none of its cells, and
     # neither displaces the within-task multi-dataset model nor collides with it
     unified = _variants("livec").iloc[[9]].assign(datasets="livec+lamem+emoset", median_srcc=0.99)
     both = paper.ours_from_results(pd.concat([single, multi, unified]))
@@ -260,7 +260,7 @@ def test_runs_of_an_older_protocol_are_neither_reused_nor_tabled(tmp_path):
 
 
 def test_a_run_written_before_the_head_type_rename_is_tabled_and_reused(tmp_path):
-    """Its config.json says ``"head": "linear"`` (issue 14 renamed it ``head_type``): the results table reads
+    """Its config.json says ``"head": "linear"`` (renamed ``head_type`` since): the results table reads
     it as a linear-head run and the sweep recognises the finished run as this configuration's."""
     import json
     from percept.results import collect_runs

@@ -1,5 +1,5 @@
 """percept.data.fixtures: every dataset's fixture is written in its official layout, prepares, has usable
-splits 1 and 2 (the smoke run of reproduce.yaml, issue 12), is deterministic and idempotent."""
+splits 1 and 2 (the smoke run of reproduce.yaml), is deterministic and idempotent."""
 import json
 
 import numpy as np

@@ -1,4 +1,4 @@
-"""Cluster launch through submitit (issue 18, percept.launch), offline: a sweep's runs as submitit jobs in the
+"""Cluster launch through submitit (percept.launch), offline: a sweep's runs as submitit jobs in the
 debug executor; the SLURM job array that `percept sweep --launcher slurm` submits, read from the sbatch script a
 stand-in `sbatch` receives; the requeue of a preempted job."""
 from __future__ import annotations
@@ -87,7 +87,7 @@ def test_bad_slurm_arguments_are_refused(tmp_path, capsys):
 
 
 def test_local_launcher_trains_a_run_in_submitits_local_executor_on_its_gpu(tmp_path):
-    """The GPU path of `percept sweep` (issue 18: `local` through submitit's local executor), on the CPU: the run
+    """The GPU path of `percept sweep` (`local` through submitit's local executor), on the CPU: the run
     trains in a local-executor subprocess that sees only its GPU slot."""
     import re
     grid = expand_grid(_base(tmp_path), lrs=[1e-3], splits=[1])

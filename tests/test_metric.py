@@ -1,4 +1,4 @@
-"""`percept.create_metric` (issue 15): a pyiqa-style scorer over paths, PIL images and [0, 1] tensors, the
+"""`percept.create_metric`: a pyiqa-style scorer over paths, PIL images and [0, 1] tensors, the
 model's own preprocessing (the same numbers as `percept predict`), and `as_loss` gradients w.r.t. the input."""
 from __future__ import annotations
 

@@ -232,7 +232,7 @@ def test_bad_config_names(field, value, message):
 
 
 def test_a_config_written_before_the_head_type_rename_still_loads():
-    """Run directories written before issue 14 say ``"head": "linear"``; they mean ``head_type``."""
+    """Run directories written by older versions say ``"head": "linear"``; they mean ``head_type``."""
     assert ModelConfig.from_dict({"backbone": "tiny_clip", "head": "linear"}).head_type == "linear"
     assert ModelConfig.from_dict({"backbone": "tiny_clip", "head_type": "linear"}).head_type == "linear"
     with pytest.raises(ValueError, match="both 'head' .* and 'head_type'"):

@@ -1,4 +1,4 @@
-"""One adapter for several tasks (issue 17, first slice): loss normalisation by the constant-prediction loss,
+"""One adapter for several tasks: loss normalisation by the constant-prediction loss,
 the chance-corrected selection rule, and a mixed-task run (three demo sets, stage 2) end to end."""
 from __future__ import annotations
 

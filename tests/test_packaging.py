@@ -1,4 +1,4 @@
-"""percept works when pip-installed, not only from a git checkout (issue 14): a wheel built from this tree,
+"""percept works when pip-installed, not only from a git checkout: a wheel built from this tree,
 installed into a throw-away folder outside the checkout, finds its package data (pinned splits, dataset cards,
 the paper's numbers, the demo prior's weights) through importlib.resources."""
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""`percept predict` on collections (issue 15, first slice): folders, globs and lists; unreadable files
+"""`percept predict` on collections: folders, globs and lists; unreadable files
 reported while the rest are scored; `--out` written as it goes and resumed without rescoring."""
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Preprocessing fidelity (issue 12, points 7-9): LoDa's pre-resize interpolation per dataset, normalisation
+"""Preprocessing fidelity: LoDa's pre-resize interpolation per dataset, normalisation
 statistics per backbone, and one rule for the IQA test crops shared by evaluation and ``percept predict``.
 Every expected value is computed here independently (PIL / torchvision / timm), not with percept's helpers."""
 import json

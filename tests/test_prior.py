@@ -1,4 +1,4 @@
-"""The demo's image-text prior (issue 13): generated scenes and captions, the pre-training, the shipped
+"""The demo's image-text prior: generated scenes and captions, the pre-training, the shipped
 weights and how they load (through timm's pretrained configuration with a local file)."""
 import dataclasses
 import hashlib
@@ -94,7 +94,7 @@ def test_prior_images_are_disjoint_from_the_demo_sets(tmp_path):
 
 def test_pretraining_crops_scenes_at_every_phase_of_the_jpeg_block_grid():
     """With ``crop_margin`` (not the shipped run's setting), the pre-training shows JPEG blocks at every offset
-    from the tower's 32-pixel patch grid, as the demo's crops do, not only aligned with it (issue 13: the shipped
+    from the tower's 32-pixel patch grid, as the demo's crops do, not only aligned with it (the shipped
     prior, which only saw aligned blocks, ranks misaligned JPEG levels much worse)."""
     from percept.prior.pretrain import random_crops
     images = torch.arange(2 * 3 * 40 * 44).view(2, 3, 40, 44).repeat(200, 1, 1, 1)
@@ -231,7 +231,7 @@ def test_the_first_steps_of_the_shipped_pretraining_replay_its_recorded_curve():
 
 
 def test_the_ceiling_diagnostic_regresses_the_drawn_parameters(tmp_path, capsys):
-    """percept.prior.ceiling (issue 13's diagnostic: the tower trained on the degradation parameters, not captions):
+    """percept.prior.ceiling (a diagnostic: the tower trained on the degradation parameters, not captions):
     its targets on hand-computed scenes, a short run that writes a tower in the prior's format, and a refusal to
     overwrite the shipped prior."""
     from percept.prior.ceiling import main, parameter_targets, train_ceiling

@@ -1,6 +1,6 @@
 """`percept reproduce --smoke`: every experiment of reproduce.yaml - each dataset, split protocol,
 cross-dataset pair, multi-dataset group, two-phase and ablation variant - runs for one epoch on fixture
-datasets in the official layouts, and writes a table for every table id of the plan (issue 12)."""
+datasets in the official layouts, and writes a table for every table id of the plan."""
 import json
 import time
 from pathlib import Path
@@ -57,7 +57,7 @@ def test_smoke_fills_each_row_from_its_own_variant(smoke):
 
 
 def test_unified_table_sets_the_unified_run_beside_the_single_task_and_within_task_runs(smoke):
-    """The `unified` experiment (issue 17): every dataset of Tables 1, 3, 4 gets its unified, single-task and
+    """The `unified` experiment: every dataset of Tables 1, 3, 4 gets its unified, single-task and
     (where the paper has a group) within-task multi-dataset number on the same splits, and each cross pair both."""
     done, out = smoke
     table = pd.read_csv(out / "tables" / "table_unified.csv")

@@ -1,4 +1,4 @@
-"""Experiment tracking (issue 18, percept.tracking), offline: a run interrupted and resumed logs every epoch once
+"""Experiment tracking (percept.tracking), offline: a run interrupted and resumed logs every epoch once
 to TensorBoard (event files read back), MLflow (a file store read back with MlflowClient) and W&B (offline mode),
 with the same numbers as the run's own log.csv and metrics.json."""
 from __future__ import annotations

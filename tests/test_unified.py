@@ -1,4 +1,4 @@
-"""The unified adapter's report (issue 17, percept.unified): which runs fill which column, over which splits, with
+"""The unified adapter's report (percept.unified): which runs fill which column, over which splits, with
 which statistic; the paper's reference numbers; head-importance rank correlations against scipy."""
 from __future__ import annotations
 

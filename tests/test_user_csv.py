@@ -1,4 +1,4 @@
-"""Training on a CSV of your own (issue 15): `percept train --dataset csv:PATH --task ...`: the task's protocol
+"""Training on a CSV of your own: `percept train --dataset csv:PATH --task ...`: the task's protocol
 splits drawn once (seeded) beside the CSV and reused, the same checks as a prepared dataset, bad rows named."""
 from __future__ import annotations
 

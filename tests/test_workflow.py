@@ -1,4 +1,4 @@
-"""Research workflow (issue 18): run and sweep config files with command-line overrides, the effective config
+"""Research workflow: run and sweep config files with command-line overrides, the effective config
 written to the run directory, a sweep's progress lines, and `percept status` over a tree of runs."""
 from __future__ import annotations
 

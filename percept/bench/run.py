@@ -1,5 +1,5 @@
 """``percept bench`` itself: :func:`benchmark` runs the measurements and derives speed-ups, MFU, projections
-and the issue-7 targets; :func:`compare_precisions` is the bf16 numerics check; the table and the CLI."""
+and the performance targets; :func:`compare_precisions` is the bf16 numerics check; the table and the CLI."""
 from __future__ import annotations
 
 import argparse
@@ -23,7 +23,7 @@ from .measurements import bench_sources, build_fast_path, cached_dataset, measur
 from .projection import project_tables
 from .timing import free_memory, rate_of
 
-TARGETS = {   # issue 7: ViT-L/14 LoRA on one H100 at batch 128
+TARGETS = {   # the performance targets: ViT-L/14 LoRA on one H100 at batch 128
     "train_images_per_s": 1300.0, "speedup_end_to_end": 4.0, "inference_images_per_s": 3000.0,
     "data_images_per_s": 2000.0}
 
@@ -114,7 +114,7 @@ def _open_data(result: dict, dataset: str, data_root, max_images: int, cache_dir
 
 def _derive(result: dict, flops: dict, backbone: str, batch_size: int, precision: str, cuda: bool,
             typical_epochs: int) -> None:
-    """Speed-ups, MFU, projected wall times and the issue-7 targets from the measurements."""
+    """Speed-ups, MFU, projected wall times and the performance targets from the measurements."""
     m = result["measurements"]
     result["speedup"] = _speedups(m)
     result["mfu"] = mfu(m, flops, result["environment"].get("gpu"), precision, cuda)
@@ -155,7 +155,7 @@ def _targets(result: dict, backbone: str, batch_size: int, cuda: bool) -> dict:
               "inference_images_per_s": rate_of(m, "inference"),
               "data_images_per_s": rate_of(m, "data_cache_gpu_augment")}
     return {"applicable": applicable,
-            "note": "targets of issue 7 apply to ViT-L/14, batch 128, one H100",
+            "note": "the targets apply to ViT-L/14, batch 128, one H100",
             **{k: {"target": t, "value": values[k], "met": None if values[k] is None else values[k] >= t}
                for k, t in TARGETS.items()}}
 
@@ -191,7 +191,7 @@ def compare_precisions(backbone: str = "tiny_clip", dataset: str = "synthetic_iq
                        run_dir: str | os.PathLike | None = None, tolerance: float = PRECISION_TOLERANCE) -> dict:
     """Train the same short run (``epochs`` epochs, no early stop) in fp32 and in bf16 autocast with the
     same seed and compare the test metrics: ``within_tolerance`` says whether every compared metric differs
-    by at most ``tolerance``. On GPU this is the bf16 numerics check of issue 7; on CPU (bf16 autocast
+    by at most ``tolerance``. On GPU this is the bf16 numerics check; on CPU (bf16 autocast
     exists there too) it exercises the same code."""
     from ..data.sources import DataConfig, dataset_task
     from ..train import TrainConfig, train

@@ -1,1 +1,1 @@
-"""The demo's own image-text prior: tiny CLIP-style pre-training on generated images and captions (issue 13)."""
+"""The demo's own image-text prior: tiny CLIP-style pre-training on generated images and captions."""

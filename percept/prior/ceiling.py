@@ -1,6 +1,6 @@
 """What the prior's tower can learn within the pre-training's budget: ``python -m percept.prior.ceiling --out DIR``.
 
-A diagnostic, not a prior the demo uses (issue 13). The image tower of :mod:`percept.prior.pretrain`, the same data
+A diagnostic, not a prior the demo uses. The image tower of :mod:`percept.prior.pretrain`, the same data
 stream (fresh appearances of the same scenes, batches of ``per_scene`` appearances of each content), optimiser,
 schedule, steps and seed, trained *without captions*: a linear layer on the tower's embedding regresses the scene's
 degradation parameters directly (:func:`parameter_targets`). It is no image–text pre-training, and it reads the

@@ -6,11 +6,11 @@ with the symmetric contrastive loss on generated images and their generated capt
 (:mod:`percept.prior.scenes`; a batch's pairs with identical captions all count as positives). A batch holds
 four appearances of each of its contents; from ``ladders_from`` of the run on, every ``ladder_every``-th content
 shows a strength ladder instead (one degradation, clean and at each of its strength words: hard negatives that
-differ only in strength; issue 13 measured every other content better than every content). AdamW,
+differ only in strength; every other content measured better than every content). AdamW,
 linear warm-up then cosine decay, random horizontal flips. Deterministic: seeded data, seeded batches, a
 fixed number of CPU threads. Beside the contrastive loss, a caption loss (weight ``caption_loss``): a linear layer on
 the image embedding predicts the caption's appearance words (:func:`percept.prior.text.appearance_targets`), CoCa's
-pairing of a contrastive and a captioning loss (Yu et al. 2022) restricted to the perceptual words; issue 13 measured
+pairing of a contrastive and a captioning loss (Yu et al. 2022) restricted to the perceptual words; we measured
 it lifting the demo's IQA from 0.675 to 0.811 (five-split means), where CLIP's loss alone (``caption_loss`` 0) left the
 mild degradations unlearnt. ``crop_margin`` (random placement of the JPEG block grid) was measured and is not used.
 :mod:`percept.prior.ceiling` trains the same tower on the degradation parameters instead of captions: what the tower
@@ -73,7 +73,7 @@ class ScenePool:
     each of its scenes ``per_scene`` *fresh* appearances (variants ``per_scene * step + v``: new degradations,
     noise and caption at every step). The contents repeat across the run, the appearances never do, so the
     towers cannot memorise an image's caption; they have to read the blur, noise and compression. (With a fixed
-    set of degraded images, issue 13 measured a run's features telling them apart on held-out scenes no better
+    set of degraded images, we measured a run's features telling them apart on held-out scenes no better
     than random features.)"""
 
     def __init__(self, seed: int, n: int, size: int):
@@ -109,7 +109,7 @@ def random_crops(images: torch.Tensor, size: int, generator: torch.Generator) ->
     """A ``size`` x ``size`` crop of every image at a random place (offsets from ``generator``): the pre-training's
     ``crop_margin`` option, not used by the shipped prior. The demo crops its images anywhere, so the JPEG 8x8 block
     grid falls anywhere in the tower's 32-px patches, while the shipped prior only ever saw blocks aligned with its
-    patches, and sees compression much better there (issue 13: JPEG level SRCC 0.74 on aligned demo crops, 0.44 on
+    patches, and sees compression much better there (measured: JPEG level SRCC 0.74 on aligned demo crops, 0.44 on
     misaligned ones). Random placement narrowed that gap but made the demo worse (README, "The demo's own prior")."""
     margin_y, margin_x = images.shape[-2] - size, images.shape[-1] - size
     if margin_y < 0 or margin_x < 0:

@@ -1,4 +1,4 @@
-"""Reference data shipped inside the package, found with :mod:`importlib.resources` (issue 14), so that a
+"""Reference data shipped inside the package, found with :mod:`importlib.resources`, so that a
 ``pip install``-ed percept has it as well as a git checkout:
 
 * ``data_manifests/cards/NAME.md`` — the dataset cards (rendered from :mod:`percept.data.cards`);
