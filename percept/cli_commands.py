@@ -71,8 +71,8 @@ def cmd_prepare(args) -> None:
 
 def cmd_train(options) -> None:
     """``percept train``: the run the options say (flags, a config file), or RUN's own, resumed."""
-    from .cli_config import config_yaml, train_config
-    from .runs import RunDir
+    from .cli_config import train_config
+    from .runs import RunDir, config_yaml
     from .train import TrainConfig, train
     from .train_config import EXECUTION_FIELDS
     run = RunDir(options.run_dir)
@@ -87,7 +87,7 @@ def cmd_train(options) -> None:
                 setattr(config, name, options.values[name])
         config.quiet = options.quiet
     if options.print_config:
-        print(config_yaml(config), end="")
+        print(config_yaml(config.to_dict()), end="")
         return
     result = train(config, options.run_dir)
     print(json.dumps({"run_dir": options.run_dir, "val_score": result["val_score"], "test": result["test"]}, indent=2))
@@ -104,7 +104,8 @@ def cmd_evaluate(args) -> None:
 
 
 def cmd_sweep(options) -> None:
-    from .cli_config import config_yaml, sweep_plan, train_config
+    from .cli_config import sweep_plan, train_config
+    from .runs import config_yaml
     from .launch import slurm_options
     from .sweep import LR_GRID, expand_grid, run_sweep
     base = train_config(options)
@@ -114,7 +115,7 @@ def cmd_sweep(options) -> None:
     plan = sweep_plan(options)
     if options.print_config:
         import yaml
-        print(config_yaml(base) + yaml.safe_dump({"sweep": plan}, sort_keys=False), end="")
+        print(config_yaml(base.to_dict()) + yaml.safe_dump({"sweep": plan}, sort_keys=False), end="")
         return
     if plan.get("out") is None:
         raise ValueError("give --out, or `out` in the sweep file's `sweep` section")

@@ -1,6 +1,6 @@
 """The run's configuration from the parsed options of ``percept train``/``sweep``/``params``
 (:mod:`percept.cli_options`): its datasets, model and protocol (:func:`train_config`), a sweep's grid
-(:func:`sweep_plan`), and the config file that starts it (:func:`config_yaml`, ``--print_config``).
+(:func:`sweep_plan`); ``--print_config`` prints it as a run's ``config.yaml`` (:func:`percept.runs.config_yaml`).
 
 Data: typed ``--dataset`` (with its ``--root``, ...) replaces a file's; a flat file's keys take typed ``--root``,
 ``--manifest``, ... over them; a file's ``data:`` list stands alone. Paths in a file are taken from the file's folder
@@ -13,8 +13,6 @@ import dataclasses
 import json
 import typing
 from pathlib import Path
-
-import yaml
 
 from .cli_options import DATA_KEYS, Options, OptionsError, unwrap_optional
 from .options import flag_fields
@@ -151,8 +149,4 @@ def sweep_plan(options: Options) -> dict:
         plan["out"] = _absolute(plan["out"], options.config_file.parent)
     return plan
 
-
-def config_yaml(config) -> str:
-    """A run configuration as the config file that starts it (``--print_config``, a run's ``config.yaml``)."""
-    return yaml.safe_dump(config.to_dict(), sort_keys=False, width=110)
 

@@ -40,7 +40,6 @@ from .options import flag_fields
 SWEEP_KEYS = ("lrs", "splits", "variants", "out")
 DATA_KEYS = ("dataset", "root", "manifest", "task", "classes", "label_range")
 WEIGHT_FIELDS = ("pretrained", "weights_path")   # ModelConfig fields that choose the encoder's weights
-COMMANDS = ("train", "sweep", "params")
 
 
 class OptionsError(ValueError):

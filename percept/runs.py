@@ -35,6 +35,8 @@ import sys
 from pathlib import Path
 from typing import Mapping
 
+import yaml
+
 from .config_names import upgrade_run_config
 from .files import atomic_path, read_json, write_csv, write_json
 
@@ -51,6 +53,13 @@ PREDICTIONS, EVAL, JOBS = "predictions.csv", "eval", "submitit"
 
 class IncompatibleRunError(ValueError):
     """A run directory holds a run with a different configuration."""
+
+
+def config_yaml(config: Mapping) -> str:
+    """A run's configuration (``config.json``'s contents) as the YAML file that starts it again: a run's
+    ``config.yaml``, and what ``percept train --print_config`` prints."""
+    return ("# the run's configuration (config.json is the record); percept train --config reads this file\n"
+            + yaml.safe_dump(dict(config), sort_keys=False, width=110))
 
 
 class RunDir:
@@ -249,10 +258,8 @@ class RunDir:
 
     def write_config_yaml(self, config: Mapping) -> None:
         """``config.yaml``: ``config.json`` in YAML, the human form (``percept train --config`` reads it back)."""
-        import yaml
         with atomic_path(self.config_yaml) as tmp:
-            tmp.write_text("# the run's configuration (config.json is the record); percept train --config reads "
-                           "this file\n" + yaml.safe_dump(dict(config), sort_keys=False, width=110))
+            tmp.write_text(config_yaml(config))
 
     def write_environment(self, device, **extra) -> None:
         write_json(self.environment_file, {**environment_info(device), **extra})
