@@ -69,6 +69,9 @@ def cmd_prepare(args) -> None:
     print(f"{args.dataset}: {len(df)} rows -> {path} (sidecar {path.with_suffix('.json').name})")
 
 
+RESUME_OPTIONS = ("run_dir", "run_dir_flag", "print_config")   # what `percept train RUN` takes besides execution flags
+
+
 def cmd_train(options) -> None:
     """``percept train``: the run the options say (flags, a config file), or RUN's own, resumed."""
     from .cli_config import train_config
@@ -81,6 +84,11 @@ def cmd_train(options) -> None:
         if not run.config_file.is_file():
             raise ValueError(f"give --dataset and --root (or --config FILE), or the RUN of an existing run to "
                              f"resume ({run.config_file} does not exist)")
+        changing = sorted(t for t in options.typed if t not in EXECUTION_FIELDS and t not in RESUME_OPTIONS)
+        if changing:                  # never silently ignored: the run would not be what the command says
+            flag = "--" + changing[0].rpartition(".")[2].replace("_", "-")
+            raise ValueError(f"{run.path} resumes with its own configuration; {flag} would change it: drop it, or "
+                             f"train into a new run directory")
         config = TrainConfig.from_dict(run.read_config())
         for name in EXECUTION_FIELDS:
             if name in options.typed:

@@ -265,6 +265,9 @@ def test_classification_run_and_cli_predict(synth, tmp_path, capsys):
                                                            "color_quantization"}
     # resuming from the run directory alone finds the finished run
     assert main(["train", "--run-dir", str(run), "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["train", str(run), "--lr", "0.5", "--quiet"]) == 2          # a protocol flag is never ignored
+    assert "resumes with its own configuration; --lr would change it" in capsys.readouterr().err
     assert main(["predict", str(tmp_path / "missing.jpg"), "--model", str(run)]) == 2
 
 
