@@ -38,7 +38,7 @@ def _add_tree_root(p) -> None:
     p.add_argument("--root", dest="root", metavar="ROOT", default=None, action=_OnePlace, help="= ROOT")
 
 
-def _demo_command(commands, full: bool) -> None:
+def _demo_command(commands) -> None:
     demo = commands.add_parser("demo", help="offline end-to-end run on embedded synthetic data (CPU, minutes)",
                                description="Generate the synthetic KADID-style IQA set, adapt the demo's "
                                            "own tiny image-text prior (tiny_clip_prior) with LoRA + MLP head (PLCC "
@@ -51,7 +51,7 @@ def _demo_command(commands, full: bool) -> None:
     demo.set_defaults(run=cmd.cmd_demo)
 
 
-def _prepare_command(commands, full: bool) -> None:
+def _prepare_command(commands) -> None:
     from .data.cards import CARDS
     prepare = commands.add_parser(
         "prepare", help="build a verified manifest from an official dataset download",
@@ -70,7 +70,7 @@ def _prepare_command(commands, full: bool) -> None:
     prepare.set_defaults(run=cmd.cmd_prepare)
 
 
-def _evaluate_command(commands, full: bool) -> None:
+def _evaluate_command(commands) -> None:
     evaluate = commands.add_parser("evaluate", help="evaluate a finished run on another dataset (no retraining)",
                                    description="Cross-dataset generalisation (Table 2, Table A.1): the run's best "
                                    "weights on a dataset's test part (or the whole dataset with --split 0).")
@@ -87,7 +87,7 @@ def _evaluate_command(commands, full: bool) -> None:
     evaluate.set_defaults(run=cmd.cmd_evaluate)
 
 
-def _results_command(commands, full: bool) -> None:
+def _results_command(commands) -> None:
     results = commands.add_parser("results", help="tables from a tree of runs",
                                   description="Collect finished runs below ROOT; select the learning rate by "
                                   "validation score; aggregate over splits (median and mean).")
@@ -99,7 +99,7 @@ def _results_command(commands, full: bool) -> None:
     results.set_defaults(run=cmd.cmd_results)
 
 
-def _status_command(commands, full: bool) -> None:
+def _status_command(commands) -> None:
     status = commands.add_parser("status", help="the runs of a tree by state: done, running, failed, ...",
                                  description="One line per run directory below ROOT (a sweep's or `percept "
                                  "reproduce`'s runs/): done, running, failed (with its error), interrupted (its "
@@ -111,7 +111,7 @@ def _status_command(commands, full: bool) -> None:
     status.set_defaults(run=cmd.cmd_status)
 
 
-def _predict_command(commands, full: bool) -> None:
+def _predict_command(commands) -> None:
     predict = commands.add_parser("predict", help="score image files with a run or an official checkpoint",
                                   description="One row per image: a score (IQA, memorability) or a class with "
                                   "probabilities (emotion), and an error column: an unreadable file is reported "
@@ -141,7 +141,7 @@ def _predict_command(commands, full: bool) -> None:
     predict.set_defaults(run=cmd.cmd_predict)
 
 
-def _list_command(commands, full: bool) -> None:
+def _list_command(commands) -> None:
     what = commands.add_parser("list", help="the official checkpoints, backbones or datasets, and whether their "
                                "files are here", description="What exists: official checkpoints (what each score "
                                "means, whether cached for offline use), backbones (where their weights come from, "
@@ -154,7 +154,7 @@ def _list_command(commands, full: bool) -> None:
     what.set_defaults(run=cmd.cmd_list)
 
 
-def _download_command(commands, full: bool) -> None:
+def _download_command(commands) -> None:
     from .catalog import DEFAULT_DOWNLOADS
     fetch = commands.add_parser("download", help="prefetch official checkpoints and backbone weights into the HF "
                                 "cache (for offline clusters)", description="Fetch into the Hugging Face cache "
@@ -167,7 +167,7 @@ def _download_command(commands, full: bool) -> None:
     fetch.set_defaults(run=cmd.cmd_download)
 
 
-def _export_command(commands, full: bool) -> None:
+def _export_command(commands) -> None:
     export = commands.add_parser("export", help="write a finished run as a hub folder, the official .pth layout, "
                                  "or merged timm weights", description="hub: config.json + model.safetensors "
                                  "(LoRA + heads) + a model card, for PerceptCLIP.from_pretrained and the HF hub; "
@@ -182,7 +182,7 @@ def _export_command(commands, full: bool) -> None:
     export.set_defaults(run=cmd.cmd_export)
 
 
-def _push_command(commands, full: bool) -> None:
+def _push_command(commands) -> None:
     push = commands.add_parser("push", help="upload a finished run to the Hugging Face hub (hub format + model card)",
                                description="Export RUN in the hub format with its model card and upload it to "
                                "REPO_ID (created if needed). The token comes from HF_TOKEN or `hf auth login`.")
@@ -193,7 +193,7 @@ def _push_command(commands, full: bool) -> None:
     push.set_defaults(run=cmd.cmd_push)
 
 
-def _app_command(commands, full: bool) -> None:
+def _app_command(commands) -> None:
     app = commands.add_parser("app", help="interactive demo in the browser (Gradio): scores and attention maps",
                               description="Upload images, get each model's scores (emotion: the class "
                               "probabilities) and, for one image, the CLS attention maps of the most important "
@@ -211,7 +211,7 @@ def _app_command(commands, full: bool) -> None:
     app.set_defaults(run=cmd.cmd_app)
 
 
-def _delegated_command(commands, full: bool) -> None:
+def _delegated_command(commands) -> None:
     """Commands parsed by their own modules (see main): train, sweep and params by jsonargparse
     (:mod:`percept.cli_options`), the others by theirs."""
     commands.add_parser("params", add_help=False, help="parameter counts of a model configuration")
@@ -231,7 +231,7 @@ COMMANDS = {"demo": _demo_command, "prepare": _prepare_command, "evaluate": _eva
             "app": _app_command, "params, train, sweep, bench, notebooks, reproduce": _delegated_command}
 
 
-def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
     """The parser of every command but those parsed by their own modules (``params``, ``train``, ``sweep``:
     :mod:`percept.cli_options`; ``bench``, ``notebooks``, ``reproduce``)."""
     from . import __version__
@@ -239,8 +239,8 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"percept {__version__} (perceptclip)")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     parser.commands = commands   # the command parsers, by name
-    for name, add in COMMANDS.items():
-        add(commands, full=command is None or command == name)
+    for add in COMMANDS.values():
+        add(commands)
     return parser
 
 
@@ -288,7 +288,7 @@ def _dispatch(argv: list[str], command: str) -> int:
     if command in ("train", "sweep", "params"):   # jsonargparse: flags from the config dataclasses, --config files
         from .cli_options import parse_options
         return getattr(cmd, f"cmd_{command}")(parse_options(command, argv[1:])) or 0
-    parser = build_parser(command)
+    parser = build_parser()
     args = parser.parse_args(argv)
     name = TAKES_RUN_OR_ROOT.get(args.command)
     if name is not None and getattr(args, name) is None:

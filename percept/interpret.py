@@ -12,15 +12,14 @@ prediction differences allows us to quantify the importance of each head."
 * It is fast: the blocks below layer ``l`` run once per batch (their activations do not depend on an
   ablation in layer ``l``) and the ablations of all heads of layer ``l`` run as one batch, the hidden
   states repeated ``H`` times with a per-sample ``(H*B, H)`` mask. :func:`naive_head_importance` is the
-  reference (one full forward per head) used by the tests and by
-  :func:`percept.interpret_cost.time_head_importance`.
+  reference (one full forward per head) used by the tests and by ``tools/interpret_cost.py`` (beside the
+  package), which times the two.
 * :func:`cls_attention_maps` gives the CLS→patch attention of one head for the fine-tuned model, the
   original CLIP (LoRA disabled) and their difference (Figure 4 shows the difference).
 
 Cost, in units of one plain forward pass per image (depth ``L``, ``H`` heads, all layers):
 batched ``1 + H (L + 1) / 2``, naive ``1 + L H``. ViT-L/14 (L=24, H=16): 201 vs 385 forwards per
-image, i.e. ~1.9x fewer block evaluations (plus larger, more efficient batches); see
-:mod:`percept.interpret_cost`.
+image, i.e. ~1.9x fewer block evaluations (plus larger, more efficient batches); see ``tools/interpret_cost.py``.
 """
 from __future__ import annotations
 

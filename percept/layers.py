@@ -32,7 +32,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
                "prior"),
     "experiments": ("catalog", "model_card", "export", "paper_specs", "results", "paper", "unified", "launch", "sweep",
                     "reproduce", "bench", "demo"),
-    "analysis": ("interpret", "interpret_cost", "analysis", "figures"),
+    "analysis": ("interpret", "analysis", "figures"),
     "interface": ("cli", "cli_commands", "cli_options", "cli_config", "app", "app_models", "notebooks", "notebook_study", "notebook_display", "notebook_runner",
                   "__main__", "layers"),
 }

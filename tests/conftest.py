@@ -1,5 +1,6 @@
 """Shared fixtures. Tests never touch the network: the HF hub is forced offline with an empty cache."""
 import os
+import sys
 import tempfile
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_ROOT / "tools"))   # the research diagnostics kept beside the package (their tests here)
 
 
 def shared_data_root() -> Path | None:

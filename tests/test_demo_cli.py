@@ -104,7 +104,7 @@ def test_one_grammar_the_run_or_the_root_right_after_the_command(capsys):
     assert capsys.readouterr().err.strip().endswith("percept train RUN ...")
     for command, dest in TAKES_RUN_OR_ROOT.items():
         flag = "--run-dir" if dest == "run_dir" else "--root"
-        parser = build_parser(command)
+        parser = build_parser()
         positional = parser.parse_args([command, "some/where", *rest[command]])
         named = parser.parse_args([command, flag, "some/where", *rest[command]])
         assert getattr(positional, dest) == getattr(named, dest) == "some/where", command
@@ -116,4 +116,4 @@ def test_one_grammar_the_run_or_the_root_right_after_the_command(capsys):
         assert main([command, *rest[command]]) == 2
         err = capsys.readouterr().err.strip()
         assert err.endswith(f"percept {command} {'RUN' if dest == 'run_dir' else 'ROOT'} ...") and "\n" not in err
-    assert "default: official-iqa" in build_parser("predict").commands.choices["predict"].format_help()
+    assert "default: official-iqa" in build_parser().commands.choices["predict"].format_help()

@@ -6,7 +6,8 @@ import torch
 import torch.nn.functional as F
 
 from conftest import randomize_lora
-from percept import interpret, interpret_cost
+import interpret_cost  # tools/interpret_cost.py (conftest puts tools/ on the path)
+from percept import interpret
 from percept.model import build_model
 
 X = torch.randn(4, 3, 224, 224, generator=torch.Generator().manual_seed(0))

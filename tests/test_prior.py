@@ -231,10 +231,10 @@ def test_the_first_steps_of_the_shipped_pretraining_replay_its_recorded_curve():
 
 
 def test_the_ceiling_diagnostic_regresses_the_drawn_parameters(tmp_path, capsys):
-    """percept.prior.ceiling (a diagnostic: the tower trained on the degradation parameters, not captions):
+    """tools/prior_ceiling.py (a diagnostic: the tower trained on the degradation parameters, not captions):
     its targets on hand-computed scenes, a short run that writes a tower in the prior's format, and a refusal to
     overwrite the shipped prior."""
-    from percept.prior.ceiling import main, parameter_targets, train_ceiling
+    from prior_ceiling import main, parameter_targets, train_ceiling   # tools/ (conftest puts it on the path)
     scene = scenes.Scene("circle", "red", "grey", 1, blur=0.6, noise=60.0, jpeg=0, palette=11, brightness=1.0,
                          saturation=1.0)
     expected = [1, 1, 0, 1, 0.2, 1.0, 0.0, 0.2 + 0.8 * np.log(40 / 11) / np.log(40 / 3)]

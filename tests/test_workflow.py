@@ -11,7 +11,7 @@ import time
 import pytest
 
 import percept.train as train_module
-from percept.cli import build_parser, main
+from percept.cli import main
 from percept.files import write_json
 from percept.run_status import run_status, tree_status, write_state
 from percept.runs import RunDir

@@ -13,7 +13,7 @@ the image embedding predicts the caption's appearance words (:func:`percept.prio
 pairing of a contrastive and a captioning loss (Yu et al. 2022) restricted to the perceptual words; we measured
 it lifting the demo's IQA from 0.675 to 0.811 (five-split means), where CLIP's loss alone (``caption_loss`` 0) left the
 mild degradations unlearnt. ``crop_margin`` (random placement of the JPEG block grid) was measured and is not used.
-:mod:`percept.prior.ceiling` trains the same tower on the degradation parameters instead of captions: what the tower
+``tools/prior_ceiling.py`` (beside the package) trains the same tower on the degradation parameters instead of captions: what the tower
 and budget allow.
 
 Writes ``DIR/tiny_clip_prior.safetensors`` (the image tower, timm layout, fp16) and

@@ -1,5 +1,6 @@
 """What head importance (:mod:`percept.interpret`) costs: block evaluations per image, projected seconds, and
-a measurement of the batched against the naive implementation on a given model and device."""
+a measurement of the batched against the naive implementation on a given model and device. A research diagnostic,
+kept beside the package (not shipped in it)."""
 from __future__ import annotations
 
 import time
@@ -7,7 +8,7 @@ from typing import Sequence
 
 import torch
 
-from .interpret import head_importance, inference_mode, naive_head_importance
+from percept.interpret import head_importance, inference_mode, naive_head_importance
 
 
 def head_importance_cost(depth: int, num_heads: int, layers: Sequence[int] | None = None) -> dict[str, float]:

@@ -1,6 +1,6 @@
-"""What the prior's tower can learn within the pre-training's budget: ``python -m percept.prior.ceiling --out DIR``.
+"""What the prior's tower can learn within the pre-training's budget: ``python tools/prior_ceiling.py --out DIR``.
 
-A diagnostic, not a prior the demo uses. The image tower of :mod:`percept.prior.pretrain`, the same data
+A research diagnostic, kept beside the package (not shipped in it), not a prior the demo uses. The image tower of :mod:`percept.prior.pretrain`, the same data
 stream (fresh appearances of the same scenes, batches of ``per_scene`` appearances of each content), optimiser,
 schedule, steps and seed, trained *without captions*: a linear layer on the tower's embedding regresses the scene's
 degradation parameters directly (:func:`parameter_targets`). It is no image–text pre-training, and it reads the
@@ -20,8 +20,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from . import scenes
-from .pretrain import (PretrainConfig, ScenePool, flip_and_normalise, image_tower, optimizer_and_schedule, save,
+from percept.backbones import get_spec, shipped_weights_path
+from percept.prior import scenes
+from percept.prior.pretrain import (PretrainConfig, ScenePool, flip_and_normalise, image_tower, optimizer_and_schedule, save,
                        take_step)
 
 # (parameter, weakest, strongest) of the scenes' degradation ranges
@@ -57,7 +58,7 @@ def train_ceiling(config: PretrainConfig, out: str | Path | None = None, log=pri
             loss = (nn.functional.binary_cross_entropy_with_logits(out_[:, :k], y[:, :k])
                     + 4 * nn.functional.mse_loss(out_[:, k:], y[:, k:]))
             take_step(loss, model, optimizer, schedule, losses, step, config.steps, start, log)
-        record = {"config": asdict(config), "objective": "degradation parameters (percept.prior.ceiling)",
+        record = {"config": asdict(config), "objective": "degradation parameters (tools/prior_ceiling.py)",
                   "losses": losses, "seconds": round(time.time() - start, 1)}
         if out is not None:
             record.update(save(model["image"], out, record))
@@ -68,11 +69,11 @@ def train_ceiling(config: PretrainConfig, out: str | Path | None = None, log=pri
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m percept.prior.ceiling", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python tools/prior_ceiling.py", description=__doc__.split("\n")[0])
     parser.add_argument("--out", required=True, help="folder for the tower (never the shipped prior's folder)")
     parser.add_argument("--steps", type=int, default=PretrainConfig().steps)
     args = parser.parse_args(argv)
-    shipped = (Path(__file__).resolve().parent / "weights").resolve()
+    shipped = shipped_weights_path(get_spec("tiny_clip_prior")).parent.resolve()   # the package's, wherever it is
     if Path(args.out).resolve() == shipped:
         parser.error(f"--out {args.out} is the shipped prior's folder; the ceiling is a diagnostic, write it elsewhere")
     train_ceiling(replace(PretrainConfig(), steps=args.steps), args.out)
