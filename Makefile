@@ -25,7 +25,7 @@ install: $(STAMP)
 ## The main job on the embedded defaults: every notebook (notebooks/00..09) executed with papermill, offline,
 ## on the CPU, in minutes. Executed copies, tables and runs go to outputs/notebooks/, figures to figures/.
 demo: $(STAMP)
-	$(PY) -m percept.notebooks --out $(OUT)/notebooks
+	$(PY) -m percept notebooks --out $(OUT)/notebooks
 
 ## The test suite (no GPU, no internet needed); it also executes every notebook on its smallest parameters.
 test: $(STAMP)
@@ -38,15 +38,15 @@ lab: $(STAMP)
 ## The paper's experiments (reproduce.yaml) on the real datasets with CLIP ViT-L/14: GPUs, prepared datasets,
 ## thousands of GPU hours. Not run in CI. `make reproduce-plan` prints the plan and its estimated cost.
 reproduce: $(STAMP)
-	$(PY) -m percept.reproduce --config reproduce.yaml --out $(OUT)/reproduce $(if $(DATA_ROOT),--data-root $(DATA_ROOT))
+	$(PY) -m percept reproduce --config reproduce.yaml --out $(OUT)/reproduce $(if $(DATA_ROOT),--data-root $(DATA_ROOT))
 
 reproduce-plan: $(STAMP)
-	$(PY) -m percept.reproduce --config reproduce.yaml --dry-run
+	$(PY) -m percept reproduce --config reproduce.yaml --dry-run
 
 ## Every experiment of reproduce.yaml for one epoch on generated fixture datasets (CPU, a few minutes; CI runs it
 ## through the tests): checks that every configured table runs, computes nothing about the paper.
 reproduce-smoke: $(STAMP)
-	$(PY) -m percept.reproduce --config reproduce.yaml --smoke --out $(OUT)/reproduce_smoke
+	$(PY) -m percept reproduce --config reproduce.yaml --smoke --out $(OUT)/reproduce_smoke
 
 ## Every GPU number the project reports, in one command (<= 8 minutes on one H100; a dry run without a GPU):
 ## JSON, a Markdown table and a profile under outputs/gpu_check/, the table printed last.

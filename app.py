@@ -1,4 +1,4 @@
-"""Hugging Face Space entry point of the PerceptCLIP demo app (:mod:`percept.app`): ``python app.py``.
+"""Hugging Face Space entry point of the PerceptCLIP demo app (:mod:`percept.interface.app`): ``python app.py``.
 
 Which models: ``$PERCEPT_APP_MODELS`` (comma-separated run directories, hub folders, ``official-*`` names or
 ``.pth`` files). Unset, the choice follows the machine:
@@ -14,7 +14,7 @@ The Space's ``requirements.txt`` needs ``percept[app]`` (this repository) and no
 """
 import os
 
-from percept.app import build_app
+from percept.interface.app import build_app
 
 OFFICIAL = ["official-iqa", "official-memorability", "official-emotions"]
 

@@ -34,7 +34,8 @@ def tiny_timm_weights(tmp_path) -> Path:
     """A timm-format (fused qkv) state dict of the tiny CLIP architecture, as a local weights file."""
     import timm
     from safetensors.torch import save_file
-    from percept.backbones import get_spec
+
+    from percept.model.backbones import get_spec
 
     spec = get_spec("tiny_clip")
     torch.manual_seed(123)
@@ -67,7 +68,7 @@ def randomize_lora(model) -> None:
 def kill_in_epoch(patch, config, run_dir, epoch: int = 2) -> None:
     """Train ``config`` into ``run_dir`` and kill it (KeyboardInterrupt) in the middle of stage 1's ``epoch``,
     as Ctrl-C or a scheduler would; ``patch`` is a pytest MonkeyPatch, restored to the real epoch afterwards."""
-    import percept.train as train_module
+    import percept.engine.train as train_module
     real, calls = train_module.train_one_epoch, {"n": 0}
 
     def interrupted(*args, **kwargs):

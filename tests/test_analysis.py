@@ -9,8 +9,8 @@ import torch
 from matplotlib.colors import TwoSlopeNorm
 from matplotlib.figure import Figure
 
-from percept import analysis
-from percept.metrics import EMOSET_CLASSES
+from percept.core.metrics import EMOSET_CLASSES
+from percept.study import analysis
 
 matplotlib.use("Agg")
 

@@ -2,7 +2,7 @@
 and one real-browser check (headless Chromium + chromedriver, skipped where they are absent).
 
 The runs are tiny random-weight models in the layout ``make demo`` writes (no training): the app's numbers are
-checked against ``percept predict`` and :mod:`percept.interpret` computed independently."""
+checked against ``percept predict`` and :mod:`percept.study.interpret` computed independently."""
 from __future__ import annotations
 
 import json
@@ -22,11 +22,17 @@ gr = pytest.importorskip("gradio")
 pytest.importorskip("gradio_client")
 
 from conftest import randomize_lora  # noqa: E402
-from percept import app as percept_app  # noqa: E402
-from percept.app_models import attention_rows, demo_runs, load_models, score_images  # noqa: E402
-from percept.runs import PROTOCOL  # noqa: E402
-from percept.model import ModelConfig, build_model, save_weights  # noqa: E402
-from percept.predict import predict_images  # noqa: E402
+
+from percept.engine.predict import predict_images  # noqa: E402
+from percept.engine.runs import PROTOCOL  # noqa: E402
+from percept.interface import app as percept_app  # noqa: E402
+from percept.interface.app_models import (  # noqa: E402
+    attention_rows,
+    demo_runs,
+    load_models,
+    score_images,
+)
+from percept.model.perceptclip import ModelConfig, build_model, save_weights  # noqa: E402
 
 # Gradio's queue uses pandas options that pandas 3 deprecates: its warnings, not ours
 pytestmark = [pytest.mark.filterwarnings("ignore:.*no_silent_downcasting"),
@@ -58,7 +64,7 @@ def _run(root: Path, dataset: str, outputs: int, strategy: str = "lora", seed: i
 @pytest.fixture(scope="module", autouse=True)
 def app_env(tmp_path_factory):
     """The example images in a temporary folder; one torch thread: the tiny models are ~50x slower when two
-    threads contend with another process for two cores (the same reason as percept.notebooks.setup)."""
+    threads contend with another process for two cores (the same reason as percept.interface.notebooks.setup)."""
     before, examples = torch.get_num_threads(), os.environ.get("PERCEPT_APP_EXAMPLES")
     torch.set_num_threads(1)
     os.environ["PERCEPT_APP_EXAMPLES"] = str(tmp_path_factory.mktemp("app_examples"))
@@ -151,10 +157,10 @@ def test_emotion_bars_show_the_class_probabilities(app_models, images):
 
 
 def test_attention_maps_of_the_top_heads(app_models, images):
+    from percept.core.images import load_rgb
     from percept.data.sources import dataset_transform
-    from percept.images import load_rgb
-    from percept.interpret import cls_attention_maps, head_importance, top_heads
-    from percept.runs import RunDir
+    from percept.engine.runs import RunDir
+    from percept.study.interpret import cls_attention_maps, head_importance, top_heads
     iqa = app_models[0]
     crop, rows, where = attention_rows(iqa, images / "cmyk.jpg", percept_app.example_images(), k=2)
     model = RunDir(iqa.run_dir).load_model()                      # computed again, independently of the app
@@ -162,7 +168,7 @@ def test_attention_maps_of_the_top_heads(app_models, images):
     if "example images" in where:                                 # the run's test images are not here
         examples = torch.cat([single(load_rgb(p)) for p in percept_app.example_images()])
     else:                                                         # $PERCEPT_APP_RUNS: the demo's data is here
-        from percept.notebooks import sample_images
+        from percept.interface.notebooks import sample_images
         examples = sample_images(iqa.run_dir, n=8)[0]
         assert where == f"{len(examples)} test images of synthetic_iqa"
     table = head_importance(model, examples)
@@ -187,7 +193,7 @@ def test_attention_maps_of_the_top_heads(app_models, images):
 
 
 def test_a_hub_folder_is_served_as_percept_predict_scores_it(app_models, images, tmp_path):
-    from percept.export import export_run
+    from percept.study.export import export_run
     emotion = app_models[2]
     hub = export_run(emotion.run_dir, "hub", tmp_path / "hub")
     (served,) = load_models([hub])
@@ -214,7 +220,7 @@ def test_bad_uploads_become_messages(app_models, images):
 
 
 def test_cli_and_launch_pass_their_options(monkeypatch, runs_dir, tmp_path, capsys):
-    from percept.cli import main
+    from percept.interface.cli import main
     calls = []
     monkeypatch.setattr(gr.Blocks, "launch", lambda self, **kw: calls.append(kw))
     run = str(demo_runs(runs_dir)[0])
@@ -230,6 +236,7 @@ def test_cli_and_launch_pass_their_options(monkeypatch, runs_dir, tmp_path, caps
 
 def test_space_entry_point_reads_its_models(monkeypatch, runs_dir):
     import importlib.util
+
     from conftest import REPO_ROOT
     run = str(demo_runs(runs_dir)[2])
     monkeypatch.setenv("PERCEPT_APP_MODELS", run)

@@ -1,5 +1,5 @@
-"""The package's shape: imports go one way through the layers of percept.layers, no cycles, light modules
-stay light."""
+"""The package's shape: its layers are its folders (percept.LAYERS, in order), imports go one way through them,
+no cycles, no module over 400 lines, light modules stay light, and the README's layout is the folders'."""
 from __future__ import annotations
 
 import ast
@@ -11,9 +11,18 @@ import pytest
 
 import percept
 from percept import _LAZY as LAZY
-from percept.layers import LAYER_ORDER, layer_of
 
 PACKAGE = Path(percept.__file__).resolve().parent
+REPO = PACKAGE.parent
+TOP_LEVEL = ("__init__.py", "__main__.py")      # the package's only top-level modules: everything else is in a layer
+
+
+def layer_of(module: str) -> str | None:
+    """The layer of ``percept.<folder>...``: its folder; ``percept.__main__`` (``python -m percept``) sits on top."""
+    parts = module.split(".")
+    if parts[1:] == ["__main__"]:
+        return percept.LAYERS[-1]
+    return parts[1] if len(parts) > 1 and parts[1] in percept.LAYERS else None
 
 
 def _modules() -> dict[str, Path]:
@@ -36,8 +45,10 @@ def _imports(name: str, path: Path, modules: dict[str, Path]) -> set[str]:
         elif isinstance(node, ast.ImportFrom):
             base = package[:len(package) - node.level + 1] if node.level else []
             prefix = ".".join(base + ([node.module] if node.module else []))
-            candidates = [f"{prefix}.{alias.name}" for alias in node.names] + [prefix]
-            if prefix == "percept":   # percept's lazy names (percept.RunDir -> percept.runs)
+            candidates = [f"{prefix}.{alias.name}" for alias in node.names]
+            if any(c not in modules for c in candidates):   # names of the module ``prefix``, not its submodules
+                candidates.append(prefix)
+            if prefix == "percept":   # percept's lazy names (percept.RunDir -> percept.engine.runs)
                 candidates += [f"percept.{LAZY[a.name]}" for a in node.names if a.name in LAZY]
         elif (isinstance(node, ast.Call) and getattr(node.func, "attr", getattr(node.func, "id", None))
               in ("import_module", "__import__") and node.args and isinstance(node.args[0], ast.Constant)):
@@ -61,23 +72,41 @@ def _graph() -> dict[str, set[str]]:
 def test_the_import_parser_sees_relative_and_function_level_imports(tmp_path):
     # the checks below are only as good as the parser: it must see the imports this package writes
     modules = {"percept.data.sources": tmp_path / "sources.py", "percept.data.cards": tmp_path / "cards.py",
-               "percept.tasks": tmp_path / "tasks.py", "percept.train": tmp_path / "train.py"}
-    modules["percept.runs"], modules["percept.results"] = tmp_path / "runs.py", tmp_path / "results.py"
+               "percept.core.tasks": tmp_path / "tasks.py", "percept.engine.train": tmp_path / "train.py"}
+    modules["percept.engine.runs"], modules["percept.study.results"] = tmp_path / "runs.py", tmp_path / "results.py"
     modules["percept.data.sources"].write_text(
-        "import importlib\nfrom ..tasks import get_task\nfrom .cards import CARDS\ndef f():\n"
-        "    from percept.train import train\n    from percept import RunDir\n"
-        "    return importlib.import_module('percept.results')\n")
+        "import importlib\nfrom ..core.tasks import get_task\nfrom .cards import CARDS\ndef f():\n"
+        "    from percept.engine.train import train\n    from percept import RunDir\n"
+        "    return importlib.import_module('percept.study.results')\n")
     assert _imports("percept.data.sources", modules["percept.data.sources"], modules) == {
-        "percept.tasks", "percept.data.cards", "percept.train", "percept.runs", "percept.results"}
+        "percept.core.tasks", "percept.data.cards", "percept.engine.train", "percept.engine.runs", "percept.study.results"}
 
 
-def test_every_module_is_placed_in_a_layer():
+def test_the_layers_are_the_folders():
+    folders = sorted(p.name for p in PACKAGE.iterdir() if p.is_dir() and (p / "__init__.py").is_file())
+    assert folders == sorted(percept.LAYERS), "each folder of percept/ is a layer of percept.LAYERS and back"
+    modules = sorted(p.name for p in PACKAGE.glob("*.py"))
+    assert modules == sorted(TOP_LEVEL), f"put these modules in a layer's folder: {sorted(set(modules) - set(TOP_LEVEL))}"
     unplaced = sorted(m for m in _modules() if m != "percept" and layer_of(m) is None)
-    assert not unplaced, f"place these modules in percept/layers.py LAYERS: {unplaced}"
+    assert not unplaced, f"not in a layer's folder: {unplaced}"
+
+
+def test_no_module_is_longer_than_400_lines():
+    long = {str(p.relative_to(REPO)): n for p in PACKAGE.rglob("*.py")
+            if (n := len(p.read_text(encoding="utf-8").splitlines())) > 400}
+    assert not long, f"split these modules by concern: {long}"
+
+
+def test_the_readme_layout_lists_the_folders_in_layer_order():
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    section = text.split("## Layout", 1)[1].split("\n## ", 1)[0]
+    listed = [line.split("`")[1].removeprefix("percept/").rstrip("/") for line in section.splitlines()
+              if line.startswith("- `percept/")]
+    assert listed == list(percept.LAYERS), f"README's Layout lists {listed}; the layers are {percept.LAYERS}"
 
 
 def test_no_module_imports_from_a_higher_layer():
-    rank = {layer: i for i, layer in enumerate(LAYER_ORDER)}
+    rank = {layer: i for i, layer in enumerate(percept.LAYERS)}
     upward = [f"{m} ({layer_of(m)}) imports {t} ({layer_of(t)})"
               for m, targets in _graph().items() if m != "percept"
               for t in sorted(targets) if rank[layer_of(t)] > rank[layer_of(m)]]
@@ -104,11 +133,11 @@ def test_no_import_cycle():
     assert not cycles, "import cycles:\n" + "\n".join(cycles)
 
 
-@pytest.mark.parametrize("module", ["percept.results", "percept.paper", "percept.tasks", "percept.runs",
-                                    "percept.data.cards", "percept.data.splits", "percept.options", "percept.official", "percept.cli_options", "percept.cli_config",
-                                    "percept.config_names"])
+@pytest.mark.parametrize("module", ["percept.study.results", "percept.study.paper", "percept.core.tasks", "percept.engine.runs",
+                                    "percept.data.cards", "percept.data.splits", "percept.core.options", "percept.model.official", "percept.interface.cli_options", "percept.interface.cli_config",
+                                    "percept.core.resources"])
 def test_table_and_data_modules_do_not_load_torch(module):
-    # `import percept.results` took ~11 s when it pulled in torch, timm and peft (the target: < 2 s)
+    # `import percept.study.results` took ~11 s when it pulled in torch, timm and peft (the target: < 2 s)
     code = (f"import sys, time; t = time.perf_counter(); import {module}; "
             f"print(sorted(m for m in ('torch', 'timm', 'peft', 'transformers') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -11,7 +11,11 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
-from percept.backbones import PretrainedWeightsUnavailable, create_backbone, get_spec
+from percept.model.backbones import (
+    PretrainedWeightsUnavailable,
+    create_backbone,
+    get_spec,
+)
 
 
 @pytest.fixture(scope="module")

@@ -6,19 +6,23 @@ import math
 import numpy as np
 import pytest
 import torch
+from conftest import randomize_lora
 from PIL import Image
 
-from conftest import randomize_lora
-from percept.bench import main, model_flops, project_tables, train_step
-from percept.runtime import cast_frozen_weights
 from percept.data.dataset import ManifestDataset
+from percept.data.preprocessing import build_transform
 from percept.data.sources import DataConfig, open_source
 from percept.data.synthetic import generate_synthetic_iqa
-from percept.data.preprocessing import build_transform
-from percept.evaluate import collate
-from percept.gpu_augment import DeviceAugmentDataset, DevicePlan, normalize_on_device
-from percept.losses import get_loss
-from percept.model import build_model
+from percept.engine.evaluate import collate
+from percept.engine.gpu_augment import (
+    DeviceAugmentDataset,
+    DevicePlan,
+    normalize_on_device,
+)
+from percept.engine.losses import get_loss
+from percept.engine.runtime import cast_frozen_weights
+from percept.model.perceptclip import build_model
+from percept.study.bench import main, model_flops, project_tables, train_step
 
 transformers = pytest.importorskip("transformers")
 
@@ -62,7 +66,7 @@ def test_bench_cli_measures_everything_and_writes_json(synth, tmp_path):
 
 
 def test_compile_failure_falls_back_to_eager(monkeypatch):
-    from percept.bench import benchmark
+    from percept.study.bench import benchmark
 
     def broken(*args, **kwargs):
         raise RuntimeError("no C++ compiler here")
@@ -91,7 +95,11 @@ def test_vit_l14_flops_and_projection():
 
 # ------------------------------------------------------------------------------------------ numerics
 def test_fast_path_equals_reference_path_in_fp32():
-    from percept.official_reference import official_parameter_names, reference_from_percept, roundtrip_check
+    from percept.model.official_reference import (
+        official_parameter_names,
+        reference_from_percept,
+        roundtrip_check,
+    )
     torch.manual_seed(0)
     model = build_model(backbone="tiny_clip", pretrained=False)
     randomize_lora(model)
@@ -208,7 +216,7 @@ def test_the_gpu_check_runs_as_a_dry_run_without_a_gpu(tmp_path, capsys, monkeyp
     steps), the JSON, the Markdown table and the profile are written, the table is printed last; torch's FLOP
     counter agrees with the analytic forward count (less the attention matmuls, which it counts only for the fused
     GPU kernels); a failing step is named and the others still run."""
-    import percept.bench.gpu_check as gpu_check
+    import percept.study.bench.gpu_check as gpu_check
     assert main(["--suite", "gpu-check", "--out", str(tmp_path / "ok"), "--device", "cpu"]) == 0
     record = json.loads((tmp_path / "ok" / "gpu_check.json").read_text())
     assert record["dry_run"] and record["failed"] == [] and record["skipped"] == []

@@ -4,11 +4,17 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from percept.catalog import TIMM_WEIGHTS_FILE, list_backbones, list_datasets, list_models
-from percept.cli import main
-from percept.data.cards import CARDS
-from percept.official import OFFICIAL_CHECKPOINTS
 from conftest import fake_hub_file as _fake_hub_file
+
+from percept.data.cards import CARDS
+from percept.interface.cli import main
+from percept.model.official import OFFICIAL_CHECKPOINTS
+from percept.study.catalog import (
+    TIMM_WEIGHTS_FILE,
+    list_backbones,
+    list_datasets,
+    list_models,
+)
 
 
 def test_models_say_what_their_scores_mean_and_whether_they_are_cached(tmp_path):
@@ -48,9 +54,10 @@ def test_download_fills_the_hub_cache_that_offline_loading_reads(monkeypatch, tm
     import huggingface_hub.constants
     import torch
     from conftest import fake_hub_file, randomize_lora
-    from percept.catalog import download
-    from percept.official import load_official
     from test_official import OfficialStyleModel
+
+    from percept.model.official import load_official
+    from percept.study.catalog import download
 
     cache = tmp_path / "hub"
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
@@ -87,14 +94,15 @@ def test_download_fills_the_hub_cache_that_offline_loading_reads(monkeypatch, tm
 
 def test_download_refuses_what_has_no_hub_file():
     import pytest
-    from percept.catalog import download
+
+    from percept.study.catalog import download
     with pytest.raises(ValueError, match="nothing to download for 'tiny_clip'.*official-iqa"):
         download(["tiny_clip"])
 
 
 LISTINGS = r"""
 import contextlib, io, json, sys
-from percept.cli import main
+from percept.interface.cli import main
 widths, codes = {}, {}
 for argv in (["list"], ["list", "--wide"], ["list", "datasets"], ["status", sys.argv[1]], ["status", sys.argv[1], "--wide"],
              ["--help"]):
@@ -131,7 +139,8 @@ def test_listings_start_without_torch_and_fit_100_columns(tmp_path):
 
 def test_a_narrow_table_cuts_the_named_columns_in_order():
     import pandas as pd
-    from percept.cli_commands import fit_table
+
+    from percept.interface.cli_commands import fit_table
     table = pd.DataFrame({"state": ["failed", "done"], "run": ["a/" * 30 + "split1/lr5e-05", "b/split2/lr0.001"],
                           "detail": ["RuntimeError: " + "x" * 80, "val srcc 0.9"]})
     text = fit_table(table, shrink={"run": 20, "detail": 24}, width=60)

@@ -8,11 +8,11 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 
+from percept.core.images import load_rgb
 from percept.data.cache import ImageCache, StaleCacheError
 from percept.data.cards import CARDS
 from percept.data.dataset import LODA_IQA_PRESETS, ManifestDataset
 from percept.data.preprocessing import build_transform, deterministic_resize
-from percept.images import load_rgb
 
 SIZES = [(300, 400), (400, 300), (100, 150), (256, 256), (240, 500), (500, 240)]   # (height, width)
 

@@ -5,10 +5,10 @@ import pandas as pd
 import pytest
 import torch
 
-from percept.cli import main
-from percept.demo import run_demo
-from percept.files import read_json
-from percept.model import load_model
+from percept.core.files import read_json
+from percept.interface.cli import main
+from percept.model.perceptclip import load_model
+from percept.study.demo import run_demo
 
 
 def test_demo_is_one_engine_run_reproducible_and_loadable(tmp_path, capsys):
@@ -20,7 +20,7 @@ def test_demo_is_one_engine_run_reproducible_and_loadable(tmp_path, capsys):
     assert second["test"] == first["test"]                  # deterministic
     config = read_json(tmp_path / "a" / "run" / "config.json")
     assert config["data"][0]["dataset"] == "synthetic_iqa" and config["model"]["lora_r"] == 16
-    # the notebooks' budget (percept.notebooks.demo_config) with the paper's 15 IQA test crops and patience 12
+    # the notebooks' budget (percept.interface.notebooks.demo_config) with the paper's 15 IQA test crops and patience 12
     assert (config["test_crops"], config["patience"], config["max_epochs"], config["batch_size"]) == (15, 12, 1, 16)
     # split by reference: no reference image in two parts
     table = pd.read_csv(tmp_path / "a" / "synthetic" / "manifest.csv")
@@ -31,12 +31,12 @@ def test_demo_is_one_engine_run_reproducible_and_loadable(tmp_path, capsys):
 
 
 def test_cli_demo_has_the_notebooks_budget_with_the_papers_test_crops(tmp_path):
-    """`percept demo` (experiments layer) cannot import percept.notebooks (interface layer), so it writes the
+    """`percept demo` (experiments layer) cannot import percept.interface.notebooks (interface layer), so it writes the
     demo's training budget again: the two must agree, except the IQA test crops (the paper's 15; notebooks 3)."""
     from dataclasses import asdict
 
-    from percept import notebooks as nb
-    from percept.demo import demo_config
+    from percept.interface import notebooks as nb
+    from percept.study.demo import demo_config
     for epochs, seed in ((8, 0), (2, 3)):
         cli = asdict(demo_config(tmp_path, epochs=epochs, seed=seed, quiet=True))
         notebook = asdict(nb.demo_config("synthetic_iqa", tmp_path / "synthetic", epochs=epochs, seed=seed,
@@ -52,7 +52,7 @@ def test_cli_params_counts(capsys):
 
 
 def test_cli_reports_bad_names_without_traceback(capsys):
-    """The flags' choices come from the config fields (percept.options): one line names the valid ones."""
+    """The flags' choices come from the config fields (percept.core.options): one line names the valid ones."""
     for flag, value in (("--backbone", "resnet"), ("--strategy", "adapter"), ("--head-type", "transformer")):
         assert main(["params", flag, value]) == 2
         err = capsys.readouterr().err.strip()
@@ -72,11 +72,11 @@ def test_cli_bench_passes_options_through(tmp_path, capsys):
 def test_every_config_field_declared_as_an_option_is_a_train_flag_with_its_default():
     """percept train's flags are generated from ModelConfig and TrainConfig: parsing no flags gives back the
     dataclasses' own defaults, and a new option field is a new flag (and a config-file key)."""
-    from percept.cli_config import model_values, train_config
-    from percept.cli_options import parse_options
-    from percept.model import ModelConfig
-    from percept.options import flag_fields
-    from percept.train_config import TrainConfig
+    from percept.core.options import flag_fields
+    from percept.engine.train_config import TrainConfig
+    from percept.interface.cli_config import model_values, train_config
+    from percept.interface.cli_options import parse_options
+    from percept.model.perceptclip import ModelConfig
     options = parse_options("train", ["x", "--dataset", "synthetic_iqa", "--root", "."])
     config, defaults = train_config(options), TrainConfig(data=[{"dataset": "synthetic_iqa", "root": "."}])
     assert config.model == ModelConfig() and len(flag_fields(TrainConfig)) >= 20
@@ -94,8 +94,8 @@ def test_every_config_field_declared_as_an_option_is_a_train_flag_with_its_defau
 def test_one_grammar_the_run_or_the_root_right_after_the_command(capsys):
     """Every command that takes a run directory takes it right after its name (`--run-dir` names it too), and every
     command that reads a folder of runs likewise (`--root`); neither given: one line saying the form."""
-    from percept.cli import TAKES_RUN_OR_ROOT, build_parser, main
-    from percept.cli_options import parse_options
+    from percept.interface.cli import TAKES_RUN_OR_ROOT, build_parser, main
+    from percept.interface.cli_options import parse_options
     rest = {"evaluate": ["--dataset", "livec"], "export": ["--format", "hub", "--out", "o"],
             "push": ["user/repo"], "status": [], "results": []}
     assert set(rest) == set(TAKES_RUN_OR_ROOT)

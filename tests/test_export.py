@@ -8,15 +8,24 @@ import json
 import pytest
 import timm
 import torch
+from conftest import fake_hub_file, randomize_lora
 from safetensors import safe_open
 
-from conftest import fake_hub_file, randomize_lora
-from percept.backbones import get_spec
-from percept.cli import main
-from percept.export import MERGED_HEAD_PREFIX, export_run, official_state_dict, push_run
-from percept.heads import create_head
-from percept.model import PerceptCLIP, build_model, save_weights
-from percept.official import load_official
+from percept.interface.cli import main
+from percept.model.backbones import get_spec
+from percept.model.official import load_official
+from percept.model.perceptclip import (
+    PerceptCLIP,
+    build_model,
+    create_head,
+    save_weights,
+)
+from percept.study.export import (
+    MERGED_HEAD_PREFIX,
+    export_run,
+    official_state_dict,
+    push_run,
+)
 
 transformers = pytest.importorskip("transformers")
 pytest.importorskip("peft")
@@ -100,7 +109,10 @@ def test_model_card_says_what_the_model_is(prior_run, tmp_path):
 def test_official_export_loads_in_transformers_and_peft(tiny_run, tmp_path):
     """export → the release's model built with transformers CLIPVisionModel + peft (strict load) → the same
     outputs as ours; and export → load_official → the same."""
-    from percept.official_reference import ClipArchitecture, OfficialReferenceModel
+    from percept.model.official_reference import (
+        ClipArchitecture,
+        OfficialReferenceModel,
+    )
     run, model = tiny_run
     path = export_run(run, "official", tmp_path / "model.pth")
     state = torch.load(path, weights_only=True)
@@ -185,7 +197,8 @@ def test_push_to_hub_and_a_local_backbone_file(prior_run, tmp_path, monkeypatch)
     """The mixin's push_to_hub uploads save_pretrained's folder (HfApi mocked); from_pretrained takes the
     backbone's weights from a local file instead of its name."""
     import huggingface_hub.hub_mixin
-    from percept.backbones import get_spec, shipped_weights_path
+
+    from percept.model.backbones import get_spec, shipped_weights_path
     _, model = prior_run
     uploaded = {}
 
@@ -220,9 +233,10 @@ def test_the_cards_transformers_snippet_loads_the_official_export(tiny_run, tmp_
     model.pth (the hub download replaced by a random CLIP vision tower of the model's sizes: the LoRA, projection
     and head come from the file, and the frozen tower's weights too, so outputs must match ours)."""
     import re
-    from percept.export import model_card
-    from percept.official_reference import clip_architecture
-    from percept.runs import RunDir
+
+    from percept.engine.runs import RunDir
+    from percept.model.official_reference import clip_architecture
+    from percept.study.export import model_card
     run, model = tiny_run
     card = model_card(RunDir(run))
     snippet = re.search(r"```python\n(import torch, peft, transformers.*?)```", card, re.S).group(1)

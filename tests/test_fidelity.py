@@ -9,9 +9,9 @@ from PIL import Image
 
 from percept.data.prepare import prepare
 from percept.data.sources import DataConfig, open_source
-from percept.evaluate import evaluate_run
-from percept.model import ModelConfig
-from percept.train import TrainConfig, train
+from percept.engine.evaluate import evaluate_run
+from percept.engine.train import TrainConfig, train
+from percept.model.perceptclip import ModelConfig
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*(partial manifest|but the paper uses).*:UserWarning")
 
@@ -73,7 +73,7 @@ def test_lamem_split_k_trains_and_tests_on_split_k_scores(lamem_standin, tmp_pat
 
 # ------------------------------------------------------------------------------------------ point 6: sampling
 def test_proportional_sampling_counts_images_not_replicas():
-    from percept.sampling import ProportionalBatchSampler
+    from percept.engine.sampling import ProportionalBatchSampler
     # a TID2013-like set (25 images x 10 replicas) beside a KADID-like one (100 images x 3 replicas)
     images, replicas = [25, 100], [10, 3]
     sizes = [n * r for n, r in zip(images, replicas)]
@@ -93,7 +93,7 @@ def test_proportional_sampling_counts_images_not_replicas():
 
 
 def test_small_plcc_dataset_enters_batches_with_at_least_min_items():
-    from percept.sampling import ProportionalBatchSampler, batch_composition
+    from percept.engine.sampling import ProportionalBatchSampler, batch_composition
     images = [1162, 10073, 11125]      # the authentic-IQA group: LIVEC, KonIQ-10k, SPAQ (x5, x3, x3 replicas)
     sizes = [1162 * 5, 10073 * 3, 11125 * 3]
     plain = batch_composition(sizes, 32, images=images, names=["livec", "koniq", "spaq"])
@@ -109,7 +109,7 @@ def test_small_plcc_dataset_enters_batches_with_at_least_min_items():
 
 # ------------------------------------------------------------------------------------------ point 2: table cells
 def _variants(dataset="koniq10k", **extra):
-    """Aggregated results of several model variants on one real dataset (the columns of percept.results)."""
+    """Aggregated results of several model variants on one real dataset (the columns of percept.study.results)."""
     paper_model = {"datasets": dataset, "dataset": dataset, "backbone": "clip_vit_l14", "weights": "pretrained",
                    "strategy": "lora", "head_type": "mlp", "lora_r": 16, "lora_alpha": 8.0, "head_finetune": False,
                    "seed": 0, "n_splits": 10}
@@ -133,7 +133,7 @@ def _cell(compared, method, dataset, metric="SRCC"):
 
 
 def test_each_paper_row_is_filled_by_its_own_configuration_only():
-    from percept import paper
+    from percept.study import paper
     ours = paper.ours_from_results(_variants())
     table1 = _cell(paper.compare(ours, "1"), "PerceptCLIP (3M)", "KonIQ-10k")
     assert table1["ours"] == 0.95 and table1["comparable"]           # not the B/16 run's 0.80 listed first
@@ -168,7 +168,7 @@ def test_each_paper_row_is_filled_by_its_own_configuration_only():
 
 
 def test_two_phase_and_multi_rows_of_table_a9_and_5():
-    from percept import paper
+    from percept.study import paper
     single = _variants("livec").iloc[[1, 9]]                          # one stage and two-phase, LIVEC alone
     multi = _variants("livec").iloc[[1, 9]].assign(datasets="livec+koniq10k+spaq", median_srcc=[0.70, 0.97])
     ours = paper.ours_from_results(pd.concat([single, multi]))
@@ -190,7 +190,8 @@ def test_two_phase_and_multi_rows_of_table_a9_and_5():
 
 def test_cross_dataset_table_takes_the_paper_configuration_only(tmp_path):
     import json
-    from percept import paper
+
+    from percept.study import paper
 
     def record(name, value, **model):
         run = tmp_path / name
@@ -215,7 +216,7 @@ def test_cross_dataset_table_takes_the_paper_configuration_only(tmp_path):
 
 def test_plan_reports_the_batch_composition_of_every_multi_dataset_group():
     pytest.importorskip("yaml")
-    from percept.reproduce import load_reproduce_config, sampling_report
+    from percept.study.reproduce import load_reproduce_config, sampling_report
     config = load_reproduce_config()
     report = sampling_report(config)
     groups = {n for n, e in config["experiments"].items() if e["kind"] in ("multi", "unified")}
@@ -232,9 +233,10 @@ def test_runs_of_an_older_protocol_are_neither_reused_nor_tabled(tmp_path):
     """A finished run directory written by an older percept (its config.json has no `protocol`: LaMem runs
     then trained on the mean of the 5 split files) must not count as this version's result."""
     import json
-    from percept.results import collect_runs
-    from percept.sweep import expand_grid, run_sweep
-    from percept.runs import PROTOCOL
+
+    from percept.engine.runs import PROTOCOL
+    from percept.study.results import collect_runs
+    from percept.study.sweep import expand_grid, run_sweep
     base = TrainConfig(data=[DataConfig("lamem", str(tmp_path))], model=ModelConfig(backbone="tiny_clip",
                        pretrained=False), max_epochs=1)
     (name, config), = expand_grid(base, lrs=[1e-3], splits=[1]).items()
@@ -263,8 +265,9 @@ def test_a_run_written_before_the_head_type_rename_is_tabled_and_reused(tmp_path
     """Its config.json says ``"head": "linear"`` (renamed ``head_type`` since): the results table reads
     it as a linear-head run and the sweep recognises the finished run as this configuration's."""
     import json
-    from percept.results import collect_runs
-    from percept.sweep import expand_grid, run_sweep
+
+    from percept.study.results import collect_runs
+    from percept.study.sweep import expand_grid, run_sweep
     base = TrainConfig(data=[DataConfig("lamem", str(tmp_path))], model=ModelConfig(backbone="tiny_clip",
                        pretrained=False, head_type="linear"), max_epochs=1)
     (name, config), = expand_grid(base, lrs=[1e-3], splits=[1]).items()

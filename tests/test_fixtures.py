@@ -8,8 +8,15 @@ import pytest
 from PIL import Image
 
 from percept.data.cards import CARDS
-from percept.data.fixtures import (FIXTURE_WRITERS, MARKER, FixtureError, fixture_folder, pinned_fixture_images,
-                                   prepare_fixtures, write_fixture)
+from percept.data.fixtures import (
+    FIXTURE_WRITERS,
+    MARKER,
+    FixtureError,
+    fixture_folder,
+    pinned_fixture_images,
+    prepare_fixtures,
+    write_fixture,
+)
 from percept.data.manifest import read_manifest, read_sidecar
 from percept.data.pinned import PINNED_DATASETS, load_pinned_splits, split_key
 from percept.data.prepare import prepare

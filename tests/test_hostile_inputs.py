@@ -12,10 +12,10 @@ import torch
 from PIL import Image
 
 import percept
-from percept.cli import main
-from percept.images import MAX_ASPECT, load_rgb
-from percept.model import ModelConfig, build_model, save_weights
-from percept.predict import predict_images
+from percept.core.images import MAX_ASPECT, load_rgb
+from percept.engine.predict import predict_images
+from percept.interface.cli import main
+from percept.model.perceptclip import ModelConfig, build_model, save_weights
 
 
 def _png_claiming(width: int, height: int) -> bytes:
@@ -66,7 +66,7 @@ def test_the_limits_hold_for_pil_images_tensors_training_data_and_the_app(run, h
         metric(Image.new("RGB", (3000, 1)))
     with pytest.raises(ValueError, match=r"cannot read image .*bomb.png.*exceeds limit"):
         load_rgb(hostile / "bomb.png")                                  # what training's dataset reads with
-    from percept.app_models import load_models, score_images
+    from percept.interface.app_models import load_models, score_images
     table, _, messages = score_images(load_models([run]), [hostile / "strip.png", hostile / "ok.png"])
     assert list(table["image"]) == ["ok.png"] and len(messages) == 1 and "elongated" in messages[0]
 
@@ -89,7 +89,7 @@ def test_damaged_files_and_faults_end_in_one_line(run, hostile, tmp_path, capsys
     (damaged / "config.json").write_text(json.dumps({"data": 3, "model": {}}))                 # hand-edited
     assert main(["predict", image, "--model", str(damaged), "--quiet"]) == 2
     assert "config.json: `data` must be a list of datasets" in _one_line_error(capsys)
-    import percept.predict as predict_module
+    import percept.engine.predict as predict_module
 
     def fault(error):
         def raising(*args, **kwargs):
@@ -105,7 +105,8 @@ def test_damaged_files_and_faults_end_in_one_line(run, hostile, tmp_path, capsys
     assert capsys.readouterr().err.strip() == "percept predict: interrupted"
     import io
     import sys
-    import percept.cli_commands as commands
+
+    import percept.interface.cli_commands as commands
     monkeypatch.setattr(commands, "cmd_list", fault(BrokenPipeError()))
     assert main(["list", "backbones"]) == 2                  # a pipe of the command's own: an error, said
     assert "a pipe closed" in _one_line_error(capsys)
@@ -119,6 +120,7 @@ def test_damaged_files_and_faults_end_in_one_line(run, hostile, tmp_path, capsys
 
 def test_no_silent_default_model_and_a_fast_offline_failure(hostile, capsys, monkeypatch):
     import time
+
     from huggingface_hub import constants
     assert main(["predict", str(hostile / "ok.png"), "--quiet"]) == 2
     err = capsys.readouterr().err
@@ -132,8 +134,9 @@ def test_no_silent_default_model_and_a_fast_offline_failure(hostile, capsys, mon
 
 
 def test_push_without_a_network_is_one_line(tmp_path):
-    from percept.export import push_run
     from conftest import randomize_lora  # noqa: F401  (the run needs no trained weights)
+
+    from percept.study.export import push_run
     run = tmp_path / "run"
     run.mkdir()
     torch.manual_seed(0)
@@ -155,7 +158,7 @@ def test_push_without_a_network_is_one_line(tmp_path):
 def test_writes_only_where_asked(run, hostile, tmp_path, monkeypatch):
     """Export never writes into the run it exports; the app's examples live in a private folder; the app's
     messages name an upload by its name, never by the server's path."""
-    from percept.export import export_run
+    from percept.study.export import export_run
     (run / "metrics.json").write_text(json.dumps({"status": "complete"}))
     (run / "config.json").write_text(json.dumps({**json.loads((run / "config.json").read_text()), "split": 1,
                                                  "lr": 1e-4}))
@@ -164,14 +167,15 @@ def test_writes_only_where_asked(run, hostile, tmp_path, monkeypatch):
         with pytest.raises(ValueError, match="inside the run directory"):
             export_run(run, "hub", out)
     assert (run / "config.json").read_bytes() == before
-    from percept.runs import IncompatibleRunError, RunDir
+    from percept.engine.runs import IncompatibleRunError, RunDir
     hub = export_run(run, "hub", tmp_path / "hub")          # `percept train --run-dir HUB`: not a failed run
     exported = (hub / "config.json").read_bytes()
     with pytest.raises(IncompatibleRunError, match="different configuration"):
         RunDir(hub).open({"data": [{"dataset": "livec", "root": "x"}], "model": {}, "split": 1})
     assert (hub / "config.json").read_bytes() == exported
     import os
-    import percept.app_models as app_models
+
+    import percept.interface.app_models as app_models
     monkeypatch.delenv("PERCEPT_APP_EXAMPLES", raising=False)
     monkeypatch.setattr(app_models, "_PRIVATE", [])
     folder = app_models.example_images()[0].parent.parent

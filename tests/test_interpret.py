@@ -1,14 +1,14 @@
 """Head importance by uniform-CLS ablation and CLS attention maps (paper §6), on the tiny model."""
+import interpret_cost  # tools/interpret_cost.py (conftest puts tools/ on the path)
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
-
 from conftest import randomize_lora
-import interpret_cost  # tools/interpret_cost.py (conftest puts tools/ on the path)
-from percept import interpret
-from percept.model import build_model
+
+from percept.model.perceptclip import build_model
+from percept.study import interpret
 
 X = torch.randn(4, 3, 224, 224, generator=torch.Generator().manual_seed(0))
 
@@ -234,7 +234,8 @@ def test_cost_formula_and_timing(regressor):
 
 def test_importance_contrast_is_the_top_head_over_the_median_head():
     import pandas as pd
-    from percept.interpret import importance_contrast
+
+    from percept.study.interpret import importance_contrast
     table = pd.DataFrame({"layer": [0, 0, 1, 1, 2], "head": [0, 1, 0, 1, 0],
                           "importance": [0.01, -0.02, 0.5, 0.03, 0.02]})
     assert importance_contrast(table) == pytest.approx(0.5 / 0.02)       # |values|: median 0.02, top 0.5

@@ -1,4 +1,4 @@
-"""Cluster launch through submitit (percept.launch), offline: a sweep's runs as submitit jobs in the
+"""Cluster launch through submitit (percept.study.launch), offline: a sweep's runs as submitit jobs in the
 debug executor; the SLURM job array that `percept sweep --launcher slurm` submits, read from the sbatch script a
 stand-in `sbatch` receives; the requeue of a preempted job."""
 from __future__ import annotations
@@ -9,13 +9,13 @@ import stat
 
 import pytest
 
-from percept.cli import main
 from percept.data.sources import DataConfig
-from percept.launch import TrainJob
-from percept.model import ModelConfig
-from percept.runs import RunDir
-from percept.sweep import expand_grid, run_sweep
-from percept.train import TrainConfig
+from percept.engine.runs import RunDir
+from percept.engine.train import TrainConfig
+from percept.interface.cli import main
+from percept.model.perceptclip import ModelConfig
+from percept.study.launch import TrainJob
+from percept.study.sweep import expand_grid, run_sweep
 
 submitit = pytest.importorskip("submitit")
 
@@ -105,7 +105,8 @@ def test_local_launcher_gives_each_gpu_one_run_at_a_time(tmp_path, monkeypatch):
     busy; the job itself stands in for the local executor here (it is tested above)."""
     import threading
     import time
-    import percept.launch
+
+    import percept.study.launch
     spans: dict[int, list[tuple[float, float]]] = {0: [], 1: []}
     lock = threading.Lock()
 
@@ -116,7 +117,7 @@ def test_local_launcher_gives_each_gpu_one_run_at_a_time(tmp_path, monkeypatch):
             spans[gpu].append((start, time.monotonic()))
         return "done"
 
-    monkeypatch.setattr(percept.launch, "run_local", fake_run_local)
+    monkeypatch.setattr(percept.study.launch, "run_local", fake_run_local)
     grid = expand_grid(_base(tmp_path), lrs=[1e-3, 5e-4, 1e-4, 5e-5, 2e-5], splits=[1])
     assert run_sweep(grid, tmp_path / "sweep", gpus=[0, 1], log=lambda *a: None) == dict.fromkeys(grid, "done")
     assert len(spans[0]) + len(spans[1]) == 5 and spans[0] and spans[1]
@@ -127,8 +128,8 @@ def test_local_launcher_gives_each_gpu_one_run_at_a_time(tmp_path, monkeypatch):
 
 def test_a_multi_gpu_job_exports_the_torchrun_variables_from_slurms(monkeypatch):
     """--gpus-per-node 2: two tasks per job; each task's TrainJob sets what torchrun would, from SLURM's variables,
-    so that train() runs DDP (percept.distributed reads RANK, WORLD_SIZE, LOCAL_RANK)."""
-    from percept.launch import SlurmOptions, _export_torch_distributed
+    so that train() runs DDP (percept.engine.distributed reads RANK, WORLD_SIZE, LOCAL_RANK)."""
+    from percept.study.launch import SlurmOptions, _export_torch_distributed
     assert SlurmOptions(gpus_per_node=2).executor_parameters()["tasks_per_node"] == 2
     for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
         monkeypatch.setenv(name, "")                                # recorded, so that the test's export is undone

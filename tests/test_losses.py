@@ -1,4 +1,4 @@
-"""Tests for percept.losses against independent references (scipy, hand-computed values)."""
+"""Tests for percept.engine.losses against independent references (scipy, hand-computed values)."""
 from __future__ import annotations
 
 import math
@@ -8,7 +8,13 @@ import pytest
 import torch
 from scipy import stats
 
-from percept.losses import LOSSES, cross_entropy_loss, get_loss, mse_loss, plcc_loss
+from percept.engine.losses import (
+    LOSSES,
+    cross_entropy_loss,
+    get_loss,
+    mse_loss,
+    plcc_loss,
+)
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])

@@ -5,9 +5,21 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from percept.data.cards import CARDS, CARDS_DIR, DatasetCard, get_card, render_card_markdown
-from percept.data.manifest import ManifestError, read_manifest, sidecar_path, validate_manifest, write_manifest
-from percept.metrics import EMOSET_CLASSES, EMOTIONROI_CLASSES
+from percept.core.metrics import EMOSET_CLASSES, EMOTIONROI_CLASSES
+from percept.data.cards import (
+    CARDS,
+    CARDS_DIR,
+    DatasetCard,
+    get_card,
+    render_card_markdown,
+)
+from percept.data.manifest import (
+    ManifestError,
+    read_manifest,
+    sidecar_path,
+    validate_manifest,
+    write_manifest,
+)
 
 
 def iqa_df(n=4):

@@ -7,15 +7,19 @@ import json
 import numpy as np
 import pytest
 import torch
+from conftest import randomize_lora
 from PIL import Image
 from torchvision.transforms import functional as TF
 
 import percept
-from percept.data.preprocessing import (TensorTestTransform, build_transform, center_crop_transform,
-                                        resize_tensor, ResizeSpec)
-from percept.model import ModelConfig, build_model, save_weights
-from percept.predict import predict_images
-from conftest import randomize_lora
+from percept.data.preprocessing import (
+    ResizeSpec,
+    build_transform,
+    center_crop_transform,
+)
+from percept.data.tensor_preprocessing import TensorTestTransform, resize_tensor
+from percept.engine.predict import predict_images
+from percept.model.perceptclip import ModelConfig, build_model, save_weights
 
 
 def _make_run(root, dataset: str, outputs: int, test_crops: int = 3):
@@ -153,9 +157,10 @@ def test_official_names_load_the_release_from_the_hub_cache(monkeypatch, tmp_pat
     """`perceptclip-iqa` is the released IQA checkpoint, read offline from the Hugging Face cache (here a file in
     the release's layout written by the independent transformers + peft reference, small random config)."""
     import huggingface_hub.constants
-    from percept.official import OFFICIAL_CHECKPOINTS, load_official
-    from test_official import OfficialStyleModel
     from conftest import fake_hub_file
+    from test_official import OfficialStyleModel
+
+    from percept.model.official import OFFICIAL_CHECKPOINTS, load_official
     torch.manual_seed(3)
     reference = OfficialStyleModel(outputs=1).eval()
     randomize_lora(reference)

@@ -1,4 +1,4 @@
-"""Tests for percept.metrics against scipy/sklearn references and hand-computed cases."""
+"""Tests for percept.core.metrics against scipy/sklearn references and hand-computed cases."""
 from __future__ import annotations
 
 import warnings
@@ -9,11 +9,21 @@ import torch
 from scipy import stats
 from sklearn.metrics import average_precision_score, f1_score
 
-from percept import metrics
-from percept.metrics import (
-    EMOSET_CLASSES, EMOTIONROI_CLASSES, binary_valence_accuracy, classification_metrics,
-    fit_logistic_4p, krcc, logistic_4p, mean_average_precision, plcc, plcc_logistic,
-    regression_metrics, srcc, valence_of,
+from percept.core import metrics
+from percept.core.metrics import (
+    EMOSET_CLASSES,
+    EMOTIONROI_CLASSES,
+    binary_valence_accuracy,
+    classification_metrics,
+    fit_logistic_4p,
+    krcc,
+    logistic_4p,
+    mean_average_precision,
+    plcc,
+    plcc_logistic,
+    regression_metrics,
+    srcc,
+    valence_of,
 )
 
 

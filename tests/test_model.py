@@ -6,12 +6,18 @@ import pytest
 import timm
 import torch
 import torch.nn.functional as F
-
 from conftest import randomize_lora
-from percept.attention import SplitQKVAttention, split_qkv
-from percept.backbones import PretrainedWeightsUnavailable, get_spec
-from percept.checkpoint import CheckpointMismatch
-from percept.model import ModelConfig, build_model, load_model, load_weights, save_weights
+
+from percept.core.checkpoint import CheckpointMismatch
+from percept.model.attention import SplitQKVAttention, split_qkv
+from percept.model.backbones import PretrainedWeightsUnavailable, get_spec
+from percept.model.perceptclip import (
+    ModelConfig,
+    build_model,
+    load_model,
+    load_weights,
+    save_weights,
+)
 
 X = torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(0))
 
@@ -239,8 +245,8 @@ def test_a_config_written_before_the_head_type_rename_still_loads():
         ModelConfig.from_dict({"backbone": "tiny_clip", "head": "mlp", "head_type": "linear"})
     assert build_model(ModelConfig(backbone="tiny_clip", pretrained=False), head="linear").config.head_type == "linear"
     from percept.data.sources import DataConfig
-    from percept.sweep import expand_grid
-    from percept.train_config import TrainConfig
+    from percept.engine.train_config import TrainConfig
+    from percept.study.sweep import expand_grid
     base = TrainConfig(data=[DataConfig("synthetic_iqa", ".")], model=ModelConfig(backbone="tiny_clip", pretrained=False))
     (name, config), = expand_grid(base, lrs=[1e-3], model_variants=[{"head": "linear"}]).items()
     assert config.model.head_type == "linear" and "linear-head" in name

@@ -7,16 +7,22 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from conftest import kill_in_epoch
 import torch
+from conftest import kill_in_epoch
 from scipy.stats import entropy
 
 from percept.data.sources import DataConfig
-from percept.losses import get_loss
-from percept.model import ModelConfig
-from percept.multitask import (MIXED_METRIC, constant_prediction_loss, loss_scales, loss_weights,
-                               selection_metrics, selection_value)
-from percept.train import TrainConfig, train
+from percept.engine.losses import get_loss
+from percept.engine.multitask import (
+    MIXED_METRIC,
+    constant_prediction_loss,
+    loss_scales,
+    loss_weights,
+    selection_metrics,
+    selection_value,
+)
+from percept.engine.train import TrainConfig, train
+from percept.model.perceptclip import ModelConfig
 
 
 def _src(name, task, outputs=1):
@@ -101,9 +107,9 @@ def test_a_mixed_task_run_trains_every_head_with_its_task(mixed_run):
 
 def test_mixed_batch_loss_is_the_weighted_normalised_mean(monkeypatch):
     """train_one_epoch's batch loss = sum_d w_d L_d / s_d / sum_d w_d over the datasets present."""
-    from percept.train import train_one_epoch
+    from percept.engine.train import train_one_epoch
     torch.manual_seed(0)
-    from percept.model import build_model
+    from percept.model.perceptclip import build_model
     model = build_model(backbone="tiny_clip", pretrained=False, heads={"a": 1, "b": 3})
     sources = [SimpleNamespace(name="a", task="memorability", kind="regression"),
                SimpleNamespace(name="b", task="emotion", kind="classification")]
@@ -146,9 +152,10 @@ def test_a_mixed_run_on_two_gloo_processes_with_task_weights_from_the_command_li
     from pathlib import Path
 
     import pandas as pd
+
     from percept.data.sources import open_source
-    from percept.evaluate import evaluate_source
-    from percept.model import load_model
+    from percept.engine.evaluate import evaluate_source
+    from percept.model.perceptclip import load_model
     config, _, _ = mixed_run
     root = str(config.data[0].root)
     run = tmp_path / "ddp"
@@ -177,8 +184,9 @@ def test_a_mixed_run_on_two_gloo_processes_with_task_weights_from_the_command_li
 def test_task_weights_get_their_own_run_name_and_results_column(mixed_run):
     """Two unified runs that differ only by their task weights never share a directory or a results row."""
     from dataclasses import replace
-    from percept.results import collect_runs
-    from percept.sweep import run_name
+
+    from percept.study.results import collect_runs
+    from percept.study.sweep import run_name
     config, run, _ = mixed_run
     assert run_name(config).split("/")[-3] == "tiny_clip_2phase_weights-emotion2"
     assert run_name(replace(config, task_weights=None)).split("/")[-3] == "tiny_clip_2phase"

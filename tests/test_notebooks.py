@@ -17,9 +17,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from percept import figures, paper, reproduce
 from percept.data.synthetic import generate_synthetic_iqa
-from percept import notebooks as nb
+from percept.interface import notebooks as nb
+from percept.study import figures, paper, reproduce
 
 NOTEBOOKS = nb.notebook_paths()
 # two torch threads: the suite runs one notebook at a time on the CI's 2 cores (the notebooks' default of one
@@ -213,8 +213,8 @@ def test_reproduce_plan_matches_the_stated_gpu_hours():
     covered = {str(t) for e in config["experiments"].values() for t in e["tables"]}
     assert covered == set(paper.TABLE_TITLES) | {"unified"}           # every table has an experiment (+ ours)
     assert reproduce.run_hours("emoset") == pytest.approx(24 * 118102 / 100_000)
-    from percept.cli import main as cli_main
-    assert cli_main(["reproduce", "--dry-run"]) == 0                   # = python -m percept.reproduce --dry-run
+    from percept.interface.cli import main as cli_main
+    assert cli_main(["reproduce", "--dry-run"]) == 0                   # = percept reproduce --dry-run
 
 
 def test_reproduce_runs_a_plan_end_to_end_on_cpu(tmp_path):
@@ -253,7 +253,7 @@ def test_reproduce_runs_a_plan_end_to_end_on_cpu(tmp_path):
 
 
 def test_notebooks_command_names_an_unknown_notebook(capsys, tmp_path):
-    from percept.cli import main as cli_main
+    from percept.interface.cli import main as cli_main
     assert cli_main(["notebooks", "42", "--out", str(tmp_path)]) == 1
     err = capsys.readouterr().err
     assert "no notebook '42'" in err and "00_quickstart" in err    # lists the notebooks there are

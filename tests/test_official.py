@@ -1,13 +1,13 @@
 """Official PerceptCLIP checkpoints: the release's layout is rebuilt with transformers' CLIPVisionModel + peft
-(small random config, :mod:`percept.official_reference`), saved as a .pth state dict, loaded by percept, and
+(small random config, :mod:`percept.model.official_reference`), saved as a .pth state dict, loaded by percept, and
 outputs compared."""
 import pytest
 import torch
-
 from conftest import randomize_lora
-from percept.checkpoint import CheckpointMismatch
-from percept.official import OFFICIAL_CHECKPOINTS, load_official
-from percept.official_layout import infer_architecture
+
+from percept.core.checkpoint import CheckpointMismatch
+from percept.model.official import OFFICIAL_CHECKPOINTS, load_official
+from percept.model.official_layout import infer_architecture
 
 transformers = pytest.importorskip("transformers")
 peft = pytest.importorskip("peft")
@@ -15,7 +15,10 @@ peft = pytest.importorskip("peft")
 
 def OfficialStyleModel(hidden=128, layers=3, patch=32, proj=64, outputs=1):
     """Same structure and state-dict layout as the release's ``clip_lora_model`` (small random config)."""
-    from percept.official_reference import ClipArchitecture, OfficialReferenceModel
+    from percept.model.official_reference import (
+        ClipArchitecture,
+        OfficialReferenceModel,
+    )
     arch = ClipArchitecture(width=hidden, depth=layers, num_heads=hidden // 64, mlp_width=4 * hidden,
                             patch_size=patch, img_size=224, proj_dim=proj)
     return OfficialReferenceModel(arch, outputs=outputs)

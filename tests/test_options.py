@@ -1,4 +1,4 @@
-"""Dataclass fields -> flags and config-file keys (percept.options declares them, percept.cli_options parses them
+"""Dataclass fields -> flags and config-file keys (percept.core.options declares them, percept.interface.cli_options parses them
 with jsonargparse), torch-free."""
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from percept.cli_options import _mapping_argv, add_field_flags
-from percept.options import option
+from percept.core.options import option
+from percept.interface.cli_options import _mapping_argv, add_field_flags
 
 jsonargparse = pytest.importorskip("jsonargparse")
 

@@ -18,10 +18,10 @@ CHECK = r"""
 import json, sys
 from pathlib import Path
 import percept
-from percept import backbones
+from percept.model import backbones
 from percept.data.cards import CARDS_DIR, get_card, render_card_markdown
 from percept.data.pinned import load_pinned_splits
-from percept.paper import paper_table
+from percept.study.paper import paper_table
 
 splits = load_pinned_splits("koniq10k")          # verified against its sidecar (checksum, counts)
 table1 = paper_table("1")
@@ -91,7 +91,7 @@ def test_wheel_holds_no_test_or_dataset_files(installed):
     import zipfile
     _, wheel, _ = installed
     names = zipfile.ZipFile(wheel).namelist()
-    assert "percept/resources/data_manifests/splits/koniq10k.csv.json" in names
+    assert "percept/core/resources/data_manifests/splits/koniq10k.csv.json" in names
     assert not [n for n in names if n.startswith("tests/") or n.endswith((".jpg", ".png", ".bmp", ".mat"))]
 
 
@@ -99,7 +99,9 @@ def test_the_distribution_is_perceptclip_with_its_licence_citation_and_version(i
     """`pip install perceptclip` (the name `percept` on the index is someone else's), import and command `percept`;
     the MIT licence and the citation file travel in the wheel's metadata; `percept --version` says the one version."""
     import zipfile
+
     import yaml
+
     import percept
     target, wheel, env = installed
     archive = zipfile.ZipFile(wheel)
@@ -122,7 +124,7 @@ def test_the_installed_package_carries_the_papers_plan(installed):
     reproduce.yaml is a link to it)."""
     import zipfile
     target, wheel, env = installed
-    assert "percept/resources/reproduce.yaml" in zipfile.ZipFile(wheel).namelist()
+    assert "percept/core/resources/reproduce.yaml" in zipfile.ZipFile(wheel).namelist()
     assert (REPO / "reproduce.yaml").resolve() == (REPO / "percept" / "resources" / "reproduce.yaml").resolve()
     out = subprocess.run([str(target / "percept"), "reproduce", "--dry-run"], capture_output=True, text=True,
                          cwd=target.parent, env=env)
@@ -136,7 +138,7 @@ def test_every_command_works_from_the_wheel_outside_the_checkout(installed, tmp_
     then scores an image; what they make goes to --out or the workspace ($PERCEPT_HOME), never the checkout."""
     import zipfile
     target, wheel, env = installed
-    shipped = [n for n in zipfile.ZipFile(wheel).namelist() if n.startswith("percept/resources/notebooks/")]
+    shipped = [n for n in zipfile.ZipFile(wheel).namelist() if n.startswith("percept/core/resources/notebooks/")]
     assert sorted(Path(n).name for n in shipped if n.endswith(".ipynb")) == \
         sorted(p.name for p in (REPO / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 
@@ -161,11 +163,11 @@ def test_every_command_works_from_the_wheel_outside_the_checkout(installed, tmp_
     percept("notebooks", "--copy", "--out", tmp_path / "copies")
     assert len(list((tmp_path / "copies").glob("*.ipynb"))) == len(shipped) - 1           # all but the README
     bare = {**{k: v for k, v in env.items() if k != "PERCEPT_HOME"}, "HOME": str(tmp_path / "home")}
-    where = subprocess.run([str(target / "python"), "-c", "from percept.resources import checkout_root, workspace; "
+    where = subprocess.run([str(target / "python"), "-c", "from percept.core.resources import checkout_root, workspace; "
                             "print(checkout_root(), workspace())"], capture_output=True, text=True, cwd=tmp_path,
                            env=bare)
     assert where.stdout.split() == ["None", str(tmp_path / "home" / "percept")]      # installed: ~/percept
-    no_runs = subprocess.run([str(target / "python"), "-c", "from percept.app_models import demo_runs; demo_runs()"],
+    no_runs = subprocess.run([str(target / "python"), "-c", "from percept.interface.app_models import demo_runs; demo_runs()"],
                              capture_output=True, text=True, cwd=tmp_path, env=env)
     assert "percept notebooks 01 02 03" in no_runs.stderr and "make" not in no_runs.stderr.splitlines()[-1]
 
@@ -173,8 +175,8 @@ def test_every_command_works_from_the_wheel_outside_the_checkout(installed, tmp_
 def test_a_checkout_is_found_and_its_outputs_folder_is_the_workspace(monkeypatch):
     """From a checkout, what commands make without --out goes to its outputs/ (make demo's runs are where
     `percept app` looks) and figures to its figures/; $PERCEPT_HOME wins over both."""
-    from percept import notebooks as nb
-    from percept.resources import checkout_root, workspace
+    from percept.core.resources import checkout_root, workspace
+    from percept.interface import notebooks as nb
     monkeypatch.delenv("PERCEPT_HOME", raising=False)
     assert checkout_root() == REPO and workspace() == REPO / "outputs"
     assert nb.default_out() == REPO / "outputs" / "notebooks" and nb.CHECKOUT == REPO

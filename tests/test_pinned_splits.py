@@ -5,13 +5,26 @@ import warnings
 import numpy as np
 import pandas as pd
 import pytest
+from pin_splits import SOURCES, pin
 
-from percept.data.pin_splits import SOURCES, pin
-from percept.data.pinned import (PINNED_DATASETS, PINNED_SPLITS_DIR, compute_splits, load_pinned_splits,
-                                 pinned_split_path, split_key, splits_for_manifest)
+from percept.data.pinned import (
+    PINNED_DATASETS,
+    PINNED_SPLITS_DIR,
+    compute_splits,
+    load_pinned_splits,
+    pinned_split_path,
+    split_key,
+    splits_for_manifest,
+)
 from percept.data.prepare import prepare
-from percept.data.splits import (DATASET_PROTOCOLS, SplitError, emotionroi_splits, iqa_authentic_splits,
-                                 split_columns, validate_split_columns)
+from percept.data.splits import (
+    DATASET_PROTOCOLS,
+    SplitError,
+    emotionroi_splits,
+    iqa_authentic_splits,
+    split_columns,
+    validate_split_columns,
+)
 from percept.data.synthetic import generate_synthetic_iqa
 
 # dataset: (images, splits, (train, val, test) of every split) — from the recipes' int(round(f * n)):
@@ -127,7 +140,7 @@ def test_edited_or_missing_committed_file_is_refused(tmp_path):
     with pytest.raises(SplitError, match=r"livec: pinned split file refused: .*SHA-256 does not match.*pin_splits"):
         splits_for_manifest("livec", livec_manifest(keys), directory=tmp_path / "splits")
     path.unlink()
-    with pytest.raises(FileNotFoundError, match=r"pinned split file .*livec\.csv' is missing.*pin_splits --data-root"):
+    with pytest.raises(FileNotFoundError, match=r"pinned split file .*livec\.csv' is missing.*pin_splits.py --data-root"):
         splits_for_manifest("livec", livec_manifest(keys), directory=tmp_path / "splits")
 
 

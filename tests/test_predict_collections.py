@@ -3,9 +3,9 @@ reported while the rest are scored; `--out` written as it goes and resumed witho
 from __future__ import annotations
 
 import io
+import json
 import os
 import shutil
-import json
 
 import numpy as np
 import pandas as pd
@@ -13,10 +13,10 @@ import pytest
 import torch
 from PIL import Image
 
-import percept.predict as predict_module
-from percept.cli import main
-from percept.model import ModelConfig, build_model, save_weights
-from percept.predict import collect_images, predict_images
+import percept.engine.predict as predict_module
+from percept.engine.predict import collect_images, predict_images
+from percept.interface.cli import main
+from percept.model.perceptclip import ModelConfig, build_model, save_weights
 
 
 def _noise(w, h, seed, mode="RGB"):
@@ -166,7 +166,8 @@ def test_fast_resize_scores_close_to_the_exact_pil_path(run, folder):
 
 @pytest.mark.parametrize("kind", ["iqa_crops", "center_crop_bicubic", "official_bilinear"])
 def test_uint8_tensor_transform_is_within_one_grey_level_of_pil(kind):
-    from percept.data.preprocessing import TensorTestTransform, build_transform, center_crop_transform
+    from percept.data.preprocessing import build_transform, center_crop_transform
+    from percept.data.tensor_preprocessing import TensorTestTransform
     transform = {"iqa_crops": build_transform("iqa", train=False, resize=(300, 400), n_crops=3),
                  "center_crop_bicubic": build_transform("memorability", train=False),
                  "official_bilinear": center_crop_transform()}[kind]
@@ -182,9 +183,9 @@ def test_uint8_tensor_transform_is_within_one_grey_level_of_pil(kind):
 def test_a_hub_folder_scores_as_its_run_does(run, folder, tmp_path):
     """`percept export --format hub` folders are models for predict: the run's own test transform travels with them
     (its 2 test crops here, not the paper's 15), so the scores equal the run's."""
-    from percept.export import export_model
-    from percept.runs import RunDir
-    from percept.scoring import ModelScoring
+    from percept.engine.runs import RunDir
+    from percept.engine.scoring import ModelScoring
+    from percept.study.export import export_model
     scoring = ModelScoring.from_run_config(RunDir(run).read_config())
     hub = export_model(RunDir(run).load_model(), "hub", tmp_path / "hub", scoring=scoring)
     assert (hub / "model.safetensors").is_file() and not (hub / "best.safetensors").exists()
@@ -226,7 +227,7 @@ def test_out_refuses_another_scorers_file_and_a_second_writer(run, folder, tmp_p
     with pytest.raises(ValueError, match="no record of writing it.*--overwrite"):
         predict_images(images, run, device="cpu", out=plain)
     # a second writer of the same file
-    from percept.files import LockedError, exclusive_lock
+    from percept.core.files import LockedError, exclusive_lock
     with exclusive_lock(out.with_name(out.name + ".lock"), str(out)):
         with pytest.raises(LockedError, match=rf"is being written by process {os.getpid()} on "):
             predict_images(images, run, device="cpu", out=out)

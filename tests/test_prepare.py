@@ -516,7 +516,7 @@ def test_real_memcat_labels(data_root, tmp_path):
 
 # ----------------------------------------------------------------------------- CLI
 def test_cli_prepare_writes_manifest_and_reports_errors(tmp_path, capsys):
-    from percept.cli import main
+    from percept.interface.cli import main
     root = tmp_path / "livec"
     make_livec(root)
     (root / "ChallengeDB_release" / "Images" / "101.bmp").unlink()

@@ -9,21 +9,26 @@ import pandas as pd
 import pytest
 import torch
 from PIL import Image
-from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
+from timm.data import (
+    IMAGENET_DEFAULT_MEAN,
+    IMAGENET_DEFAULT_STD,
+    OPENAI_CLIP_MEAN,
+    OPENAI_CLIP_STD,
+)
 from timm.models import get_pretrained_cfg
 from torchvision import transforms as T
 
-from percept.backbones import BACKBONES, get_spec, normalization
+from percept.core.images import load_rgb
 from percept.data.cache import ImageCache, cache_index_path
 from percept.data.dataset import LODA_IQA_PRESETS, ManifestDataset
+from percept.data.preprocessing import ResizeSpec, iqa_crop_positions
 from percept.data.sources import DataConfig, dataset_transform
 from percept.data.synthetic import generate_synthetic_iqa
-from percept.data.preprocessing import ResizeSpec, iqa_crop_positions
-from percept.gpu_augment import DevicePlan
-from percept.model import ModelConfig, build_model, load_model, save_weights
-from percept.predict import predict_images
-from percept.train import TrainConfig, train
-from percept.images import load_rgb
+from percept.engine.gpu_augment import DevicePlan
+from percept.engine.predict import predict_images
+from percept.engine.train import TrainConfig, train
+from percept.model.backbones import BACKBONES, get_spec, normalization
+from percept.model.perceptclip import ModelConfig, build_model, load_model, save_weights
 
 IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))           # timm.data.IMAGENET_DEFAULT_MEAN/STD
 # A tiny DINOv2-architecture encoder; with DINOv2's layer scale (1e-5) a random one would ignore its input.
@@ -206,7 +211,8 @@ def test_reduce_crops_is_the_mean_over_crops_for_every_consumer():
     """Evaluation, stage 2 and `percept predict` reduce crops with one function (App. A.1: the mean over the
     test crops; for classification the mean of the crops' softmax), checked against scipy."""
     from scipy.special import softmax
-    from percept.evaluate import reduce_crops
+
+    from percept.engine.evaluate import reduce_crops
     logits = torch.randn(5, 3, 4, generator=torch.Generator().manual_seed(0))
     classes = reduce_crops(logits, "classification")
     np.testing.assert_allclose(classes["probs"], softmax(logits.double().numpy(), axis=-1).mean(1), atol=1e-6)

@@ -10,10 +10,12 @@ import numpy as np
 import pytest
 import torch
 
-from percept import backbones
-from percept.prior import scenes
-from percept.prior.pretrain import PretrainConfig, WEIGHTS_FILE, pretrain
-from percept.prior.text import Tokenizer
+import percept
+from percept.engine.prior import scenes
+from percept.engine.prior.pretrain import WEIGHTS_FILE, PretrainConfig, pretrain
+from percept.engine.prior.text import Tokenizer
+from percept.model import backbones
+
 
 def test_captions_describe_the_drawn_parameters_and_are_deterministic():
     tokenizer = Tokenizer()
@@ -52,7 +54,7 @@ def test_captions_describe_the_drawn_parameters_and_are_deterministic():
 
 
 def test_strength_ladders_differ_only_in_the_strength_of_one_degradation():
-    from percept.prior.pretrain import ScenePool
+    from percept.engine.prior.pretrain import ScenePool
     kinds = set()
     for index in range(24):
         content = scenes.draw_scene_content(0, index, size=48)
@@ -96,7 +98,7 @@ def test_pretraining_crops_scenes_at_every_phase_of_the_jpeg_block_grid():
     """With ``crop_margin`` (not the shipped run's setting), the pre-training shows JPEG blocks at every offset
     from the tower's 32-pixel patch grid, as the demo's crops do, not only aligned with it (the shipped
     prior, which only saw aligned blocks, ranks misaligned JPEG levels much worse)."""
-    from percept.prior.pretrain import random_crops
+    from percept.engine.prior.pretrain import random_crops
     images = torch.arange(2 * 3 * 40 * 44).view(2, 3, 40, 44).repeat(200, 1, 1, 1)
     crops = random_crops(images, 32, torch.Generator().manual_seed(0))
     assert crops.shape == (400, 3, 32, 32)
@@ -113,7 +115,7 @@ def test_pretraining_crops_scenes_at_every_phase_of_the_jpeg_block_grid():
 def test_appearance_word_targets_follow_the_drawn_parameters():
     """The caption-word prediction's labels, read from the caption text, checked against the scene's parameters
     with the word thresholds of scenes.appearance_words: ordinal within a degradation ("blurry" marks "soft")."""
-    from percept.prior.text import APPEARANCE_LABELS, appearance_targets
+    from percept.engine.prior.text import APPEARANCE_LABELS, appearance_targets
     for i in range(300):
         text, p = scenes.scene_caption(0, i, variant=i % 7)
         labels = dict(zip(APPEARANCE_LABELS, appearance_targets([text])[0].tolist()))
@@ -159,7 +161,7 @@ def test_pretraining_is_deterministic_and_replays_its_recorded_curve(small_prior
 def test_saving_the_same_weights_twice_gives_the_same_bytes(small_prior, tmp_path):
     """The shipped file's SHA-256 is part of its record: the same weights must always give the same bytes
     (a safetensors header with several metadata keys is written in hash order, which varies between runs)."""
-    from percept.prior.pretrain import save
+    from percept.engine.prior.pretrain import save
     _, _, record = small_prior
     hashes = {save(record["image_tower"], tmp_path / str(i), record)["sha256"] for i in range(12)}
     assert len(hashes) == 1
@@ -167,12 +169,13 @@ def test_saving_the_same_weights_twice_gives_the_same_bytes(small_prior, tmp_pat
 
 def test_prior_weights_load_through_timm_and_are_verified(small_prior, tmp_path, monkeypatch):
     from safetensors.torch import load_file
+
     import percept
     out, _, _ = small_prior
     spec = backbones.get_spec("tiny_clip_prior")
     target = tmp_path / WEIGHTS_FILE
     monkeypatch.setitem(backbones.BACKBONES, "tiny_clip_prior", dataclasses.replace(spec, shipped_weights=str(target)))
-    with pytest.raises(backbones.PretrainedWeightsUnavailable, match=r"missing.*python -m percept.prior.pretrain"):
+    with pytest.raises(backbones.PretrainedWeightsUnavailable, match=r"missing.*python -m percept.engine.prior.pretrain"):
         backbones.create_backbone("tiny_clip_prior", pretrained=True)
     shutil.copy(out / WEIGHTS_FILE, target)
     shutil.copy((out / WEIGHTS_FILE).with_suffix(".json"), target.with_suffix(".json"))
@@ -191,12 +194,12 @@ def test_prior_weights_load_through_timm_and_are_verified(small_prior, tmp_path,
     with pytest.raises(backbones.PretrainedWeightsUnavailable, match=r"do not match the SHA-256.*regenerate"):
         backbones.create_backbone("tiny_clip_prior", pretrained=True)
     target.with_suffix(".json").write_text("{ truncated")
-    with pytest.raises(backbones.PretrainedWeightsUnavailable, match=r"unreadable.*python -m percept.prior.pretrain"):
+    with pytest.raises(backbones.PretrainedWeightsUnavailable, match=r"unreadable.*python -m percept.engine.prior.pretrain"):
         backbones.create_backbone("tiny_clip_prior", pretrained=True)
 
 
 def test_pretrain_command_writes_the_weights_and_a_linear_probe(tmp_path):
-    from percept.prior.pretrain import main
+    from percept.engine.prior.pretrain import main
     assert main(["--out", str(tmp_path / "w"), "--n-scenes", "4", "--steps", "2", "--batch-size",
                  "4", "--warmup", "1", "--threads", "1", "--probe-data", str(tmp_path / "demo")]) == 0
     record = json.loads((tmp_path / "w" / WEIGHTS_FILE).with_suffix(".json").read_text())
@@ -206,7 +209,7 @@ def test_pretrain_command_writes_the_weights_and_a_linear_probe(tmp_path):
 
 
 # ------------------------------------------------------------------------------------------ the shipped prior
-SHIPPED = Path(backbones.__file__).resolve().parent / backbones.get_spec("tiny_clip_prior").shipped_weights
+SHIPPED = Path(percept.__file__).resolve().parent / backbones.get_spec("tiny_clip_prior").shipped_weights
 
 
 def test_shipped_weights_match_their_recorded_hash_and_config():
@@ -234,7 +237,11 @@ def test_the_ceiling_diagnostic_regresses_the_drawn_parameters(tmp_path, capsys)
     """tools/prior_ceiling.py (a diagnostic: the tower trained on the degradation parameters, not captions):
     its targets on hand-computed scenes, a short run that writes a tower in the prior's format, and a refusal to
     overwrite the shipped prior."""
-    from prior_ceiling import main, parameter_targets, train_ceiling   # tools/ (conftest puts it on the path)
+    from prior_ceiling import (  # tools/ (conftest puts it on the path)
+        main,
+        parameter_targets,
+        train_ceiling,
+    )
     scene = scenes.Scene("circle", "red", "grey", 1, blur=0.6, noise=60.0, jpeg=0, palette=11, brightness=1.0,
                          saturation=1.0)
     expected = [1, 1, 0, 1, 0.2, 1.0, 0.0, 0.2 + 0.8 * np.log(40 / 11) / np.log(40 / 3)]

@@ -8,7 +8,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from percept import reproduce
+from percept.interface.cli_reproduce import main as reproduce_cli
+from percept.study import reproduce
 
 pytest.importorskip("yaml")
 
@@ -99,7 +100,7 @@ def test_a_failing_experiment_names_itself_and_the_others_still_run(tmp_path, ca
                    "variants": [{"lora_r": 0}]},
         "fine": {"tables": ["1"], "kind": "single", "datasets": ["livec"], "splits": 1}}}
     (tmp_path / "plan.yaml").write_text(yaml.safe_dump(plan))
-    code = reproduce.main(["--config", str(tmp_path / "plan.yaml"), "--smoke", "--out", str(tmp_path / "out")])
+    code = reproduce_cli(["--config", str(tmp_path / "plan.yaml"), "--smoke", "--out", str(tmp_path / "out")])
     assert code == 1
     err = capsys.readouterr().err
     assert "1 experiment(s) failed: broken: ValueError: LoRA needs r >= 1" in err

@@ -11,19 +11,19 @@ import numpy as np
 import pytest
 import timm
 import torch
+from conftest import randomize_lora
 from PIL import Image
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torchvision.transforms import functional as TF
 
 import percept
-from conftest import randomize_lora
-from percept.backbones import BACKBONES
-from percept.cli import main
-from percept.export import export_run
-from percept.model import build_model, save_weights
-from percept.predict import GeneratedDataWarning, predict_images
-from percept.runs import PROTOCOL
+from percept.engine.predict import GeneratedDataWarning, predict_images
+from percept.engine.runs import PROTOCOL
+from percept.interface.cli import main
+from percept.model.backbones import BACKBONES
+from percept.model.perceptclip import build_model, save_weights
+from percept.study.export import export_run
 
 
 def _finished_run(root, heads: dict, backbone="tiny_clip", test_crops=3, pretrained=False):
@@ -77,7 +77,7 @@ def test_the_same_pixels_score_the_same_under_any_name_and_any_route(iqa_run, ph
                   metric(TF.to_tensor(pil)[None].repeat(2, 1, 1, 1))]
     for route in routes:
         np.testing.assert_allclose(route.numpy(), scores[0], rtol=0, atol=1e-6)
-    from percept.app_models import load_models, predict_with
+    from percept.interface.app_models import load_models, predict_with
     app_table = predict_with(load_models([iqa_run])[0], copies)
     np.testing.assert_allclose(app_table["score"].to_numpy(), scores[0], rtol=0, atol=1e-6)
 
@@ -132,7 +132,7 @@ def test_hub_and_merged_exports_score_as_their_run(tmp_path, photos):
     assert np.abs(koniq - livec).max() > 1e-4                       # the heads (and their transforms) differ
     metric = percept.create_metric(hub, device="cpu")
     assert metric.task == "iqa" and metric.head_name == "koniq10k" and metric.score_range is None
-    from percept.app_models import load_models, predict_with
+    from percept.interface.app_models import load_models, predict_with
     app_model = load_models([hub])[0]
     np.testing.assert_allclose(predict_with(app_model, images)["score"].to_numpy(), koniq, rtol=0, atol=1e-5)
     # percept.load_merged: every head; plain timm: the encoder, from the file's own timm name and arguments
@@ -155,7 +155,7 @@ def test_the_demo_priors_merged_export_loads_and_scores(tmp_path, photos):
     run = _finished_run(tmp_path / "prior", {"synthetic_iqa": 1}, backbone="tiny_clip_prior", pretrained=True)
     merged = export_run(run, "merged", tmp_path / "prior.safetensors")
     with safe_open(merged, "pt") as f:
-        assert json.loads(f.metadata()["timm_kwargs"])["embed_layer"] == "percept.backbones.ConvStemPatchEmbed"
+        assert json.loads(f.metadata()["timm_kwargs"])["embed_layer"] == "percept.model.backbones.ConvStemPatchEmbed"
     expected = predict_images(photos[0][:1], run, device="cpu")["score"]
     np.testing.assert_allclose(predict_images(photos[0][:1], merged, device="cpu")["score"], expected, atol=1e-5)
     card = (export_run(run, "hub", tmp_path / "hub") / "README.md").read_text()
@@ -213,7 +213,7 @@ def test_a_non_finite_score_is_an_error_not_a_score(tmp_path, photos, capsys):
     assert "not finite" in capsys.readouterr().err
     with pytest.raises(ValueError, match="not finite"):
         percept.create_metric(run, device="cpu")(photos[0][0])
-    from percept.app_models import load_models, score_images
+    from percept.interface.app_models import load_models, score_images
     table, _, messages = score_images(load_models([run]), photos[0][:1])
     assert len(table) == 0 and "not finite" in messages[0]
 
@@ -228,7 +228,7 @@ def test_a_demo_model_says_what_it_is(iqa_run, photos, tmp_path, capsys):
     assert main(["predict", *map(str, photos[0]), "--model", str(iqa_run), "--quiet"]) == 0
     err = capsys.readouterr().err
     assert err.count("note: ") == 1 and "demo model: adapted only on generated images" in err   # once
-    from percept.app_models import load_models, score_images
+    from percept.interface.app_models import load_models, score_images
     table, _, _ = score_images(load_models([iqa_run, real]), photos[0])
     assert (table["note"].str.contains("iqa: synthetic_iqa: demo model")).all() and len(table) == 3
     assert "livec" not in table["note"][0]
@@ -241,7 +241,7 @@ def test_a_demo_model_says_what_it_is(iqa_run, photos, tmp_path, capsys):
 def test_the_merged_file_rebuilds_every_backbone(backbone, tmp_path):
     """Every backbone (the ViT-L ones at a small width and depth): the merged file of a two-head model loads with
     percept.load_merged, and with plain timm from its own timm_name and timm_kwargs (but for the prior's own stem)."""
-    from percept.export import export_model
+    from percept.study.export import export_model
     small = {} if backbone.startswith("tiny") else {"embed_dim": 32, "depth": 1, "num_heads": 2}
     torch.manual_seed(0)
     model = build_model(backbone=backbone, pretrained=backbone == "tiny_clip_prior", heads={"a": 1, "b": 3},

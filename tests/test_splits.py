@@ -6,10 +6,20 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from percept.data.split_files import read_splits, sidecar_path, write_splits
-from percept.data.splits import (PROTOCOLS, SplitError, attach_splits, emotionroi_splits, iqa_authentic_splits,
-                                 iqa_synthetic_splits, random_splits, split_columns, sun_memorability_splits,
-                                 things_splits, validate_split_columns)
+from percept.data.pinned import read_splits, sidecar_path, write_splits
+from percept.data.splits import (
+    PROTOCOLS,
+    SplitError,
+    attach_splits,
+    emotionroi_splits,
+    iqa_authentic_splits,
+    iqa_synthetic_splits,
+    random_splits,
+    split_columns,
+    sun_memorability_splits,
+    things_splits,
+    validate_split_columns,
+)
 
 IMAGES = [f"img{i:03d}" for i in range(50)]
 
@@ -210,7 +220,7 @@ def test_read_detects_edited_file(tmp_path):
 
 
 def test_verified_split_files_are_parsed_once_per_content_and_never_trusted_after_an_edit(tmp_path, monkeypatch):
-    from percept.data import split_files
+    from percept.data import pinned as split_files
     path = write_splits(iqa_authentic_splits(IMAGES), tmp_path / "livec.csv", "livec", "iqa_authentic")
     first = read_splits(path, dataset="livec")
     first.loc[0, "split1"] = "changed by the caller"      # a caller's edit never reaches the cache

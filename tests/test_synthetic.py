@@ -7,8 +7,15 @@ import pytest
 from PIL import Image
 
 from percept.data import synthetic as syn
-from percept.data.synthetic import (DISTORTIONS, LEVELS, MANIFEST_COLUMNS, distort, generate_synthetic_iqa,
-                                    make_reference_image, synthetic_quality)
+from percept.data.synthetic import (
+    DISTORTIONS,
+    LEVELS,
+    MANIFEST_COLUMNS,
+    distort,
+    generate_synthetic_iqa,
+    make_reference_image,
+    synthetic_quality,
+)
 
 
 def _hashes(root):
@@ -194,7 +201,7 @@ def test_interrupted_overwrite_invalidates_old_manifest(tmp_path, monkeypatch):
 
 
 def test_manifest_write_is_atomic(tmp_path, monkeypatch):
-    from percept import files
+    from percept.core import files
     real_replace = files.os.replace
 
     def failing_replace(src, dst):

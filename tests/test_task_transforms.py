@@ -4,9 +4,14 @@ import pytest
 import torch
 from PIL import Image
 
-from percept.data.preprocessing import (ResizeSpec, build_transform, deterministic_resize, iqa_crop_positions,
-                                          iqa_test_crops)
-from percept.images import CLIP_MEAN, CLIP_STD
+from percept.core.images import CLIP_MEAN, CLIP_STD
+from percept.data.preprocessing import (
+    ResizeSpec,
+    build_transform,
+    deterministic_resize,
+    iqa_crop_positions,
+    iqa_test_crops,
+)
 
 MEAN, STD = torch.tensor(CLIP_MEAN).view(3, 1, 1), torch.tensor(CLIP_STD).view(3, 1, 1)
 
@@ -134,10 +139,10 @@ def test_unknown_task_and_bad_resize():
 
 
 def test_the_task_registry_names_every_transform_and_preprocessing_implements_it():
-    """One registry (percept.tasks) says which App. A.1 plan each task trains and tests with; the transforms
+    """One registry (percept.core.tasks) says which App. A.1 plan each task trains and tests with; the transforms
     built for a task follow it (IQA test: the multi-crop; emotion train: RandomResizedCrop; else centre)."""
+    from percept.core.tasks import TASKS
     from percept.data.preprocessing import TRANSFORM_PLANS
-    from percept.tasks import TASKS
     image = Image.new("RGB", (300, 260), (90, 120, 150))
     for task in TASKS.values():
         assert {task.train_transform, task.test_transform} <= set(TRANSFORM_PLANS)

@@ -1,4 +1,4 @@
-"""Experiment tracking (percept.tracking), offline: a run interrupted and resumed logs every epoch once
+"""Experiment tracking (percept.engine.tracking), offline: a run interrupted and resumed logs every epoch once
 to TensorBoard (event files read back), MLflow (a file store read back with MlflowClient) and W&B (offline mode),
 with the same numbers as the run's own log.csv and metrics.json."""
 from __future__ import annotations
@@ -10,8 +10,8 @@ import pytest
 from conftest import kill_in_epoch
 
 from percept.data.sources import DataConfig
-from percept.model import ModelConfig
-from percept.train import TrainConfig, train
+from percept.engine.train import TrainConfig, train
+from percept.model.perceptclip import ModelConfig
 
 pytest.importorskip("tensorboard")
 pytest.importorskip("mlflow")
@@ -79,7 +79,8 @@ def test_wandb_offline_run_is_one_run_across_the_resume(tracked):
 
 def test_a_missing_tracker_package_or_unknown_logger_is_named_before_training(tmp_path, monkeypatch):
     import importlib.util
-    from percept.tracking import check_loggers
+
+    from percept.engine.tracking import check_loggers
     with pytest.raises(ValueError, match="unknown logger"):
         check_loggers(["tensorbored"])
     real = importlib.util.find_spec

@@ -7,19 +7,24 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import kill_in_epoch
 import torch
+from conftest import kill_in_epoch
 
-import percept.train as train_module
-from percept.cli import main
+import percept.engine.train as train_module
+from percept.core.files import read_json
 from percept.data.sources import DataConfig
 from percept.data.synthetic import generate_synthetic_iqa
-from percept.evaluate import evaluate_run
-from percept.model import ModelConfig, load_model
-from percept.results import aggregate, collect_runs, select_by_validation
-from percept.files import read_json
-from percept.runs import IncompatibleRunError
-from percept.train import ProportionalBatchSampler, TrainConfig, TrainingError, train
+from percept.engine.evaluate import evaluate_run
+from percept.engine.runs import IncompatibleRunError
+from percept.engine.train import (
+    ProportionalBatchSampler,
+    TrainConfig,
+    TrainingError,
+    train,
+)
+from percept.interface.cli import main
+from percept.model.perceptclip import ModelConfig, load_model
+from percept.study.results import aggregate, collect_runs, select_by_validation
 
 
 @pytest.fixture(scope="module")
@@ -124,7 +129,7 @@ def test_full_run_writes_everything_and_keeps_the_best_epoch(synth, tmp_path):
     preds = pd.read_csv(run / "predictions.csv")
     assert list(preds.columns) == ["id", "label", "prediction", "crop_std"] and len(preds) == 40
     assert (preds["crop_std"] > 0).all()                              # 3 different crops per image
-    from percept.metrics import srcc
+    from percept.core.metrics import srcc
     assert result["test"]["synthetic_iqa"]["srcc"] == pytest.approx(srcc(preds["prediction"], preds["label"]))
     env = read_json(run / "environment.json")
     assert env["device"] == "cpu" and env["precision"] == "fp32" and "torch" in env
@@ -165,7 +170,7 @@ def test_nan_loss_stops_naming_epoch_and_keeps_last_checkpoint(synth, tmp_path, 
     monkeypatch.setattr(train_module, "get_loss", poisoned)
     with pytest.raises(TrainingError, match=r"at epoch 2, batch 1 of .*checkpoint of epoch 1 is kept"):
         train(config(synth, max_epochs=3, patience=3), tmp_path / "run")
-    from percept.checkpoint import load_tensors
+    from percept.core.checkpoint import load_tensors
     assert load_tensors(tmp_path / "run" / "checkpoint.safetensors")[1]["state"]["epoch"] == 1
 
 
@@ -195,8 +200,8 @@ def test_class_indices_outside_the_classes_are_refused_before_training(synth):
 
 
 def test_data_loader_workers_default_to_none_on_cpu_and_the_cores_on_gpu(monkeypatch):
-    from percept import runtime
-    from percept.runtime import resolve_workers
+    from percept.engine import runtime
+    from percept.engine.runtime import resolve_workers
     assert config(None).num_workers is None
     assert resolve_workers(None, torch.device("cpu")) == 0
     assert resolve_workers(3, torch.device("cpu")) == 3
@@ -272,7 +277,7 @@ def test_classification_run_and_cli_predict(synth, tmp_path, capsys):
 
 
 def test_predict_on_real_images(data_root, synth, tmp_path):
-    from percept.predict import predict_images
+    from percept.engine.predict import predict_images
     run = tmp_path / "iqa"
     train(config(synth, max_epochs=1, test_crops=2), run)
     images = sorted((data_root / "livec" / "ChallengeDB_release" / "Images").glob("*.JPG"))[:2]
@@ -286,7 +291,7 @@ def test_random_init_variants_get_their_own_run_names(synth):
     """The prior ablation (notebook 08) trains a backbone that has weights from random ones too: the two runs
     must not share a directory (a finished one would be reused for the other); a backbone without weights
     (tiny_clip) keeps its plain name."""
-    from percept.sweep import expand_grid
+    from percept.study.sweep import expand_grid
     base = config(synth, max_epochs=1)
     base.model = ModelConfig(backbone="tiny_clip_prior", pretrained=True)
     grid = expand_grid(base, lrs=[1e-3], model_variants=[{}, {"pretrained": False}, {"pretrained": False, "strategy": "full"}])
@@ -297,7 +302,7 @@ def test_random_init_variants_get_their_own_run_names(synth):
 
 
 def test_sweep_runs_grid_skips_finished_and_selects_by_validation(synth, tmp_path):
-    from percept.sweep import expand_grid, run_sweep
+    from percept.study.sweep import expand_grid, run_sweep
     grid = expand_grid(config(synth, max_epochs=1), lrs=[1e-3, 1e-4], splits=[1, 2])
     assert sorted(grid) == [f"synthetic_iqa/tiny_clip/split{s}/lr{lr}" for s in (1, 2) for lr in ("0.0001", "0.001")]
     assert run_sweep(grid, tmp_path, gpus=[], log=lambda *a: None) == dict.fromkeys(grid, "done")
@@ -324,8 +329,9 @@ def test_torchrun_two_processes_on_cpu(synth, tmp_path):
     import subprocess
     import sys
     from pathlib import Path
+
     from percept.data.sources import open_source
-    from percept.evaluate import evaluate_source
+    from percept.engine.evaluate import evaluate_source
     run = tmp_path / "ddp"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "percept",
            "train", "--run-dir", str(run), "--dataset", "synthetic_iqa", "--root", str(synth), "--backbone",

@@ -4,8 +4,8 @@ import pytest
 import torch
 from PIL import Image
 
+from percept.core.images import CLIP_MEAN, CLIP_STD, load_rgb
 from percept.data.preprocessing import center_crop_transform, images_to_batch
-from percept.images import CLIP_MEAN, CLIP_STD, load_rgb
 
 
 @pytest.mark.parametrize("mode", ["L", "RGBA", "P", "CMYK", "I;16", "LA"])

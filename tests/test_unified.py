@@ -1,4 +1,4 @@
-"""The unified adapter's report (percept.unified): which runs fill which column, over which splits, with
+"""The unified adapter's report (percept.study.unified): which runs fill which column, over which splits, with
 which statistic; the paper's reference numbers; head-importance rank correlations against scipy."""
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 from scipy.stats import spearmanr
 
-from percept.paper import paper_table
-from percept.unified import importance_correlations, unified_table
+from percept.study.paper import paper_table
+from percept.study.unified import importance_correlations, unified_table
 
 UNIFIED = "livec+lamem"
 MODEL = {"backbone": "clip_vit_l14", "weights": "pretrained", "strategy": "lora", "head_type": "mlp", "lora_r": 16,

@@ -9,12 +9,12 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from percept.cli import main
 from percept.data.cards import get_card
 from percept.data.manifest import ManifestError
 from percept.data.sources import DataConfig, open_source
 from percept.data.splits import SplitError, iqa_authentic_splits, split_columns
 from percept.data.user_csv import manifest_path, splits_path
+from percept.interface.cli import main
 
 CLASSES = ["amusement", "fear", "sadness"]
 
@@ -138,8 +138,8 @@ def test_train_resume_and_predict_on_a_csv_run(folder, tmp_path, capsys, monkeyp
     main(["train", "--run-dir", str(run), "--quiet"])                                 # resumes: finished, no error
     capsys.readouterr()
     # a second `percept train` on a run being trained fails at once, naming the holder
-    from percept.files import exclusive_lock
-    from percept.runs import RunDir
+    from percept.core.files import exclusive_lock
+    from percept.engine.runs import RunDir
     with exclusive_lock(RunDir(run).lock_file, "x"):
         assert main(["train", "--run-dir", str(run), "--quiet"]) == 2
     assert "is being written by process" in capsys.readouterr().err
@@ -225,8 +225,8 @@ def test_bad_groups_are_refused_by_name(tmp_path):
 def test_the_command_line_stores_data_roots_absolute(tmp_path, monkeypatch):
     """A relative --root / --manifest is stored resolved, so a resume from another folder finds the same data
     (and never generates a demo set where it happens to be run)."""
-    from percept.cli_config import train_config
-    from percept.cli_options import parse_options
+    from percept.interface.cli_config import train_config
+    from percept.interface.cli_options import parse_options
     monkeypatch.chdir(tmp_path)
     options = parse_options("train", ["r", "--dataset", "synthetic_iqa", "--root", "data", "--manifest", "lists/m.csv"])
     (data,) = train_config(options).data
@@ -273,8 +273,8 @@ def test_a_csv_with_a_bomb_or_a_strip_is_refused_before_training(folder):
 
 
 def test_a_config_files_relative_roots_are_its_own_folders(tmp_path, monkeypatch):
-    from percept.cli_config import train_config
-    from percept.cli_options import parse_options
+    from percept.interface.cli_config import train_config
+    from percept.interface.cli_options import parse_options
     (tmp_path / "exp").mkdir()
     (tmp_path / "exp" / "run.yaml").write_text("data:\n  - {dataset: synthetic_iqa, root: data}\n"
                                                 "  - {dataset: csv:lists/mine.csv, root: imgs, task: iqa}\n")

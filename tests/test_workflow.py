@@ -10,12 +10,11 @@ import time
 
 import pytest
 
-import percept.train as train_module
-from percept.cli import main
-from percept.files import write_json
-from percept.run_status import run_status, tree_status, write_state
-from percept.runs import RunDir
-from percept.train import TrainConfig
+import percept.engine.train as train_module
+from percept.core.files import write_json
+from percept.engine.runs import RunDir, run_status, tree_status, write_state
+from percept.engine.train import TrainConfig
+from percept.interface.cli import main
 
 
 def _write(path, text):
@@ -32,8 +31,8 @@ def _run_file(tmp_path, **extra):
 
 def _file_config(argv):
     """What `percept train/sweep ARGV` makes of its --config file and typed flags: (TrainConfig, sweep plan)."""
-    from percept.cli_config import sweep_plan, train_config
-    from percept.cli_options import parse_options
+    from percept.interface.cli_config import sweep_plan, train_config
+    from percept.interface.cli_options import parse_options
     options = parse_options(argv[0], argv[1:])
     return train_config(options), sweep_plan(options)
 

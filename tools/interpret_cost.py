@@ -1,4 +1,4 @@
-"""What head importance (:mod:`percept.interpret`) costs: block evaluations per image, projected seconds, and
+"""What head importance (:mod:`percept.study.interpret`) costs: block evaluations per image, projected seconds, and
 a measurement of the batched against the naive implementation on a given model and device. A research diagnostic,
 kept beside the package (not shipped in it)."""
 from __future__ import annotations
@@ -8,7 +8,11 @@ from typing import Sequence
 
 import torch
 
-from percept.interpret import head_importance, inference_mode, naive_head_importance
+from percept.study.interpret import (
+    head_importance,
+    inference_mode,
+    naive_head_importance,
+)
 
 
 def head_importance_cost(depth: int, num_heads: int, layers: Sequence[int] | None = None) -> dict[str, float]:

@@ -1,6 +1,6 @@
 """What the prior's tower can learn within the pre-training's budget: ``python tools/prior_ceiling.py --out DIR``.
 
-A research diagnostic, kept beside the package (not shipped in it), not a prior the demo uses. The image tower of :mod:`percept.prior.pretrain`, the same data
+A research diagnostic, kept beside the package (not shipped in it), not a prior the demo uses. The image tower of :mod:`percept.engine.prior.pretrain`, the same data
 stream (fresh appearances of the same scenes, batches of ``per_scene`` appearances of each content), optimiser,
 schedule, steps and seed, trained *without captions*: a linear layer on the tower's embedding regresses the scene's
 degradation parameters directly (:func:`parameter_targets`). It is no image–text pre-training, and it reads the
@@ -20,10 +20,17 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from percept.backbones import get_spec, shipped_weights_path
-from percept.prior import scenes
-from percept.prior.pretrain import (PretrainConfig, ScenePool, flip_and_normalise, image_tower, optimizer_and_schedule, save,
-                       take_step)
+from percept.engine.prior import scenes
+from percept.engine.prior.pretrain import (
+    PretrainConfig,
+    ScenePool,
+    flip_and_normalise,
+    image_tower,
+    optimizer_and_schedule,
+    save,
+    take_step,
+)
+from percept.model.backbones import get_spec, shipped_weights_path
 
 # (parameter, weakest, strongest) of the scenes' degradation ranges
 RANGES = tuple((name, weakest, strongest) for name, (weakest, strongest) in scenes.DEGRADATION_RANGES.items())

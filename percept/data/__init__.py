@@ -1,1 +1,3 @@
-"""Data utilities for ``percept``: datasets, manifests and the offline synthetic demo set."""
+"""Layer 3, data: dataset cards and sources, manifests and their preparers, splits (computed and pinned),
+datasets, preprocessing, the uint8 image cache, fixture datasets in the official layouts and the generated
+demo sets."""

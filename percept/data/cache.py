@@ -1,6 +1,6 @@
 """Pre-resized uint8 image cache, so that JPEG decoding + resizing does not bottleneck the GPU.
 
-Every image is decoded once (:func:`percept.images.load_rgb`), passed through the task's deterministic
+Every image is decoded once (:func:`percept.core.images.load_rgb`), passed through the task's deterministic
 :class:`~percept.data.preprocessing.ResizeSpec` (the first stage of every App. A.1 transform: shorter
 side 224 for memorability/emotion test, LoDa's per-dataset resize for IQA, or full size) and stored as
 uint8 HWC pixels.  The transforms' random/crop stages then run on the cached pixels; since the resize stage
@@ -33,8 +33,8 @@ from typing import Iterable
 import numpy as np
 from PIL import Image
 
-from ..files import atomic_path, atomic_write_text
-from ..images import load_rgb
+from ..core.files import atomic_path, atomic_write_text
+from ..core.images import load_rgb
 from .preprocessing import ResizeSpec
 
 FORMAT = "percept-image-cache-v1"

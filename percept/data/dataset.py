@@ -18,9 +18,9 @@ import pandas as pd
 import torch
 from torch.utils.data import Dataset
 
-from ..images import load_rgb
+from ..core.images import load_rgb
+from ..core.tasks import get_task
 from .cards import CARDS
-from ..tasks import get_task
 from .preprocessing import build_transform
 
 DEFAULT_LABEL_COLUMN = {"iqa": "quality", "memorability": "memorability", "emotion": "label"}

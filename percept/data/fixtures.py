@@ -63,8 +63,15 @@ from pathlib import Path
 from typing import Iterable, Mapping
 
 from .cards import CARDS, get_card
-from .fixture_writers import (FIXTURE_WRITERS, PINNED_PLAN, FixtureError, FixtureSpec,  # noqa: F401 (public API)
-                              _pinned_sha, _rng, _write_text, pinned_fixture_images)
+from .fixture_files import _rng, _write_text
+from .fixture_writers import (  # noqa: F401 (public API)
+    FIXTURE_WRITERS,
+    PINNED_PLAN,
+    FixtureError,
+    FixtureSpec,
+    _pinned_sha,
+    pinned_fixture_images,
+)
 from .manifest import read_manifest
 from .pinned import PINNED_DATASETS, load_pinned_splits, pinned_split_path, split_key
 from .prepare import DEFAULT_MANIFEST, prepare

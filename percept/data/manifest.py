@@ -24,7 +24,7 @@ from typing import Any, Mapping
 import numpy as np
 import pandas as pd
 
-from ..files import atomic_write_bytes
+from ..core.files import atomic_write_bytes
 from .cards import DatasetCard, get_card
 
 FORMAT_VERSION = 1

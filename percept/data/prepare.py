@@ -2,7 +2,7 @@
 
 :func:`prepare` runs the dataset's preparer from :data:`PREPARERS` (IQA ones in :mod:`.prepare_iqa`,
 memorability and emotion ones here), checks that every listed image exists under ``root`` and that its
-header is readable and within the size limits of :func:`percept.images.check_size` (missing
+header is readable and within the size limits of :func:`percept.core.images.check_size` (missing
 images are an error naming them, unless ``allow_partial=True``: then the manifest keeps the present
 images and its sidecar records ``partial: true`` and how many rows were ``dropped``), and writes
 ``out`` (default ``root/percept_manifest.csv``) with its sidecar. Each card (:mod:`.cards`) documents
@@ -20,10 +20,18 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 import pandas as pd
 
-from ..images import header_problem
+from ..core.images import header_problem
 from .cards import get_card
 from .manifest import ManifestError, write_manifest
-from .prepare_iqa import IQA_PREPARERS, check_columns, join, load_mat, numbers, read_table, require
+from .prepare_iqa import (
+    IQA_PREPARERS,
+    check_columns,
+    join,
+    load_mat,
+    numbers,
+    read_table,
+    require,
+)
 
 DEFAULT_MANIFEST = "percept_manifest.csv"
 

@@ -1,6 +1,6 @@
 """All image preprocessing: the per-task training/test transforms (paper App. A.1; IQA follows LoDa, Xu et al.
 2024a) and the official release's inference transform (:func:`center_crop_transform`). The same plans run on
-the GPU in :mod:`percept.gpu_augment` (identical pixels, tested); images are read by :func:`percept.images.load_rgb`.
+the GPU in :mod:`percept.engine.gpu_augment` (identical pixels, tested); images are read by :func:`percept.core.images.load_rgb`.
 
 Every transform is two stages:
 
@@ -9,7 +9,7 @@ Every transform is two stages:
    transform gives the same tensor on a cached (pre-resized) image as on the original file.
 2. the task's random or fixed cropping, ``ToTensor`` and mean/std normalisation with the *backbone's*
    statistics (``mean``/``std``: OpenAI CLIP's for CLIP, "the CLIP preprocessor" of paper §3.1; ImageNet's
-   for DINOv2 and MAE; see :mod:`percept.backbones`).  The default is CLIP's.
+   for DINOv2 and MAE; see :mod:`percept.model.backbones`).  The default is CLIP's.
 
 Tasks (App. A.1):
 
@@ -49,12 +49,11 @@ import torch
 from PIL import Image
 from torchvision import transforms as T
 from torchvision.transforms import functional as TF
-from torchvision.transforms.v2 import functional as TF2
 
-from ..tasks import get_task
-from ..images import CLIP_MEAN, CLIP_STD, check_size, load_rgb
+from ..core.images import CLIP_MEAN, CLIP_STD, check_size, load_rgb
+from ..core.tasks import get_task
 
-# The App. A.1 plans this module implements; percept.tasks names one per task and phase.
+# The App. A.1 plans this module implements; percept.core.tasks names one per task and phase.
 TRANSFORM_PLANS = ("loda_crop_flips", "loda_test_crops", "resize_center_crop", "random_resized_crop_flip")
 # How the IQA test crops are placed (:func:`iqa_crop_positions`); exports record it, so that a file written under
 # another rule is refused rather than scored with crops its run never used.
@@ -235,14 +234,14 @@ def build_transform(task: str, train: bool, resize: Resize = None, *, interpolat
     Returns a :class:`TaskTransform` mapping an RGB PIL image to a ``(3, 224, 224)`` tensor, or for IQA test
     to ``(n_crops, 3, 224, 224)`` (positions by the image's size alone, :func:`iqa_crop_positions`).
     ``mean``/``std``: the backbone's normalisation
-    (``percept.backbones.normalization(name)``; default CLIP's).  ``resize_interpolation``: that of the
+    (``percept.model.backbones.normalization(name)``; default CLIP's).  ``resize_interpolation``: that of the
     ``resize`` stage (LoDa's pre-resize), see :func:`deterministic_resize`.  For a dataset, use
     ``percept.data.sources.dataset_transform`` (its LoDa preset and the backbone's statistics).
     """
     pre = deterministic_resize(task, train, resize, interpolation, size, resize_interpolation)
     mean, std = tuple(float(v) for v in mean), tuple(float(v) for v in std)
     normalize = [T.ToTensor(), T.Normalize(mean, std)]
-    plan = get_task(task).transform(train)        # the task registry names the plan (percept.tasks)
+    plan = get_task(task).transform(train)        # the task registry names the plan (percept.core.tasks)
     if plan == "loda_test_crops":
         return TaskTransform(task, train, pre, _IQATestCrops(n_crops, size, crop_seed, interpolation, mean, std))
     if plan == "loda_crop_flips":
@@ -343,76 +342,3 @@ def images_to_batch(images, size: int = 224, mean=CLIP_MEAN, std=CLIP_STD) -> to
     """Paths or PIL images → a (B, 3, size, size) batch normalised with ``mean``/``std`` (default CLIP's)."""
     transform = center_crop_transform(size, mean=mean, std=std)
     return torch.stack([transform(im if isinstance(im, Image.Image) else load_rgb(im)) for im in images])
-
-
-# ----------------------------------------------------------------------------- the same test transforms on tensors
-def resize_tensor(spec: ResizeSpec, images: torch.Tensor) -> torch.Tensor:
-    """:class:`ResizeSpec` on images ``(..., 3, H, W)``: the same target size, torchvision's antialiased tensor
-    resize. Float images in [0, 1] (differentiable) are clamped to [0, 1] as PIL's result is; close to PIL's, not
-    equal: PIL rounds to 8 bits, and its bicubic kernel has a = -0.5 where torch's has a = -0.75 (on noise, 99 % of
-    the pixels within 0.1 normalised units, the mean difference 0.005; bilinear agrees more closely). ``uint8``
-    images take torch's 8-bit antialiased kernels (PIL's filters, a = -0.5, rounded to 8 bits): within one grey
-    level of PIL's resize, ~5x faster (``percept predict --fast-resize``)."""
-    height, width = images.shape[-2:]
-    target, sized = spec.target_hw(height, width), spec._size_hw(height, width)
-    check_size(target[1], target[0], f"the {width}x{height} image resized")
-    if target == (height, width):
-        return images
-    if sized != (height, width):
-        images = _resize(images, sized, spec.interpolation)
-    if target != sized:
-        images = _resize(images, target, spec.min_side_interpolation)
-    return images
-
-
-def _resize(images: torch.Tensor, size: tuple[int, int], interpolation: str) -> torch.Tensor:
-    if images.dtype == torch.uint8:       # transforms.v2 has the 8-bit kernels (v1 resizes in float: ~8x slower)
-        return TF2.resize(images, list(size), _TV_MODES[interpolation], antialias=True)
-    return TF.resize(images, list(size), _TV_MODES[interpolation], antialias=True).clamp(0, 1)
-
-
-class TensorTestTransform:
-    """A test transform (:func:`build_transform` with ``train=False``, or :func:`center_crop_transform`) applied
-    to a batch of RGB images ``(B, 3, H, W)``: ``(B, views, 3, size, size)``. The same steps as the PIL path:
-    resize (:func:`resize_tensor`), the IQA test crops at :func:`iqa_crop_positions` (by size) or the centre
-    crop, normalisation.
-
-    Float images in [0, 1] are differentiable with respect to the input (:func:`percept.create_metric`'s
-    ``as_loss``). ``uint8`` images (0..255, as decoded) are resized and cropped in 8 bits, then scaled to [0, 1]
-    and normalised: PIL's pipeline to within one grey level of the resize (``percept predict --fast-resize``)."""
-
-    def __init__(self, transform):
-        if isinstance(transform, TaskTransform):
-            if transform.train:
-                raise ValueError("only test transforms have a tensor form (training augmentation is random)")
-            self.pre_resize, post = transform.pre_resize, transform.post
-        elif isinstance(transform, T.Compose):
-            self.pre_resize, post = None, transform
-        else:
-            raise TypeError(f"no tensor form for {transform!r}")
-        self.crops = post if isinstance(post, _IQATestCrops) else None
-        # torchvision's Resize / CenterCrop / Normalize take tensors as they are; ToTensor is the PIL-only step
-        self.steps = None if self.crops else [t for t in post.transforms if not isinstance(t, T.ToTensor)]
-
-    def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        if self.pre_resize is not None:
-            images = resize_tensor(self.pre_resize, images)
-        if self.crops is None:
-            for step in self.steps:
-                if isinstance(step, T.Resize):      # the official transform: shorter side to step.size
-                    size = step.size if isinstance(step.size, int) else tuple(step.size)
-                    size = size[0] if isinstance(size, tuple) and len(size) == 1 else size
-                    images = resize_tensor(ResizeSpec(size, interpolation=step.interpolation.value), images)
-                else:
-                    images = step(_as_unit_float(images) if isinstance(step, T.Normalize) else images)
-            return images.unsqueeze(1)
-        c = self.crops
-        images = resize_tensor(ResizeSpec(None, c.size, c.interpolation), images)
-        images = TF.normalize(_as_unit_float(images), list(c.mean), list(c.std))
-        positions = iqa_crop_positions(images.shape[-2], images.shape[-1], c.n_crops, c.size, c.seed)
-        return torch.stack([images[..., t:t + c.size, l:l + c.size] for t, l in positions], dim=1)
-
-
-def _as_unit_float(images: torch.Tensor) -> torch.Tensor:
-    """``uint8`` images as float in [0, 1] (ToTensor's scaling); float images unchanged."""
-    return images.float().div_(255) if images.dtype == torch.uint8 else images

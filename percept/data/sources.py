@@ -31,16 +31,27 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..tasks import get_task
-from ..images import CLIP_MEAN, CLIP_STD
+from ..core.images import CLIP_MEAN, CLIP_STD
+from ..core.tasks import get_task
 from .cards import CARDS, SYNTHETIC_TASKS, get_card
 from .dataset import LODA_IQA_PRESETS, ManifestDataset
 from .manifest import read_manifest
 from .pinned import splits_for_manifest
+from .preprocessing import (
+    N_TEST_CROPS,
+    TaskTransform,
+    TestPreprocessing,
+    build_transform,
+)
 from .splits import split_columns
 from .synthetic import DISTORTIONS, generate_synthetic_iqa
-from .user_csv import CSV_PREFIX, csv_card, csv_dataset_name, open_csv_dataset, read_user_csv
-from .preprocessing import N_TEST_CROPS, TaskTransform, TestPreprocessing, build_transform
+from .user_csv import (
+    CSV_PREFIX,
+    csv_card,
+    csv_dataset_name,
+    open_csv_dataset,
+    read_user_csv,
+)
 
 SYNTHETIC = {
     # name: (task, label column, class names)
@@ -80,7 +91,7 @@ def dataset_transform(name: str, train: bool, *, test_crops: int = N_TEST_CROPS,
                       normalization: tuple | None = None) -> TaskTransform:
     """The App. A.1 transform of dataset ``name``: its task's, with LoDa's pre-resize and interpolation for
     an IQA dataset (``LODA_IQA_PRESETS``), normalised with ``normalization`` = ``(mean, std)`` of the run's
-    backbone (``percept.backbones.normalization``; None: CLIP's). The one place a dataset's transform is
+    backbone (``percept.model.backbones.normalization``; None: CLIP's). The one place a dataset's transform is
     made: training, validation, test, cross-dataset evaluation, head fine-tuning (via
     :meth:`DatasetSource.dataset`) and ``percept predict`` on a run all use it (the test transform through
     :func:`dataset_test_preprocessing`, which exports carry)."""

@@ -25,7 +25,7 @@ Our additions, which LoDa does not have (LoDa trains without a validation set): 
 position, shuffle them with a separate ``random.Random(3407 + k)`` and move the first
 ``int(round(0.1 * n_train))`` to ``"val"``; the test part is exactly LoDa's.
 
-Pinning (:mod:`percept.data.split_files`): ``write_splits`` writes the CSV atomically with a JSON sidecar
+Pinning (:mod:`percept.data.pinned`): ``write_splits`` writes the CSV atomically with a JSON sidecar
 holding counts and the SHA-256 of the CSV bytes; ``read_splits`` refuses a file that no longer matches it.
 Which protocol a dataset uses (:data:`DATASET_PROTOCOLS`, keyed by card name), the committed split
 files in ``data_manifests/splits`` and the splits of a given manifest are in :mod:`percept.data.pinned`.

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image, ImageDraw, ImageFilter
 
-from ..files import atomic_write_bytes
+from ..core.files import atomic_write_bytes
 
 DISTORTIONS = ("gaussian_blur", "gaussian_noise", "jpeg", "color_quantization")
 LEVELS = (1, 2, 3, 4, 5)  # 5 = strongest

@@ -44,12 +44,24 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..images import header_problem
+from ..core.images import header_problem
 from .cards import DatasetCard, register_card
-from .manifest import ManifestError, read_manifest, read_sidecar, validate_manifest, write_manifest
-from .split_files import read_splits, write_splits
-from .splits import (SplitError, iqa_authentic_splits, iqa_synthetic_splits, random_splits, split_columns,
-                     validate_split_columns)
+from .manifest import (
+    ManifestError,
+    read_manifest,
+    read_sidecar,
+    validate_manifest,
+    write_manifest,
+)
+from .pinned import read_splits, write_splits
+from .splits import (
+    SplitError,
+    iqa_authentic_splits,
+    iqa_synthetic_splits,
+    random_splits,
+    split_columns,
+    validate_split_columns,
+)
 
 CSV_PREFIX = "csv:"
 LABEL_COLUMNS = {"iqa": "quality", "memorability": "memorability", "emotion": "label"}

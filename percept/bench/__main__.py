@@ -1,6 +1,0 @@
-"""``python -m percept.bench`` = ``percept bench``."""
-import sys
-
-from .cli import main
-
-sys.exit(main())
