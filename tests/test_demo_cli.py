@@ -3,7 +3,6 @@ import json
 
 import pandas as pd
 import pytest
-import torch
 
 from percept.core.files import read_json
 from percept.interface.cli import main
@@ -31,18 +30,21 @@ def test_demo_is_one_engine_run_reproducible_and_loadable(tmp_path, capsys):
 
 
 def test_cli_demo_has_the_notebooks_budget_with_the_papers_test_crops(tmp_path):
-    """`percept demo` (experiments layer) cannot import percept.interface.notebooks (interface layer), so it writes the
-    demo's training budget again: the two must agree, except the IQA test crops (the paper's 15; notebooks 3)."""
+    """`percept demo` and the notebooks both start from the demo preset: the same run but for the IQA test crops
+    (the paper's 15; the notebooks keep the preset's 3) and the notebooks' quiet output."""
     from dataclasses import asdict
 
     from percept.interface import notebooks as nb
     from percept.study.demo import demo_config
-    for epochs, seed in ((8, 0), (2, 3)):
+    for epochs, seed in ((None, 0), (2, 3)):
         cli = asdict(demo_config(tmp_path, epochs=epochs, seed=seed, quiet=True))
-        notebook = asdict(nb.demo_config("synthetic_iqa", tmp_path / "synthetic", epochs=epochs, seed=seed,
-                                         test_crops=15))
+        budget = {} if epochs is None else {"max_epochs": epochs}
+        notebook = asdict(nb.demo_config("synthetic_iqa", tmp_path / "synthetic", seed=seed, test_crops=15, **budget))
         assert cli == notebook
-    assert asdict(demo_config(tmp_path))["test_crops"] == 15
+    default = asdict(demo_config(tmp_path))
+    assert default["test_crops"] == 15 and default["patience"] == 12           # the paper's (§3.1, App. A.1)
+    assert (default["max_epochs"], default["batch_size"], default["lr"]) == (8, 16, 1e-3)
+    assert default["model"]["backbone"] == "tiny_clip_prior"
 
 
 def test_cli_params_counts(capsys):

@@ -9,11 +9,11 @@
   plan (``reproduce.yaml``) and the figure helper.
 """
 import ast
-import inspect
 import os
+import re
+from pathlib import Path
 
 import nbformat
-import numpy as np
 import pandas as pd
 import pytest
 
@@ -22,9 +22,11 @@ from percept.interface import notebooks as nb
 from percept.study import figures, paper, reproduce
 
 NOTEBOOKS = nb.notebook_paths()
-# two torch threads: the suite runs one notebook at a time on the CI's 2 cores (the notebooks' default of one
-# thread is for a CPU shared with other work)
-SMALL = {"epochs": 1, "patience": 1, "test_crops": 1, "n_references": 8, "cpu_threads": 2}
+# the smallest budget over the demo preset; a smaller demo set and two torch threads through the environment the
+# kernels inherit (the suite runs one notebook at a time on the CI's 2 cores; the notebooks' default of one thread is
+# for a CPU shared with other work)
+SMALL = {"overrides": {"max_epochs": 1, "patience": 1, "test_crops": 1}}
+SMALL_ENV = {"PERCEPT_DEMO_REFERENCES": "8", "PERCEPT_CPU_THREADS": "2"}
 PER_NOTEBOOK = {
     "06_attention_heads": {"n_images": 4, "top_k": 2, "n_per_head": 1},
     "07_error_analysis": {"n_examples": 4},
@@ -51,17 +53,24 @@ def test_notebook_is_stored_without_outputs_and_has_a_parameters_cell(path):
     assert index is not None, f"{path.name} has no cell tagged 'parameters'"
     tree = ast.parse(book.cells[index].source)
     assert all(isinstance(node, ast.Assign) for node in tree.body), "parameters must be plain assignments"
-    names = {target.id for node in tree.body for target in node.targets}
-    assert {"out_dir", "figures_dir", "runs_dir", "data_root", "cpu_threads"} <= names
+    names = [target.id for node in tree.body for target in node.targets]
     assert book.cells[0].cell_type == "markdown" and book.cells[0].source.startswith(f"# {path.stem[:2]}")
-    # the training budget a notebook declares is demo_config's, so that the notebooks share their runs (a run's
-    # folder is named after its budget) and every demo run has the paper's patience 12 (§3.1)
-    defaults = {name: p.default for name, p in inspect.signature(nb.demo_config).parameters.items()}
-    assert defaults["patience"] == 12
-    for node in tree.body:
-        name = node.targets[0].id
-        if name in ("epochs", "patience", "lr", "batch_size", "test_crops", "backbone", "pretrained"):
-            assert ast.literal_eval(node.value) == defaults[name], f"{path.name}: {name} differs from demo_config's"
+    # the budget is a preset by name and its overrides, the same in every notebook (so that they share their runs:
+    # a run's folder is named after its budget); at most 8 lines of code
+    assert names[-3:] == ["preset", "overrides", "out_dir"], names
+    values = {node.targets[0].id: ast.literal_eval(node.value) for node in tree.body}
+    assert values["preset"] == "demo" and values["overrides"] == {} and values["out_dir"] is None
+    code_lines = [line for line in book.cells[index].source.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+    assert len(code_lines) <= 8, f"{path.name}: its parameters cell has {len(code_lines)} lines of code"
+
+
+def test_the_demo_budget_is_defined_once():
+    """The demo preset's values are written in percept/engine/presets.py alone: no notebook and no other module
+    restates them (a notebook names the preset; percept demo builds on it)."""
+    budget = re.compile(r"\b(max_epochs|epochs|batch_size|test_crops)\s*[=:]\s*(8|16|3)\b|backbone[^\n]{0,12}?\"tiny_clip_prior\"")
+    sources = [p for p in Path(nb.__file__).resolve().parents[1].rglob("*.py") if p.name != "presets.py"]
+    found = [f"{p.name}: {m.group(0)}" for p in [*sources, *NOTEBOOKS] for m in budget.finditer(p.read_text())]
+    assert not found, found
 
 
 @pytest.fixture(scope="module")
@@ -71,9 +80,18 @@ def executed(tmp_path_factory):
         pytest.skip("PERCEPT_SKIP_NOTEBOOKS=1: notebook execution skipped (a few minutes on 2 CPU cores)")
     pytest.importorskip("papermill")
     out = tmp_path_factory.mktemp("notebooks")
-    figures_dir = out / "figures"
-    results = nb.run_notebooks(out_dir=out, parameters={**SMALL, "figures_dir": str(figures_dir)},
-                               per_notebook=PER_NOTEBOOK, stop_on_error=False, log=print)
+    figures_dir = out / "figures"          # never the checkout's figures/
+    saved = {k: os.environ.get(k) for k in [*SMALL_ENV, "PERCEPT_FIGURES_DIR"]}
+    os.environ.update({**SMALL_ENV, "PERCEPT_FIGURES_DIR": str(figures_dir)})   # the kernels inherit it
+    try:
+        results = nb.run_notebooks(out_dir=out, parameters=SMALL, per_notebook=PER_NOTEBOOK, stop_on_error=False,
+                                   log=print)
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
     return {r["notebook"]: r for r in results}, out, figures_dir
 
 
@@ -208,7 +226,7 @@ def test_reproduce_plan_matches_the_stated_gpu_hours():
     config = reproduce.load_reproduce_config()
     plan = reproduce.reproduce_plan(config)
     assert (plan["gpu_hours"] == plan["stated_gpu_hours"]).all(), plan[plan["gpu_hours"] != plan["stated_gpu_hours"]]
-    assert config["defaults"]["model"]["backbone"] == "clip_vit_l14"
+    assert config["defaults"]["preset"] == "paper" and not config["defaults"]["model"]   # the paper's model
     assert config["defaults"]["lrs"] == [5e-5, 1e-4, 5e-4, 1e-3]
     covered = {str(t) for e in config["experiments"].values() for t in e["tables"]}
     assert covered == set(paper.TABLE_TITLES) | {"unified"}           # every table has an experiment (+ ours)

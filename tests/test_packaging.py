@@ -125,7 +125,7 @@ def test_the_installed_package_carries_the_papers_plan(installed):
     import zipfile
     target, wheel, env = installed
     assert "percept/core/resources/reproduce.yaml" in zipfile.ZipFile(wheel).namelist()
-    assert (REPO / "reproduce.yaml").resolve() == (REPO / "percept" / "resources" / "reproduce.yaml").resolve()
+    assert (REPO / "reproduce.yaml").resolve() == (REPO / "percept" / "core" / "resources" / "reproduce.yaml").resolve()
     out = subprocess.run([str(target / "percept"), "reproduce", "--dry-run"], capture_output=True, text=True,
                          cwd=target.parent, env=env)
     assert out.returncode == 0, out.stderr[-2000:]
@@ -150,8 +150,8 @@ def test_every_command_works_from_the_wheel_outside_the_checkout(installed, tmp_
 
     out = percept("reproduce", "--smoke", "--only", "table1_iqa")
     assert "table 1:" in out and (Path(env["PERCEPT_HOME"]) / "reproduce_smoke" / "tables" / "table_1.csv").is_file()
-    out = percept("notebooks", "00", "--out", tmp_path / "nb", "-p", "epochs=1", "-p", "test_crops=1",
-                  "-p", "n_references=8", "-p", "cpu_threads=2")
+    env = {**env, "PERCEPT_DEMO_REFERENCES": "8", "PERCEPT_CPU_THREADS": "2"}   # the smallest demo set
+    out = percept("notebooks", "00", "--out", tmp_path / "nb", "-p", 'overrides={"max_epochs": 1, "test_crops": 1}')
     assert "1 notebooks, 1 ok" in out
     executed = (tmp_path / "nb" / "00_quickstart.ipynb").read_text()
     assert str(target.parent / "lib") in executed and str(REPO) not in executed   # the kernel imported the wheel

@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass, field
 
 from ..core.options import option
 from ..data.sources import DataConfig
-from ..model.perceptclip import ModelConfig
+from ..model.config import ModelConfig
 from .runs import PROTOCOL
 from .tracking import LOGGERS
 

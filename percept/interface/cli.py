@@ -45,7 +45,8 @@ def _demo_command(commands) -> None:
                                            "loss) and report test SRCC/PLCC. The recipe in miniature, not a paper "
                                            "result.")
     demo.add_argument("--out", required=True, help="output directory (synthetic/ data and run/ directory)")
-    demo.add_argument("--epochs", type=int, default=8, help="maximum epochs (early stopping patience 12, the paper's)")
+    demo.add_argument("--epochs", type=int, default=None, help="maximum epochs (default: the demo preset's; early "
+                      "stopping with the paper's patience 12)")
     demo.add_argument("--seed", type=int, default=0, help="seed for data, split and training")
     demo.add_argument("--quiet", action="store_true", help="no per-epoch log")
     demo.set_defaults(run=cmd.cmd_demo)

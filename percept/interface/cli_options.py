@@ -16,8 +16,10 @@ it as ``config.yaml``, which starts the same run again)::
     loggers: [csv, tensorboard]
     sweep: {lrs: [5.0e-5, 1.0e-4, 5.0e-4, 1.0e-3], splits: [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]}
 
-or, for one dataset, the flat form of the flags (``dataset: koniq10k``, ``root: /data/koniq10k``). jsonargparse reads
-and type-checks the defaults, the file and the typed flags; the typed flags win wherever they stand. Errors name
+or, for one dataset, the flat form of the flags (``dataset: koniq10k``, ``root: /data/koniq10k``). A file or the
+command line may name a preset (``preset: demo``, ``--preset demo``: :mod:`percept.engine.presets`), whose values
+come before the file's. jsonargparse reads and type-checks the defaults, the file and the typed flags; the typed
+flags win wherever they stand. Errors name
 the key and the file. A file holds a run's settings only (not ``run_dir``, ``print_config``, launcher options).
 """
 from __future__ import annotations
@@ -203,6 +205,10 @@ def build_parser(command: str):
     if command == "train":
         parser.add_argument("run_dir", nargs="?", metavar="RUN", default=None, help="output folder of the run")
         parser.add_argument("--run-dir", dest="run_dir_flag", metavar="RUN", default=None, help="= RUN")
+    from ..engine.presets import PRESETS
+    parser.add_argument("--preset", default=None, choices=sorted(PRESETS), help="start from a registered preset: "
+                        + "; ".join(f"{p.name}: {p.description.split(':')[0]}" for p in PRESETS.values())
+                        + " (default: the dataclasses' defaults, the paper's); a file's keys and flags override it")
     parser.add_argument("--config", action="config", help="a run file (YAML/JSON: config.json's fields, e.g. a run's "
                         "config.yaml, or the flags' keys, e.g. `dataset: koniq10k`, `root: DIR`)")
     parser.add_argument("--print_config", "--print-config", action="store_true",
@@ -259,7 +265,7 @@ def file_keys() -> tuple[set[str], set[str]]:
     (``run_dir``, ``print_config``, a sweep's launcher, ...)."""
     from ..engine.train_config import TrainConfig
     from ..model.perceptclip import ModelConfig  # torch (see build_parser)
-    top = {f.name for f in dataclasses.fields(TrainConfig)} | set(DATA_KEYS) | {"sweep"}
+    top = {f.name for f in dataclasses.fields(TrainConfig)} | set(DATA_KEYS) | {"sweep", "preset"}
     return top, {f.name for f in dataclasses.fields(ModelConfig)}
 
 
@@ -352,7 +358,17 @@ def parse_options(command: str, argv: list[str]) -> Options:
         defaults = _plain(parser.parse_args([]))
     except (ArgumentError, TypeError, ValueError) as err:
         raise _argument_error(err, None) from None
-    values = _merged(defaults, {k: v for k, v in file_values.items() if k not in DATA_KEYS}, typed)
+    preset_name = typed.get("preset") or file_values.get("preset")
+    if preset_name is not None:
+        from ..engine.presets import get_preset
+        try:
+            preset = get_preset(preset_name).values()
+        except ValueError as err:
+            raise OptionsError(f"{config_file if 'preset' not in typed else '--preset'}: {err}") from None
+    else:
+        preset = {}
+    # defaults < the preset < the file < the typed flags
+    values = _merged(defaults, preset, {k: v for k, v in file_values.items() if k not in DATA_KEYS}, typed)
     options = Options(command, values, set(_flat(typed)), config_file, file_values, typed)
     if command == "train":
         run_dir, flag = values.get("run_dir"), values.get("run_dir_flag")

@@ -21,8 +21,9 @@ DEMO_DESCRIPTIONS = {
 }
 
 
-def caption(text: str, datasets, backbone: str = "tiny_clip_prior", pretrained: bool = True) -> str:
+def caption(text: str, datasets, backbone: str, pretrained: bool = True) -> str:
     """A figure/table caption (markdown) that says what the data and the model are."""
+    from ..model.backbones import get_spec
     from ..study.paper import PAPER_DATASET_NAMES
     names = [datasets] if isinstance(datasets, str) else list(datasets)
     synthetic = [n for n in names if is_synthetic(n)]
@@ -34,7 +35,7 @@ def caption(text: str, datasets, backbone: str = "tiny_clip_prior", pretrained: 
     if real:
         parts.append(f"real dataset{'s' if len(real) > 1 else ''} {', '.join(real)} (human judgements)")
     model = f"`{backbone}` encoder, {'pretrained' if pretrained else 'random-initialised'}"
-    if pretrained and backbone == "tiny_clip_prior":
+    if pretrained and get_spec(backbone).shipped_weights:     # the demo's own prior, shipped with percept
         model = (f"`{backbone}` encoder, the demo's own prior: image-text pre-trained by percept on generated images "
                  f"and generated captions (no human judgement anywhere)")
     verdict = "" if pretrained and not synthetic else " A pipeline check, not a paper result."

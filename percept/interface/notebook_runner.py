@@ -92,10 +92,9 @@ def run_notebooks(names: Iterable[str] | None = None, out_dir: str | os.PathLike
     """Execute notebooks with papermill; executed copies go to ``out_dir/<name>.ipynb``.
 
     One line per notebook: its time and its headline (what it wrote with :func:`headline`). Every notebook
-    gets ``parameters`` plus ``out_dir=out_dir/<name>``, ``runs_dir=out_dir/runs`` and
-    ``data_root=out_dir/data`` unless given (so that one call shares its runs and data between notebooks), and
-    ``figures_dir=out_dir/figures`` outside a checkout (a checkout's figures go to its ``figures/``);
-    ``per_notebook[name]`` adds parameters for one notebook. The kernel runs with the notebook's folder as
+    gets ``parameters`` plus ``out_dir=out_dir/<name>``; its runs and data are ``out_dir/runs`` and ``out_dir/data``
+    (so that one call shares them between notebooks), its figures ``out_dir/figures`` outside a checkout (a
+    checkout's go to its ``figures/``); ``per_notebook[name]`` adds parameters for one notebook. The kernel runs with the notebook's folder as
     its working directory. Returns ``[{"notebook", "seconds", "status", "output", "error"}]``; raises
     :class:`NotebookError` naming the notebook and the failing cell (``stop_on_error``)."""
     import papermill as pm
@@ -105,8 +104,7 @@ def run_notebooks(names: Iterable[str] | None = None, out_dir: str | os.PathLike
     out_dir.mkdir(parents=True, exist_ok=True)
     if not paths:
         raise ValueError(f"no notebooks in {notebooks_dir or NOTEBOOKS_DIR}")
-    shared = {"runs_dir": str(out_dir / "runs"), "data_root": str(out_dir / "data"),
-              **({} if CHECKOUT is not None else {"figures_dir": str(out_dir / "figures")}), **(parameters or {})}
+    shared = dict(parameters or {})   # runs, data and figures are found beside out_dir (notebooks.resolve_paths)
     results = []
     with _importable_percept():
         for path in paths:

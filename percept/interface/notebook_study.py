@@ -45,7 +45,7 @@ class TaskStudy:
     dataset: str
     paths: object                   # percept.interface.notebooks.NotebookPaths
     tables: list[str]               # the paper tables this study fills, e.g. ["3", "A.2"]; the first names figures
-    backbone: str = "tiny_clip_prior"
+    backbone: str                   # the runs' encoder and whether it starts from its weights (captions say so)
     pretrained: bool = True
     dataset_root: str | None = None
     manifest: str | None = None

@@ -20,11 +20,12 @@ Helpers keep the notebooks to calls, displays and plots:
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -83,14 +84,17 @@ class NotebookPaths:
 
 
 def resolve_paths(name: str, out_dir=None, figures_dir=None, runs_dir=None, data_root=None) -> NotebookPaths:
-    """Paths of notebook ``name``; ``None`` means the default under the workspace (:func:`default_out`):
-    ``notebooks/<name>``, ``notebooks/runs``, ``notebooks/data``, and the checkout's ``figures/`` (installed:
-    the workspace's ``figures/``)."""
-    base = default_out()
-    figures = CHECKOUT / "figures" if CHECKOUT is not None else base.parent / "figures"
+    """Paths of notebook ``name``: ``out_dir`` (default: ``notebooks/<name>`` of the workspace, :func:`default_out`)
+    and, beside it, the runs and data the notebooks share (``runs/``, ``data/``) and the figures (the checkout's
+    ``figures/``; installed: ``figures/`` beside them; ``$PERCEPT_FIGURES_DIR`` if set); each can be given instead."""
+    base = Path(out_dir).resolve().parent if out_dir else default_out()
+    if CHECKOUT is not None:
+        figures = CHECKOUT / "figures"
+    else:   # installed: beside the notebooks' folders (percept notebooks --out DIR), else the workspace's figures/
+        figures = base / "figures" if out_dir else base.parent / "figures"
     paths = NotebookPaths(name=name,
                           out_dir=Path(out_dir) if out_dir else base / name,
-                          figures_dir=Path(figures_dir) if figures_dir else figures,
+                          figures_dir=Path(figures_dir or os.environ.get("PERCEPT_FIGURES_DIR") or figures),
                           runs_dir=Path(runs_dir) if runs_dir else base / "runs",
                           data_root=Path(data_root) if data_root else base / "data")
     for p in (paths.out_dir, paths.figures_dir, paths.runs_dir, paths.data_root):
@@ -142,10 +146,11 @@ def setup(cpu_threads: int | None = 1, seed: int = 0) -> dict:
 
 def demo_data(data_root: str | os.PathLike, n_references: int | None = None, size: int = 256) -> pd.DataFrame:
     """Generate the embedded synthetic set in ``data_root`` (once; reused afterwards) and return its
-    manifest. ``n_references`` default: the training engine's (12 references x 4 distortions x 5 levels)."""
+    manifest. ``n_references`` default: ``$PERCEPT_DEMO_REFERENCES``, else the training engine's (12 references x 4
+    distortions x 5 levels)."""
     from ..data.sources import SYNTHETIC_REFERENCES
     from ..data.synthetic import generate_synthetic_iqa
-    return generate_synthetic_iqa(data_root, n_references=n_references or SYNTHETIC_REFERENCES, size=size, seed=0)
+    return generate_synthetic_iqa(data_root, n_references=n_references or int(os.environ.get("PERCEPT_DEMO_REFERENCES", SYNTHETIC_REFERENCES)), size=size, seed=0)
 
 
 def ensure_demo_data(datasets, data_root, n_references: int | None = None) -> str:
@@ -182,27 +187,57 @@ def data_config(dataset: str, data_root, dataset_root=None, manifest=None):
     return DataConfig(dataset, str(dataset_root), manifest=None if manifest is None else str(manifest))
 
 
-def demo_config(datasets, data_root, *, dataset_root=None, manifest=None, dataset_roots: Mapping | None = None,
-                backbone: str = "tiny_clip_prior",
-                pretrained: bool = True, epochs: int = 8, patience: int = 12, lr: float = 1e-3,
-                batch_size: int = 16, test_crops: int = 3, split: int = 1, head_finetune: bool = False,
-                seed: int = 0, device: str = "auto", task_weights: Mapping[str, float] | None = None, **model):
-    """A :class:`~percept.engine.train.TrainConfig` for the notebooks. ``datasets``: a name or a list (several =
-    multi-dataset; real ones need ``dataset_root`` or ``dataset_roots={name: folder}``; ``task_weights``: a
-    mixed-task run's loss weights, :mod:`percept.engine.multitask`); ``model``: ModelConfig overrides (``strategy``, ``head_type``, ``lora_r``, ``lora_alpha``).
-    Defaults are the demo's (the shipped tiny image-text prior ``tiny_clip_prior`` + LoRA, at most 8 epochs with
-    the paper's patience 12 — a demo run trains all 8 and keeps its best validation epoch — and 3 test crops); the
-    paper's are 40 epochs, patience 12, batch 32, 15 IQA test crops, ``clip_vit_l14`` pretrained."""
-    from ..engine.train import TrainConfig
-    from ..model.perceptclip import ModelConfig
+def demo_config(datasets, data_root, *, preset: str = "demo", dataset_root=None, manifest=None,
+                dataset_roots: Mapping | None = None, **overrides):
+    """A :class:`~percept.engine.train_config.TrainConfig` for the notebooks: the ``preset``
+    (:mod:`percept.engine.presets`; ``demo``: the shipped tiny image-text prior + LoRA on the CPU budget) with
+    ``overrides`` (TrainConfig fields; ModelConfig fields flat, e.g. ``lora_r=8``, or under ``model``), quiet.
+    ``datasets``: a name or a list (several = multi-dataset); real ones need ``dataset_root`` or
+    ``dataset_roots={name: folder}``."""
+    from ..engine.presets import preset_config
     names = [datasets] if isinstance(datasets, str) else list(datasets)
     roots = dict(dataset_roots or {})
     data = [data_config(n, data_root, roots.get(n, dataset_root), manifest if len(names) == 1 else None)
             for n in names]
-    return TrainConfig(data=data, model=ModelConfig(backbone=backbone, pretrained=pretrained, **model), split=split,
-                       lr=lr, batch_size=batch_size, max_epochs=epochs, patience=patience, test_crops=test_crops,
-                       head_finetune=head_finetune, seed=seed, device=device, quiet=True,
-                       task_weights=dict(task_weights) if task_weights else None)
+    return preset_config(preset, data, **{"quiet": True, **overrides})
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """A notebook's ``preset`` and ``overrides`` parameters, checked: ``kwargs`` for :func:`demo_config`, and the
+    values its captions name (``backbone``, ``pretrained``, ``split``)."""
+
+    preset: str = "demo"
+    overrides: Mapping = field(default_factory=dict)
+
+    def __post_init__(self):
+        from ..engine.presets import get_preset, split_overrides
+        get_preset(self.preset)
+        split_overrides(self.overrides)          # an unknown field: one line naming it
+
+    @property
+    def kwargs(self) -> dict:
+        return {"preset": self.preset, **self.overrides}
+
+    def value(self, name: str):
+        """A TrainConfig or ModelConfig field's value: the override, else the preset's, else the default."""
+        from ..engine.presets import get_preset, split_overrides
+        from ..engine.train_config import TrainConfig
+        from ..model.config import ModelConfig
+        train, model = split_overrides(self.overrides)
+        preset = get_preset(self.preset)
+        for values in (model, train, preset.model, preset.train):
+            if name in values:
+                return values[name]
+        for cls in (ModelConfig, TrainConfig):
+            fields = {f.name: f for f in dataclasses.fields(cls)}
+            if name in fields:
+                return fields[name].default
+        raise KeyError(name)
+
+    backbone = property(lambda self: self.value("backbone"))
+    pretrained = property(lambda self: self.value("pretrained"))
+    split = property(lambda self: self.value("split"))
 
 
 def budget_tag(config) -> str:

@@ -148,12 +148,15 @@ def sampling_report(config: dict | None = None, threshold: int = 3) -> pd.DataFr
     from ..core.tasks import get_task
     from ..data.cards import get_card
     from ..data.splits import DATASET_PROTOCOLS
+    from ..engine.presets import get_preset
     from ..engine.sampling import batch_composition
-    from ..engine.train import TrainConfig
+    from ..engine.train_config import TrainConfig
     config = config or load_reproduce_config()
-    defaults = config["defaults"]["train"]
-    batch = int(defaults.get("batch_size", 32))
-    minimum = int(defaults.get("min_batch_items", TrainConfig.__dataclass_fields__["min_batch_items"].default))
+    defaults = config["defaults"]
+    train = {**get_preset(defaults.get("preset", "paper")).train, **(defaults.get("train") or {})}   # the plan's
+    fields = TrainConfig.__dataclass_fields__
+    batch = int(train.get("batch_size", fields["batch_size"].default))
+    minimum = int(train.get("min_batch_items", fields["min_batch_items"].default))
     frames = []
     for name, exp in config["experiments"].items():
         if exp["kind"] not in ("multi", "unified"):
@@ -180,9 +183,9 @@ def smoke_config(config: dict) -> dict:
     epoch (:data:`SMOKE_TRAIN`), the first learning rate, at most two splits per dataset (one for
     experiments with model variants), data from :mod:`percept.data.fixtures`."""
     smoke = copy.deepcopy(config)
-    smoke["defaults"]["model"] = {**smoke["defaults"]["model"], "pretrained": False,
+    smoke["defaults"]["model"] = {**(smoke["defaults"].get("model") or {}), "pretrained": False,
                                   "backbone_kwargs": dict(SMOKE_BACKBONE_KWARGS)}
-    smoke["defaults"]["train"] = {**smoke["defaults"]["train"], **SMOKE_TRAIN}
+    smoke["defaults"]["train"] = {**(smoke["defaults"].get("train") or {}), **SMOKE_TRAIN}
     smoke["defaults"]["lrs"] = smoke["defaults"]["lrs"][:1]
     for exp in smoke["experiments"].values():
         exp.pop("lrs", None)
@@ -220,12 +223,12 @@ def _data_config(config: dict, dataset: str, data_root: Path):
 
 
 def _base_config(config: dict, datasets: list[str], data_root: Path, head_finetune: bool, group: str | None = None):
-    from ..engine.train import TrainConfig
-    from ..model.perceptclip import ModelConfig
+    """The plan's preset with its ``model`` and ``train`` overrides, on ``datasets``."""
+    from ..engine.presets import preset_config
     defaults = config["defaults"]
-    train = {"log_group": group, **defaults["train"]}   # trackers group a reproduction's runs by experiment
-    return TrainConfig(data=[_data_config(config, d, data_root) for d in datasets],
-                       model=ModelConfig.from_dict(defaults["model"]), head_finetune=head_finetune, **train)
+    train = {"log_group": group, **(defaults.get("train") or {})}   # trackers group a reproduction's runs by experiment
+    return preset_config(defaults.get("preset", "paper"), [_data_config(config, d, data_root) for d in datasets],
+                         model=defaults.get("model") or {}, head_finetune=head_finetune, **train)
 
 
 def _run_training(config: dict, exp: dict, data_root: Path, out: Path, gpus, log, launch=None,
