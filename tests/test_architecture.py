@@ -142,3 +142,15 @@ def test_table_and_data_modules_do_not_load_torch(module):
             f"print(sorted(m for m in ('torch', 'timm', 'peft', 'transformers') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]", f"import {module} loads {out.stdout.strip()}"
+
+
+def test_module_paths_from_before_the_folders_still_import_with_a_warning():
+    code = ("import warnings, importlib; warnings.simplefilter('always'); "
+            "import percept.engine.train as new, percept.core.metrics as metrics\n"
+            "with warnings.catch_warnings(record=True) as caught:\n"
+            "    import percept.train as old; from percept.metrics import srcc; from percept.model import build_model\n"
+            "print(old is new, srcc is metrics.srcc, build_model.__module__, "
+            "sorted(str(w.message).split(';')[0] for w in caught if w.category is DeprecationWarning))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == ("True True percept.model.perceptclip ['percept.metrics moved to percept.core.metrics', "
+                   "'percept.train moved to percept.engine.train']"), out
