@@ -16,7 +16,7 @@ from percept.engine.train_config import TrainConfig
 from percept.interface.cli import main
 from percept.model.config import MODEL_KEY_FIELDS, NOT_IN_RUN_KEY, ModelConfig
 from percept.study.paper_specs import get_table_spec, run_configuration
-from percept.study.results import aggregate, collect_runs, select_by_validation
+from percept.study.results import aggregate, collect_runs, select_by_validation, wide_table
 from percept.study.run_key import PAPER_MODEL, RUN_KEY_FIELDS, run_key
 from percept.study.sweep import run_name
 
@@ -94,3 +94,6 @@ def test_runs_that_differ_in_any_model_field_are_different_experiments(tmp_path)
     row = get_table_spec("1").rows[0]                                         # PerceptCLIP (3M)
     filled = [r for _, r in aggregated.iterrows() if row.matches(run_configuration(r.to_dict())[0])]
     assert [r["lora_dropout"] for r in filled] == [0.1]                        # the paper's model only
+    wide = wide_table(aggregated)
+    assert list(wide.index) == ["lora_dropout=0.1", "lora_dropout=0.3"]
+    assert list(wide[("livec", "srcc")]) == [0.70, 0.95]

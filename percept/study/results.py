@@ -88,13 +88,17 @@ def aggregate(selected: pd.DataFrame) -> pd.DataFrame:
 
 
 def wide_table(aggregated: pd.DataFrame, metrics=("srcc", "plcc_logistic"), statistic: str = "median") -> pd.DataFrame:
-    """Rows = model variants, columns = (dataset, metric) with the chosen statistic over splits."""
+    """Rows = model variants (named by the fields they differ in, ``lora_r=8 lora_alpha=4``), columns = (dataset,
+    metric) with the chosen statistic over splits."""
     if statistic not in ("median", "mean"):
         raise ValueError("statistic must be 'median' or 'mean'")
     columns = [f"{statistic}_{m}" for m in metrics if f"{statistic}_{m}" in aggregated.columns]
     if not columns:
         raise ValueError(f"none of the metrics {metrics} are in the table")
-    variant = aggregated[CONFIG_COLUMNS[1:]].astype(str).agg(" ".join, axis=1)
+    # a variant is named by the identity fields (percept.study.run_key) in which the table's variants differ
+    keys = [c for c in CONFIG_COLUMNS[1:] if c in aggregated]
+    varying = [c for c in keys if aggregated[c].astype(str).nunique() > 1] or keys[:1]
+    variant = aggregated[varying].astype(str).apply(lambda r: " ".join(f"{k}={v}" for k, v in r.items()), axis=1)
     long = aggregated.assign(variant=variant)[["variant", "dataset", *columns]]
     wide = long.set_index(["variant", "dataset"]).unstack("dataset")
     wide.columns = pd.MultiIndex.from_tuples([(d, c.split("_", 1)[1]) for c, d in wide.columns])
