@@ -5,8 +5,10 @@ Torch-free on purpose: the data, results and table modules write through these h
 """
 from __future__ import annotations
 
+import datetime
 import json
 import os
+import socket
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -74,9 +76,6 @@ def exclusive_lock(path: str | os.PathLike, what: str) -> Iterator[None]:
     """Hold an exclusive lock (``filelock``, an OS lock released when the process dies, however it dies) on
     ``path`` (a ``.lock`` file) while percept writes ``what``; a second writer fails at once with
     :class:`LockedError` naming the holder (its pid, host and start, which the holder writes beside the lock)."""
-    import datetime
-    import socket
-
     from filelock import FileLock, Timeout
     path = Path(path)
     holder = path.with_name(path.name + ".holder")

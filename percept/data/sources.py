@@ -25,6 +25,7 @@ All three split by reference image (as synthetic IQA datasets, paper §4.1): no 
 """
 from __future__ import annotations
 
+import hashlib
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -200,7 +201,6 @@ class DatasetSource:
     def split_digest(self, split: int) -> str:
         """The SHA-256 of split ``split``'s assignment (each image and its part, by image): what a run on it
         trains, selects and tests on (``RunDir.check_splits``)."""
-        import hashlib
         table = self.frame[["image", f"split{split}"]].sort_values("image")
         return hashlib.sha256(table.to_csv(index=False).encode()).hexdigest()
 

@@ -39,6 +39,7 @@ import math
 import os
 import posixpath
 import re
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -265,7 +266,6 @@ def sidecar_folder(path: Path) -> Path:
 def _writable(folder: Path) -> bool:
     """True when a file can be created in ``folder`` (tried, not guessed: root ignores permission bits, and a
     read-only filesystem is not in them)."""
-    import tempfile
     try:
         with tempfile.TemporaryFile(dir=folder):
             return True

@@ -17,6 +17,8 @@ score that is not finite (NaN, inf: damaged weights) is an error, never a score.
 """
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import os
 import warnings
@@ -182,7 +184,6 @@ class ImageFiles(torch.utils.data.Dataset):
 def scorer_identity(predictor: Predictor, precision: str, fast_resize: bool) -> dict:
     """What decides a ``predict --out`` file's numbers: the weights (SHA-256 over the model's tensors), the head,
     the preprocessing, the output columns, the precision and the resize path. A resume must match it."""
-    import hashlib
     digest = hashlib.sha256()
     for key, tensor in sorted(predictor.model.state_dict().items()):
         digest.update(key.encode())
@@ -223,7 +224,6 @@ def _resumable_rows(out: Path, identity: dict, overwrite: bool, wanted: set[str]
     text = out.read_text(encoding="utf-8")
     if not text.endswith("\n"):
         text = text[:text.rfind("\n") + 1]                     # a torn last line (killed, disk full): scored again
-    import io
     table = pd.read_csv(io.StringIO(text), dtype={"image": str, "error": str}, keep_default_na=False,
                         na_values=[""]) if text.strip() else pd.DataFrame(columns=identity["columns"])
     if list(table.columns) != identity["columns"]:

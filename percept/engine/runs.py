@@ -37,6 +37,7 @@ that updated it within :data:`STALE_AFTER` seconds), **failed** (``state.json`` 
 from __future__ import annotations
 
 import datetime
+import json
 import os
 import platform
 import socket
@@ -244,7 +245,6 @@ class RunDir:
     def open(self, config: Mapping, ignore: tuple[str, ...] = ()) -> "RunDir":
         """Create the directory with ``config.json``, or check that an existing run has the same configuration
         (keys in ``ignore`` — execution settings such as the device — may differ)."""
-        import json
         self.path.mkdir(parents=True, exist_ok=True)
         config = json.loads(json.dumps(config, default=str))   # normalise tuples -> lists, as stored
         if self.config_file.is_file():

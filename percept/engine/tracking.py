@@ -20,6 +20,7 @@ process of a ``torchrun`` run logs. The optional packages are the ``tracking`` e
 """
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import os
@@ -35,7 +36,6 @@ def check_loggers(names: Sequence[str]) -> None:
     unknown = [n for n in names if n not in LOGGERS]
     if unknown:
         raise ValueError(f"unknown logger(s) {unknown}; choose from {', '.join(LOGGERS)}")
-    import importlib.util
     for name in names:
         if name in _PACKAGES and importlib.util.find_spec(name) is None:
             raise ImportError(f"--logger {name} needs the {_PACKAGES[name]} package: pip install "

@@ -16,6 +16,7 @@ the tests call them directly.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import os
 import tempfile
 import threading
@@ -132,8 +133,6 @@ def load_models(models=None, runs_dir=None) -> list[AppModel]:
 def _load_one(source: str) -> AppModel:
     """One model by :func:`percept.engine.predict.load_predictor` (run directory, hub folder, merged file, official name or
     file)."""
-    import dataclasses
-
     from ..engine.predict import load_predictor
     path = Path(source)
     predictor = load_predictor(source)

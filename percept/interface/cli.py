@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import select
 import sys
 
 from . import cli_commands as cmd
@@ -301,7 +302,6 @@ def _dispatch(argv: list[str], command: str) -> int:
 def _stdout_closed() -> bool:
     """Whether standard output is a pipe whose reader has gone: flushing it fails, or poll reports an error on its
     write end (what is left after a failed write, once the buffer was dropped)."""
-    import select
     try:
         sys.stdout.flush()
     except BrokenPipeError:

@@ -170,7 +170,6 @@ def cmd_status(args) -> int:
 
 
 def cmd_predict(args) -> int:
-    import warnings
 
     from ..engine.predict import GeneratedDataWarning, predict_images
     if args.model is None:

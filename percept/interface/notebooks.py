@@ -25,7 +25,7 @@ import os
 import sys
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -276,8 +276,6 @@ def train_run(config, runs_dir) -> tuple[Path, dict]:
 
 def _reusing_stage1(config, runs_dir):
     """``config``, with ``stage1_from`` set when it is a two-phase run whose one-stage run is finished."""
-    from dataclasses import replace
-
     from ..engine.runs import RunDir
     if config.head_finetune and not config.stage1_from:
         one_stage = RunDir(run_dir_for(replace(config, head_finetune=False), runs_dir))

@@ -23,7 +23,11 @@ normalises with the statistics of the run's ``model.backbone``.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import os
+import warnings
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -194,8 +198,6 @@ def shipped_weights_sha256(spec: BackboneSpec) -> str:
 
 
 def _verified_shipped_weights(spec: BackboneSpec) -> tuple[Path, str]:
-    import hashlib
-    import json
 
     from ..core.resources import package_path
     path = package_path("percept", *Path(spec.shipped_weights).parts)
@@ -241,7 +243,6 @@ def read_weights_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
                              f"code that loading it would run; percept runs no code from files unless told to: set "
                              f"{TRUST_TORCHSCRIPT}=1 if you trust this file, or use timm's or open_clip's weights "
                              f"(safetensors) instead")
-        import warnings
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)       # torch.jit.load's deprecation notice
             state = torch.jit.load(str(path), map_location="cpu").state_dict()
@@ -264,7 +265,6 @@ TRUST_TORCHSCRIPT = "PERCEPT_TRUST_TORCHSCRIPT"   # the opt-in to load TorchScri
 
 def _is_torchscript_archive(path: Path) -> bool:
     """A TorchScript zip (``torch.jit.save``) has ``<name>/constants.pkl`` and ``<name>/code/``."""
-    import zipfile
     if not zipfile.is_zipfile(path):
         return False
     with zipfile.ZipFile(path) as archive:

@@ -16,9 +16,11 @@ in the weights; the release uses ``lora_alpha=8`` (scaling alpha/r).
 from __future__ import annotations
 
 import os
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Mapping
+from urllib.parse import urlparse
 
 from ..core.tasks import EMOSET_CLASSES
 
@@ -86,9 +88,6 @@ def download_official(source: str) -> Path:
 
 def _hub_reachable(timeout: float = 3.0) -> bool:
     """False when huggingface_hub is set offline or its endpoint does not answer a TCP connection in ``timeout`` s."""
-    import socket
-    from urllib.parse import urlparse
-
     from huggingface_hub import constants
     if constants.HF_HUB_OFFLINE:
         return False
