@@ -154,3 +154,48 @@ def test_module_paths_from_before_the_folders_still_import_with_a_warning():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == ("True True percept.model.perceptclip ['percept.metrics moved to percept.core.metrics', "
                    "'percept.train moved to percept.engine.train']"), out
+
+
+HEAVY = ("torch", "timm", "peft", "transformers", "torchvision")   # what a light module must not load
+
+
+def _loads_torch(modules: dict[str, Path]) -> set[str]:
+    """The modules that load a heavy dependency when imported: through their module-level imports, transitively."""
+    direct: dict[str, set[str]] = {}
+    for name, path in modules.items():
+        package = name.split(".") if path.name == "__init__.py" else name.split(".")[:-1]
+        found = set()
+        for node in ast.parse(path.read_text(encoding="utf-8")).body:
+            if isinstance(node, ast.Import):
+                found |= {a.name for a in node.names}
+            elif isinstance(node, ast.ImportFrom):
+                base = package[:len(package) - node.level + 1] if node.level else []
+                prefix = ".".join(base + ([node.module] if node.module else []))
+                found |= {f"{prefix}.{a.name}" if f"{prefix}.{a.name}" in modules else prefix for a in node.names}
+        direct[name] = found
+    heavy = {n for n, found in direct.items() if any(f.split(".")[0] in HEAVY for f in found)}
+    while True:
+        more = {n for n, found in direct.items() if n not in heavy and found & heavy}
+        if not more:
+            return heavy
+        heavy |= more
+
+
+def test_lower_layers_import_inside_functions_only_to_stay_light_or_with_a_reason():
+    # a function-level import keeps a torch-free module torch-free; in a module that loads torch anyway it is
+    # only clutter, unless its line says why (an optional or heavy dependency used by one path)
+    modules = _modules()
+    heavy = _loads_torch(modules)
+    clutter = []
+    for name in sorted(heavy):
+        if layer_of(name) not in ("core", "model", "data", "engine"):
+            continue
+        path = modules[name]
+        lines = path.read_text(encoding="utf-8").splitlines()
+        for node in ast.walk(ast.parse("\n".join(lines))):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                clutter += [f"{path.relative_to(REPO)}:{sub.lineno}: {lines[sub.lineno - 1].strip()}"
+                            for sub in ast.walk(node) if isinstance(sub, (ast.Import, ast.ImportFrom))
+                            and "#" not in lines[sub.end_lineno - 1]]
+    assert not clutter, "move to module level, or say why on the line:\n" + "\n".join(clutter)
+    assert "percept.core.tasks" not in heavy and "percept.model.perceptclip" in heavy   # the analysis sees both

@@ -19,6 +19,7 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 import pandas as pd
+from PIL import Image
 
 from ..core.images import header_problem
 from .cards import get_card
@@ -195,7 +196,6 @@ def prepare_sun_memorability(root: Path, check_images: bool = True, n_images: in
 
 
 def _extract_sun_images(root: Path, image_dir: str, n: int) -> None:
-    from PIL import Image
     todo = [i for i in range(n) if not (root / image_dir / f"{i + 1:04d}.png").is_file()]
     if not todo:
         return

@@ -34,6 +34,7 @@ import pandas as pd
 
 from ..core.images import CLIP_MEAN, CLIP_STD
 from ..core.tasks import get_task
+from .cache import ImageCache
 from .cards import CARDS, SYNTHETIC_TASKS, get_card
 from .dataset import LODA_IQA_PRESETS, ManifestDataset
 from .manifest import read_manifest
@@ -44,7 +45,7 @@ from .preprocessing import (
     TestPreprocessing,
     build_transform,
 )
-from .splits import split_columns
+from .splits import iqa_synthetic_splits, split_columns
 from .synthetic import DISTORTIONS, generate_synthetic_iqa
 from .user_csv import (
     CSV_PREFIX,
@@ -236,7 +237,6 @@ class DatasetSource:
 
     def _cache(self, spec, cache_dir: str):
         """One cache per resize spec holding every image of the dataset (built once, then reused)."""
-        from .cache import ImageCache
         caches = self.__dict__.setdefault("_caches", {})
         if spec not in caches:
             caches[spec] = ImageCache.build(self.root, self.frame["image"].tolist(), spec, cache_dir)
@@ -244,7 +244,6 @@ class DatasetSource:
 
 
 def _synthetic_frame(name: str, root: Path) -> pd.DataFrame:
-    from .splits import iqa_synthetic_splits
     if not (root / "manifest.csv").is_file():
         generate_synthetic_iqa(root, n_references=SYNTHETIC_REFERENCES, seed=0)
     frame = pd.read_csv(root / "manifest.csv", dtype={"image": str, "reference": str})

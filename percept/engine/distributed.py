@@ -65,7 +65,7 @@ def gather_rows(x: torch.Tensor, ctx: DistContext, differentiable: bool = True) 
     sizes = [int(s) for s in sizes]
     padded = torch.cat([x, x.new_zeros((max(sizes) - x.shape[0], *x.shape[1:]))]) if x.shape[0] < max(sizes) else x
     if differentiable:
-        from torch.distributed.nn.functional import all_gather
+        from torch.distributed.nn.functional import all_gather  # only under torchrun
         parts = all_gather(padded)
     else:
         parts = [torch.empty_like(padded) for _ in range(ctx.world)]

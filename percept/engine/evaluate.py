@@ -14,7 +14,7 @@ import os
 import numpy as np
 import pandas as pd
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Subset
 
 from ..core.metrics import (
     NEGATIVE_EMOTIONS,
@@ -22,6 +22,10 @@ from ..core.metrics import (
     classification_metrics,
     regression_metrics,
 )
+from ..data.sources import open_source
+from ..model.perceptclip import load_model
+from .distributed import DistContext, gather_objects
+from .runs import RunDir
 from .runtime import autocast, resolve_device, resolve_workers
 
 
@@ -60,9 +64,6 @@ def predict_outputs(model, dataset, *, head_name: str | None = None, kind: str =
     Under ``torchrun`` (``dist``), each process predicts every ``world``-th image and all processes get
     every image exactly once (:mod:`percept.engine.distributed`).
     """
-    from torch.utils.data import Subset
-
-    from .distributed import DistContext, gather_objects
     dist = dist or DistContext()
     full_length = len(dataset)
     if dist.enabled:
@@ -156,10 +157,6 @@ def evaluate_run(run_dir: str | os.PathLike, data, *, split: int | None = None, 
     uses every image of it (e.g. THINGS), else split ``split``'s ``part``. Writes ``metrics.json`` and
     ``predictions.csv`` to ``out`` (default ``RUN_DIR/eval/<dataset>_<split or all>_<part>``, and
     ``_head-<name>`` for a run with several heads)."""
-    from ..data.sources import open_source
-    from ..model.perceptclip import load_model
-    from .runs import RunDir
-
     run = RunDir(run_dir)
     weights = run.require_weights()
     config = run.read_config()

@@ -35,6 +35,7 @@ from torch import nn
 
 from ..core.images import check_size, load_rgb, to_rgb
 from ..core.tasks import get_task
+from ..data.tensor_preprocessing import TensorTestTransform
 from .predict import NON_FINITE, load_predictor
 from .runtime import resolve_device
 
@@ -60,7 +61,6 @@ class PerceptMetric(nn.Module):
                  loss_weight: float = 1.0, head_name: str | None = None):
         super().__init__()
         predictor = load_predictor(model, head_name)
-        from ..data.tensor_preprocessing import TensorTestTransform
         self.head_name, self.device = predictor.head_name, resolve_device(device)[0]
         self.net = predictor.model.merge_lora().to(self.device).eval().requires_grad_(False)
         self.kind, self.transform = predictor.kind, predictor.transform

@@ -29,11 +29,19 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from tqdm.auto import tqdm
 
+from ..core.files import atomic_write_text, exclusive_lock, read_json, write_json
 from ..core.images import load_rgb
 from ..data.preprocessing import center_crop_transform
 from ..data.tensor_preprocessing import TensorTestTransform
+from ..model.merged import load_merged, read_merged_metadata
+from ..model.official import load_official
+from ..model.perceptclip import PerceptCLIP
+from .evaluate import reduce_crops
 from .runs import RunDir
+from .runtime import autocast, resolve_device, resolve_workers
+from .scoring import GENERATED_DATA_NOTICE, ModelScoring, read_hub_scoring
 
 
 @dataclass
@@ -54,7 +62,6 @@ class Predictor:
     @property
     def notice(self) -> str:
         """What a user must know beside this model's scores ('' when nothing)."""
-        from .scoring import GENERATED_DATA_NOTICE
         return GENERATED_DATA_NOTICE if self.generated_data else ""
 
 
@@ -71,7 +78,6 @@ def _scored(model, scoring, head_name: str | None) -> Predictor:
 
 
 def _official_predictor(source: str, head_name: str | None) -> Predictor:
-    from ..model.official import load_official
     model = load_official(source)
     card = model.official
     name = head_name or model.head_names()[0]
@@ -87,10 +93,8 @@ def load_predictor(model: str | os.PathLike, head_name: str | None = None) -> Pr
     """The :class:`Predictor` of a run directory, a hub folder (``percept export --format hub``), a merged file
     (``--format merged``) or an official checkpoint name/file, for head ``head_name`` (default: the run's first
     dataset's)."""
-    from .scoring import ModelScoring, read_hub_scoring
     path = Path(model)
     if path.is_dir() and not (path / "best.safetensors").is_file() and (path / "model.safetensors").is_file():
-        from ..model.perceptclip import PerceptCLIP
         scoring = read_hub_scoring(path)                      # first: a bad file is named before weights load
         return _scored(PerceptCLIP.from_pretrained(path), scoring, head_name)
     if path.is_dir():
@@ -99,7 +103,6 @@ def load_predictor(model: str | os.PathLike, head_name: str | None = None) -> Pr
         scoring = ModelScoring.from_run_config(run.read_config())
         return _scored(run.load_model(), scoring, head_name)
     if path.is_file() and path.suffix == ".safetensors":
-        from ..model.merged import load_merged, read_merged_metadata
         meta = read_merged_metadata(path)
         if meta is None:
             raise ValueError(f"{path} is not a model percept scores with: give a run directory, a hub folder, a "
@@ -203,7 +206,6 @@ def _resumable_rows(out: Path, identity: dict, overwrite: bool, wanted: set[str]
     """The rows of an earlier ``out`` that a resume keeps: written by the same scorer (else a one-line error), a
     score or prediction and no error (the error rows of ``wanted`` images are tried again; others stay), never a
     torn last line."""
-    from ..core.files import read_json
     if overwrite or not out.is_file() or out.stat().st_size == 0:
         return pd.DataFrame(columns=identity["columns"])
     how = "pass --overwrite to replace it, or choose another --out"
@@ -261,7 +263,6 @@ def predict_images(images, model: str | os.PathLike = "official-iqa", device: st
     evaluation, which does not merge). ``fast_resize``: resize in torch's 8-bit kernels instead of PIL's (within
     one grey level of PIL's pixels; scores no longer bit-equal to evaluation's, see :class:`ImageFiles`): for
     small models on few CPU cores, where PIL's resize costs more than the model."""
-    from ..core.files import exclusive_lock
     paths = collect_images(images)
     out = Path(out) if out is not None else None
     with exclusive_lock(out.with_name(out.name + ".lock"), str(out)) if out is not None else nullcontext():
@@ -271,9 +272,7 @@ def predict_images(images, model: str | os.PathLike = "official-iqa", device: st
 
 def _predict(paths, model, device, batch_size, out, workers, head_name, progress, precision, fast_resize,
              overwrite) -> pd.DataFrame:
-    from tqdm.auto import tqdm
 
-    from .runtime import resolve_device, resolve_workers
     predictor = load_predictor(model, head_name)
     net, head_name, kind, classes, transform = (predictor.model, predictor.head_name, predictor.kind,
                                                 predictor.class_names, predictor.transform)
@@ -284,7 +283,6 @@ def _predict(paths, model, device, batch_size, out, workers, head_name, progress
     columns = output_columns(names)
     done = pd.DataFrame(columns=columns)
     if out is not None:
-        from ..core.files import atomic_write_text, write_json
         identity = scorer_identity(predictor, precision, fast_resize)
         done = _resumable_rows(out, identity, overwrite, {str(p) for p in paths})
         atomic_write_text(out, done.to_csv(index=False) if len(done) else "")   # kept rows only, before appending
@@ -320,8 +318,6 @@ def score_batch(net, batch: list, paths: list, head_name: str, kind: str, names:
     """The output rows of one batch of :class:`ImageFiles` items ``(i, views | None, reason)`` of ``paths``: the
     model on every view, reduced over an image's views (:func:`percept.engine.evaluate.reduce_crops`); a row with the
     reason for each unreadable file. ``net``: in eval mode on ``device`` (LoRA merged or not)."""
-    from .evaluate import reduce_crops
-    from .runtime import autocast
     rows = [{"image": str(paths[i]), "error": reason} for i, x, reason in batch if x is None]
     good = [(i, x) for i, x, _ in batch if x is not None]
     if good:

@@ -15,7 +15,15 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..core.files import atomic_write_text, read_json
+from ..core.tasks import get_task
 from ..data.preprocessing import TestPreprocessing
+from ..data.sources import (
+    dataset_facts,
+    dataset_test_preprocessing,
+    is_synthetic,
+)
+from ..model.backbones import normalization
 
 PREPROCESSOR_FILE = "preprocessor_config.json"       # beside a hub folder's config.json (Hugging Face's name)
 FORMAT = "percept-scoring"
@@ -37,7 +45,6 @@ class HeadScoring:
 
     @property
     def kind(self) -> str:
-        from ..core.tasks import get_task
         return get_task(self.task).kind
 
     def to_json(self) -> dict:
@@ -59,12 +66,6 @@ class ModelScoring:
     def from_run_config(cls, config: dict) -> "ModelScoring":
         """A run's scoring, from its ``config.json``: one head per dataset (named by it), each with that
         dataset's test transform at the run's ``test_crops`` and its backbone's normalisation."""
-        from ..data.sources import (
-            dataset_facts,
-            dataset_test_preprocessing,
-            is_synthetic,
-        )
-        from ..model.backbones import normalization
         norm = normalization(config["model"]["backbone"])
         crops = int(config.get("test_crops", 15))
         heads = {}
@@ -88,7 +89,6 @@ class ModelScoring:
     @classmethod
     def from_json(cls, data, source: str) -> "ModelScoring":
         """The scoring ``data`` describes; ``ValueError`` naming ``source`` and the wrong field."""
-        from ..core.tasks import get_task
         if not isinstance(data, dict) or data.get("format") != FORMAT:
             raise ValueError(f"{source}: not a percept scoring description (no \"format\": \"{FORMAT}\")")
         if data.get("version") != VERSION:
@@ -136,7 +136,6 @@ def _digest(text: str) -> str:
 def write_hub_scoring(folder: str | Path, scoring: ModelScoring) -> Path:
     """``preprocessor_config.json`` in a hub folder already holding ``config.json``, whose ``preprocessor_sha256``
     then records the file's SHA-256 (both written atomically)."""
-    from ..core.files import atomic_write_text, read_json
     folder = Path(folder)
     text = json.dumps(scoring.to_json(), indent=2, sort_keys=True) + "\n"
     atomic_write_text(folder / PREPROCESSOR_FILE, text)

@@ -33,9 +33,13 @@ from pathlib import Path
 
 import timm
 import torch
+from safetensors.torch import load_file
 from timm.layers import PatchEmbed
+from timm.models.vision_transformer import checkpoint_filter_fn
 from torch import nn
 
+from ..core.checkpoint import check_state_dict
+from ..core.resources import package_path
 from .attention import split_qkv
 
 
@@ -199,7 +203,6 @@ def shipped_weights_sha256(spec: BackboneSpec) -> str:
 
 def _verified_shipped_weights(spec: BackboneSpec) -> tuple[Path, str]:
 
-    from ..core.resources import package_path
     path = package_path("percept", *Path(spec.shipped_weights).parts)
     sidecar = path.with_suffix(".json")
     regenerate = f"`python -m percept.engine.prior.pretrain --out {path.parent}` (or `git checkout -- {path.name}`)"
@@ -230,7 +233,6 @@ def read_weights_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     TorchScript code such a file carries, so a file from an untrusted source must not be given to it."""
     path = Path(path)
     if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
         try:
             return load_file(str(path))
         except OSError:
@@ -283,9 +285,7 @@ def _load_local_weights(model: nn.Module, path: Path, spec: BackboneSpec) -> Non
         if spec.family != "clip":
             raise ValueError(f"{path} is a CLIP checkpoint (keys 'visual.*') but backbone {spec.name!r} is "
                              f"{spec.family}; choose a CLIP backbone (--backbone clip_vit_l14 for ViT-L/14)")
-        from timm.models.vision_transformer import checkpoint_filter_fn
         state = checkpoint_filter_fn(state, model)
-    from ..core.checkpoint import check_state_dict
     check_state_dict(model, state, source=str(path), what=f"timm weights for {spec.name}")
     model.load_state_dict(state)
 

@@ -20,6 +20,12 @@ import json
 import os
 
 import torch
+from safetensors import safe_open
+from safetensors.torch import load_file
+
+from ..core.checkpoint import check_state_dict
+from .backbones import get_spec
+from .perceptclip import ModelConfig, PerceptCLIP
 
 MERGED_FORMAT = "percept-merged"
 MERGED_HEAD_PREFIX = "perceptclip_heads."
@@ -28,7 +34,6 @@ MERGED_HEAD_PREFIX = "perceptclip_heads."
 def timm_arguments(model) -> tuple[str, dict]:
     """``(timm_name, timm_kwargs)`` that build ``model``'s encoder architecture with ``timm.create_model``; a
     class argument (a custom patch embedding) is written as its dotted name."""
-    from .backbones import get_spec
     spec = get_spec(model.config.backbone)
     kwargs = {**spec.timm_kwargs, **model.config.backbone_kwargs}
     named = {k: (f"{v.__module__}.{v.__qualname__}" if isinstance(v, type) else v) for k, v in kwargs.items()}
@@ -66,7 +71,6 @@ def merged_metadata(model, scoring: dict | None = None) -> dict[str, str]:
 
 def read_merged_metadata(path: str | os.PathLike) -> dict[str, str] | None:
     """The metadata of a merged file, or None when ``path`` is a safetensors file of another kind."""
-    from safetensors import safe_open
     try:
         with safe_open(os.fspath(path), "pt") as f:
             meta = f.metadata() or {}
@@ -79,10 +83,6 @@ def load_merged(path: str | os.PathLike):
     """The :class:`~percept.model.perceptclip.PerceptCLIP` of a merged file (every head; eval mode). Nothing is downloaded:
     the file holds the whole encoder. ``ValueError`` naming the file when it is not a merged export or does not
     match its own configuration."""
-    from safetensors.torch import load_file
-
-    from ..core.checkpoint import check_state_dict
-    from .perceptclip import ModelConfig, PerceptCLIP
     meta = read_merged_metadata(path)
     if meta is None or "config" not in meta:
         raise ValueError(f"{path} is not a percept merged export (its metadata has no \"format\": "

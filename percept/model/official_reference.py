@@ -26,6 +26,7 @@ import warnings
 from dataclasses import dataclass
 from typing import Mapping
 
+import timm
 import torch
 from torch import nn
 
@@ -73,7 +74,6 @@ def clip_architecture(backbone: str = "clip_vit_l14", **backbone_kwargs) -> Clip
     spec = backbones.get_spec(backbone)
     if spec.family != "clip":
         raise ValueError(f"backbone {backbone!r} is a {spec.family} encoder; the official layout is CLIP only")
-    import timm
     with torch.device("meta"):
         vit = timm.create_model(spec.timm_name, pretrained=False, **{**spec.timm_kwargs, **backbone_kwargs})
     return _architecture_of(vit)
@@ -99,8 +99,8 @@ class OfficialReferenceModel(nn.Module):
                  lora_dropout: float = 0.1, head_hidden: tuple[int, int] = (512, 256), head_dropout: float = 0.5,
                  attn_implementation: str = "eager"):
         super().__init__()
-        import peft
-        import transformers
+        import peft  # transformers + peft: the reference path alone needs them
+        import transformers  # transformers + peft: the reference path alone needs them
         if attn_implementation not in ATTENTION_IMPLEMENTATIONS:
             raise ValueError(f"attn_implementation must be one of {ATTENTION_IMPLEMENTATIONS}")
         config = transformers.CLIPVisionConfig(

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Iterator
 
 import torch
-from huggingface_hub import ModelHubMixin
+from huggingface_hub import ModelCard, ModelHubMixin, hf_hub_download
 from peft import LoraConfig, PeftModel, get_peft_model
 from torch import nn
 
@@ -205,7 +205,6 @@ class PerceptCLIP(nn.Module, ModelHubMixin, library_name="percept", tags=["perce
                 raise FileNotFoundError(f"{folder} has no {HUB_WEIGHTS}; it was not written by "
                                         f"PerceptCLIP.save_pretrained / `percept export --format hub`")
         else:
-            from huggingface_hub import hf_hub_download
             path = Path(hf_hub_download(model_id, HUB_WEIGHTS, revision=revision, cache_dir=cache_dir,
                                         force_download=force_download, local_files_only=local_files_only,
                                         token=token))
@@ -213,7 +212,6 @@ class PerceptCLIP(nn.Module, ModelHubMixin, library_name="percept", tags=["perce
 
     def generate_model_card(self, *args, **kwargs):
         """A short card from the config (``percept export RUN --format hub`` writes a full one from the run)."""
-        from huggingface_hub import ModelCard
         heads = ", ".join(f"`{k}` ({v} output{'s' if v > 1 else ''})" for k, v in self.config.heads.items())
         return ModelCard(f"---\nlibrary_name: percept\ntags: [perceptclip, clip, lora]\n---\n\n# PerceptCLIP model\n\n"
                          f"Backbone `{self.config.backbone}` ({self.config.strategy}), heads {heads}. Load it with "

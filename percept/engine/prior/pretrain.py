@@ -37,10 +37,15 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+import timm
 import torch
 from PIL import Image
+from safetensors.torch import save as safetensors_save
 from torch import nn
 
+from ...core.files import atomic_write_bytes, atomic_write_text
+from ...data.sources import DataConfig, open_source
+from ...model.backbones import get_spec, normalization
 from . import scenes
 from .text import APPEARANCE_LABELS, TextTower, Tokenizer, appearance_targets
 
@@ -122,7 +127,6 @@ def random_crops(images: torch.Tensor, size: int, generator: torch.Generator) ->
 def flip_and_normalise(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """The pre-training's augmentation of a uint8 batch: a horizontal flip of each image with probability 1/2 (draws
     from ``generator``), then the backbone's normalisation, as float."""
-    from ...model.backbones import get_spec
     mean, std = (torch.tensor(v).view(1, 3, 1, 1) * 255 for v in get_spec(BACKBONE).normalization)
     flip = torch.rand(len(images), generator=generator) < 0.5
     return (torch.where(flip.view(-1, 1, 1, 1), images.flip(3), images).float() - mean) / std
@@ -130,9 +134,6 @@ def flip_and_normalise(images: torch.Tensor, generator: torch.Generator) -> torc
 
 def image_tower() -> nn.Module:
     """The image tower in timm's own layout (fused qkv), as the shipped file stores it."""
-    import timm
-
-    from ...model.backbones import get_spec
     spec = get_spec(BACKBONE)
     return timm.create_model(spec.timm_name, pretrained=False, **spec.timm_kwargs)
 
@@ -229,14 +230,11 @@ def _pretrain(config: PretrainConfig, out, log, stop_after) -> dict:
 
 def save(tower: nn.Module, out: str | Path, record: dict) -> dict:
     """Write the image tower (fp16, timm layout) and its JSON record (with the file's SHA-256) atomically."""
-    from safetensors.torch import save
-
-    from ...core.files import atomic_write_bytes, atomic_write_text
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     # one metadata key: safetensors writes its metadata map in hash order, so two keys made the same weights
     # give files with different bytes (and SHA-256) from one run to the next (the backbone is in the record)
-    data = save({k: v.detach().to(torch.float16).contiguous() for k, v in tower.state_dict().items()},
+    data = safetensors_save({k: v.detach().to(torch.float16).contiguous() for k, v in tower.state_dict().items()},
                 metadata={"format": "pt"})
     atomic_write_bytes(out / WEIGHTS_FILE, data)
     extra = {"sha256": hashlib.sha256(data).hexdigest(), "weights": WEIGHTS_FILE}
@@ -250,11 +248,9 @@ def linear_probe(model: nn.Module, data_root: str | Path, backbone: str = BACKBO
     """Test SRCC of ridge regression (sklearn ``RidgeCV``) from ``model``'s frozen features to the demo's
     synthetic quality: trained on split ``split``'s train+val images, tested on its test images (one
     centre-ish IQA crop each)."""
-    from scipy.stats import spearmanr
-    from sklearn.linear_model import RidgeCV
+    from scipy.stats import spearmanr            # scipy and sklearn: the linear probe alone needs them
+    from sklearn.linear_model import RidgeCV     # (they add seconds to importing the pre-training)
 
-    from ...data.sources import DataConfig, open_source
-    from ...model.backbones import normalization
     source = open_source(DataConfig("synthetic_iqa", str(data_root)))
     model.eval()
     features = {}
@@ -286,7 +282,6 @@ def main(argv: list[str] | None = None) -> int:
         path = Path(args.out) / WEIGHTS_FILE
         sidecar = json.loads(path.with_suffix(".json").read_text())
         sidecar["linear_probe_srcc"] = probe
-        from ...core.files import atomic_write_text
         atomic_write_text(path.with_suffix(".json"), json.dumps(sidecar, indent=1))
     return 0
 
