@@ -32,22 +32,46 @@ def __getattr__(name: str):
 # for one release, with a DeprecationWarning naming the new path. (``percept.model`` is the model's folder now
 # and still gives its public names.)
 _MOVED = {old: f"percept.{new}" for old, new in {
-    "tasks": "core.tasks", "metrics": "core.metrics", "backbones": "model.backbones", "official": "model.official",
-    "merged": "model.merged", "train": "engine.train", "evaluate": "engine.evaluate", "predict": "engine.predict",
-    "metric": "engine.metric", "runs": "engine.runs", "results": "study.results", "paper": "study.paper",
-    "export": "study.export", "interpret": "study.interpret", "analysis": "study.analysis",
-    "figures": "study.figures", "notebooks": "interface.notebooks"}.items()}
+    "analysis": "study.analysis", "app": "interface.app", "app_models": "interface.app_models",
+    "attention": "model.attention", "backbones": "model.backbones", "bench": "study.bench",
+    "catalog": "study.catalog", "checkpoint": "core.checkpoint", "cli": "interface.cli",
+    "cli_commands": "interface.cli_commands", "cli_config": "interface.cli_config",
+    "cli_options": "interface.cli_options", "config_names": "core.options", "data.split_files": "data.pinned",
+    "demo": "study.demo", "distributed": "engine.distributed", "evaluate": "engine.evaluate",
+    "export": "study.export", "figures": "study.figures", "files": "core.files",
+    "gpu_augment": "engine.gpu_augment", "head_finetune": "engine.head_finetune", "heads": "model.perceptclip",
+    "images": "core.images", "interpret": "study.interpret", "launch": "study.launch", "losses": "engine.losses",
+    "merged": "model.merged", "metric": "engine.metric", "metrics": "core.metrics", "model_card": "study.export",
+    "multitask": "engine.multitask", "notebook_display": "interface.notebook_display",
+    "notebook_runner": "interface.notebook_runner", "notebook_study": "interface.notebook_study",
+    "notebooks": "interface.notebooks", "official": "model.official", "official_layout": "model.official_layout",
+    "official_reference": "model.official_reference", "options": "core.options", "paper": "study.paper",
+    "paper_specs": "study.paper_specs", "predict": "engine.predict", "prior": "engine.prior",
+    "reproduce": "study.reproduce", "resources": "core.resources", "results": "study.results",
+    "run_status": "engine.runs", "runs": "engine.runs", "runtime": "engine.runtime", "sampling": "engine.sampling",
+    "scoring": "engine.scoring", "sweep": "study.sweep", "tasks": "core.tasks", "tracking": "engine.tracking",
+    "train": "engine.train", "train_config": "engine.train_config", "unified": "study.unified"}.items()}
 
 
 class _MovedModuleFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
     """``import percept.train`` gives ``percept.engine.train`` (the same module object) and warns once."""
 
+    @staticmethod
+    def new_name(fullname: str) -> str | None:
+        """The new path of an old one (``percept.prior.pretrain`` -> ``percept.engine.prior.pretrain``), else None."""
+        if not fullname.startswith(__name__ + "."):
+            return None
+        parts = fullname.split(".")[1:]
+        for i in range(len(parts), 0, -1):
+            if ".".join(parts[:i]) in _MOVED:
+                return ".".join([_MOVED[".".join(parts[:i])], *parts[i:]])
+        return None
+
     def find_spec(self, fullname, path=None, target=None):
-        old = fullname.removeprefix(__name__ + ".")
-        return importlib.util.spec_from_loader(fullname, self) if fullname.startswith(__name__ + ".") and old in _MOVED else None
+        return importlib.util.spec_from_loader(fullname, self) if self.new_name(fullname) else None
 
     def create_module(self, spec):
-        new = _MOVED[spec.name.removeprefix(__name__ + ".")]
+        new = self.new_name(spec.name)
         warnings.warn(f"{spec.name} moved to {new}; import it from there (the old path goes in the next release)",
                       DeprecationWarning, stacklevel=2)
         return importlib.import_module(new)
@@ -55,9 +79,16 @@ class _MovedModuleFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
     def exec_module(self, module):
         """Nothing to run: the module is the new path's, already imported."""
 
+    def get_code(self, fullname):
+        """``python -m percept.<old>`` runs the new module's code (runpy asks the loader for it)."""
+        new = self.new_name(fullname)
+        warnings.warn(f"{fullname} moved to {new}; run python -m {new}", DeprecationWarning, stacklevel=2)
+        return compile(f"import runpy\nrunpy.run_module({new!r}, run_name='__main__', alter_sys=True)\n",
+                       f"<{fullname}, moved to {new}>", "exec")
+
 
 if not any(isinstance(f, _MovedModuleFinder) for f in sys.meta_path):
-    sys.meta_path.append(_MovedModuleFinder())
+    sys.meta_path.insert(0, _MovedModuleFinder())   # before the path finder: an old package's submodules too
 
 __all__ = ["ModelConfig", "PerceptCLIP", "build_model", "load_model", "load_weights", "save_weights",
            "OFFICIAL_CHECKPOINTS", "load_official", "load_merged", "RunDir", "list_models", "list_backbones",

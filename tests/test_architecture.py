@@ -199,3 +199,14 @@ def test_lower_layers_import_inside_functions_only_to_stay_light_or_with_a_reaso
                             and "#" not in lines[sub.end_lineno - 1]]
     assert not clutter, "move to module level, or say why on the line:\n" + "\n".join(clutter)
     assert "percept.core.tasks" not in heavy and "percept.model.perceptclip" in heavy   # the analysis sees both
+
+
+def test_an_old_package_path_and_python_dash_m_on_an_old_path_still_work(tmp_path):
+    code = ("import warnings; warnings.simplefilter('ignore')\n"
+            "import percept.prior.pretrain as old, percept.engine.prior.pretrain as new\n"
+            "import percept.data.split_files as a, percept.data.pinned as b\nprint(old is new, a is b)")
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                          cwd=tmp_path).stdout.split() == ["True", "True"]
+    run = subprocess.run([sys.executable, "-m", "percept.notebooks", "--help"], capture_output=True, text=True,
+                         cwd=tmp_path)
+    assert run.returncode == 0 and run.stdout.startswith("usage: percept notebooks"), run.stderr[-500:]

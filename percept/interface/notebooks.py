@@ -33,6 +33,7 @@ import pandas as pd
 
 from ..core.tasks import get_task
 from ..data.sources import is_synthetic
+from ..model.config import key_value
 from ..study.run_key import PAPER_MODEL, same_value
 from .notebook_display import (  # noqa: F401
     DEMO_DESCRIPTIONS,
@@ -123,11 +124,13 @@ def test_summary(run_dir) -> str:
     return "; ".join(parts)
 
 
-def setup(cpu_threads: int | None = 1, seed: int = 0) -> dict:
-    """Threads (``None``: torch's default), seeds, figure style; returns the environment for display."""
+def setup(cpu_threads: int | None = None, seed: int = 0) -> dict:
+    """Threads (default ``$PERCEPT_CPU_THREADS``, else 1; 0: torch's default), seeds, figure style; returns the
+    environment for display."""
     import torch
 
     from ..study.figures import set_style
+    cpu_threads = int(os.environ.get("PERCEPT_CPU_THREADS", 1)) if cpu_threads is None else cpu_threads
     if cpu_threads:
         torch.set_num_threads(int(cpu_threads))
     try:   # figures display inline in a notebook (they are built without pyplot)
@@ -326,10 +329,12 @@ def setting_of(row: Mapping) -> str:
 
 
 def multi_dataset_view(aggregated: pd.DataFrame, datasets: Sequence[str], metrics: Sequence[str],
-                       statistic: str = "median") -> pd.DataFrame:
-    """Long table ``setting, dataset, metric, value`` of the paper-default variant (LoRA r16/a8 + MLP) on
-    ``datasets``: single- vs multi-dataset, with and without stage 2."""
-    model = {k: v for k, v in PAPER_MODEL.items() if k not in ("backbone", "weights")}   # any encoder: a demo's too
+                       statistic: str = "median", settings: RunSettings | None = None) -> pd.DataFrame:
+    """Long table ``setting, dataset, metric, value`` of one model variant on ``datasets``: single- vs
+    multi-dataset, with and without stage 2. The variant: the ``settings``' model (a notebook's preset and
+    overrides), else the paper's (LoRA r16/a8 + MLP); any encoder (a demo's too)."""
+    model = {k: (key_value(settings.value(k)) if settings is not None else v) for k, v in PAPER_MODEL.items()
+             if k not in ("backbone", "weights")}
     paper_variant = pd.Series([all(same_value(r.get(k), v) for k, v in model.items()) for _, r in aggregated.iterrows()],
                               index=aggregated.index, dtype=bool)
     rows = aggregated[aggregated["dataset"].isin(list(datasets)) & paper_variant]
