@@ -181,15 +181,13 @@ def _loads_torch(modules: dict[str, Path]) -> set[str]:
         heavy |= more
 
 
-def test_lower_layers_import_inside_functions_only_to_stay_light_or_with_a_reason():
+def test_imports_inside_functions_only_keep_a_module_light_or_say_why():
     # a function-level import keeps a torch-free module torch-free; in a module that loads torch anyway it is
     # only clutter, unless its line says why (an optional or heavy dependency used by one path)
     modules = _modules()
     heavy = _loads_torch(modules)
     clutter = []
     for name in sorted(heavy):
-        if layer_of(name) not in ("core", "model", "data", "engine"):
-            continue
         path = modules[name]
         lines = path.read_text(encoding="utf-8").splitlines()
         for node in ast.walk(ast.parse("\n".join(lines))):

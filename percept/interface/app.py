@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
+from ..study.analysis import plot_attention_gallery
 from .app_models import (  # noqa: F401
     MAX_PIXELS,
     AppModel,
@@ -64,7 +65,6 @@ def emotion_bars(app_models: list[AppModel], details: dict, image: str) -> Figur
 def attention_figure(app_model: AppModel, image: str | os.PathLike, examples: list[Path], k: int = 3):
     """(figure, caption): the CLS attention of ``app_model``'s top-``k`` heads on ``image`` — fine-tuned, original
     encoder (LoRA disabled), difference — with :func:`percept.study.analysis.plot_attention_gallery`."""
-    from ..study.analysis import plot_attention_gallery
     crop, rows, where = attention_rows(app_model, image, examples, k)
     fig = plot_attention_gallery([crop], rows, labels=[Path(image).name],
                                  denormalize=app_model.model.normalization,
@@ -100,7 +100,7 @@ def build_app(models=None, *, runs_dir=None, app_models: list[AppModel] | None =
     """The Gradio page (``gr.Blocks``, queued) for ``models`` (see :func:`load_models`; None: the demo runs), or
     already loaded ``app_models``. Its ``/score`` endpoint takes a list of files."""
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-    import gradio as gr
+    import gradio as gr  # gradio: the app extra
     app_models = app_models if app_models is not None else load_models(models, runs_dir)
     examples = example_images(examples_dir)
     by_label = {m.label: m for m in app_models}

@@ -25,6 +25,23 @@ from pathlib import Path
 
 import pandas as pd
 import torch
+from PIL import Image
+
+from ..data.sources import is_synthetic
+from ..data.synthetic import generate_synthetic_iqa
+from ..engine.predict import (
+    NON_FINITE,
+    ImageFiles,
+    load_predictor,
+    output_columns,
+    score_batch,
+)
+from ..engine.runs import PROTOCOL, RunDir
+from ..engine.runtime import resolve_device
+from ..engine.train_config import TrainConfig
+from ..study.interpret import cls_attention_maps, head_importance, top_heads
+from ..study.sweep import run_name
+from .notebooks import DEMO_DATASETS, default_out, demo_config, sample_images
 
 MAX_PIXELS = 50_000_000      # larger uploads are refused with a message (a 50 MP photo decodes to 150 MB of RGB)
 
@@ -52,7 +69,6 @@ class AppModel:
         """(head importance table, which images it was measured on), computed once (under the model's lock)."""
         with self.lock:
             if self._importance is None:
-                from ..study.interpret import head_importance
                 images, where = _importance_images(self, examples, n_images)
                 table = head_importance(self.model, images, head_name=self.head_name, kind=self.kind)
                 self._importance = (table, where)
@@ -64,11 +80,8 @@ def demo_runs(runs_dir: str | os.PathLike | None = None) -> list[Path]:
     ``<workspace>/notebooks/runs/<budget>/<dataset>/...``, :func:`percept.interface.notebooks.default_out`),
     one per task (IQA, memorability, emotion; the newest finished one-dataset ``tiny_clip_prior`` run of each
     demo set). ``FileNotFoundError`` telling what to do when there is none."""
-    from ..engine.runs import RunDir
-    from .notebooks import DEMO_DATASETS, default_out
     root = Path(runs_dir) if runs_dir is not None else default_out() / "runs"
     found = []
-    from ..engine.runs import PROTOCOL
     candidates = [r for r in RunDir.find(root) if r.is_complete() and r.best_weights.is_file()
                   and r.read_config().get("protocol") == PROTOCOL] if root.is_dir() else []   # never an older percept's
     for dataset in DEMO_DATASETS.values():
@@ -85,9 +98,6 @@ def demo_runs(runs_dir: str | os.PathLike | None = None) -> list[Path]:
 def _is_demo_run(config: dict, dataset: str) -> bool:
     """The run the notebooks train with their defaults (:func:`percept.interface.notebooks.demo_config`: the pretrained
     prior + LoRA), not one of notebook 08's ablations (random init, frozen, full, 2-phase, ...): same run name."""
-    from ..engine.train_config import TrainConfig
-    from ..study.sweep import run_name
-    from .notebooks import demo_config
     if [d["dataset"] for d in config["data"]] != [dataset]:
         return False
     return run_name(TrainConfig.from_dict(config)) == run_name(demo_config(dataset, "."))
@@ -107,7 +117,6 @@ def example_images(folder: str | os.PathLike | None = None) -> list[Path]:
     """Four small PNGs of the embedded synthetic set (one reference: clean, blurred, noisy, JPEG-compressed),
     generated once into ``folder`` (default ``$PERCEPT_APP_EXAMPLES`` or this process's own private temporary
     folder — never a shared, predictable path another user could have filled first), which Gradio serves."""
-    from ..data.synthetic import generate_synthetic_iqa
     folder = Path(folder or os.environ.get("PERCEPT_APP_EXAMPLES") or _private_folder())
     names = ["ref00_gaussian_blur_1.png", "ref00_gaussian_blur_5.png", "ref00_gaussian_noise_5.png",
              "ref00_jpeg_5.png"]
@@ -133,7 +142,6 @@ def load_models(models=None, runs_dir=None) -> list[AppModel]:
 def _load_one(source: str) -> AppModel:
     """One model by :func:`percept.engine.predict.load_predictor` (run directory, hub folder, merged file, official name or
     file)."""
-    from ..engine.predict import load_predictor
     path = Path(source)
     predictor = load_predictor(source)
     model = predictor.model.to(_device()).eval()
@@ -151,7 +159,6 @@ def _load_one(source: str) -> AppModel:
 
 def _device() -> torch.device:
     """The GPU when there is one (as ``percept predict --device auto``)."""
-    from ..engine.runtime import resolve_device
     return resolve_device("auto")[0]
 
 
@@ -163,7 +170,6 @@ def _merged(model):
 # ----------------------------------------------------------------------------- scoring
 def check_image(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> str:
     """Why ``path`` cannot be scored by the app ('' when it can): over ``max_pixels``. Reads only the header."""
-    from PIL import Image
     name = Path(path).name
     try:
         with Image.open(path) as img:
@@ -183,8 +189,6 @@ def predict_with(app_model: AppModel, paths: list[Path], batch_size: int = 8) ->
     """``percept predict``'s rows (``image``, ``score``/``crop_std`` or ``prediction``/``prob_<class>``,
     ``error``) for ``paths``, with the loaded model: the same transform, crops and reduction
     (:class:`percept.engine.predict.ImageFiles`, :func:`percept.engine.predict.score_batch`)."""
-    from ..engine.predict import ImageFiles, output_columns, score_batch
-    from ..engine.runtime import resolve_device
     files = ImageFiles(paths, app_model.transform)
     net = app_model.scorer
     device, precision = resolve_device(str(next(net.parameters()).device))   # bf16 on a GPU, as percept predict
@@ -209,7 +213,6 @@ def score_images(app_models: list[AppModel], files, max_pixels: int = MAX_PIXELS
     for path in paths:
         reason = check_image(path, max_pixels)
         (messages.append(reason) if reason else usable.append(path))
-    from ..engine.predict import NON_FINITE
     details = {m.label: predict_with(m, usable) for m in app_models}
     failed = {}
     for label, table in details.items():
@@ -241,7 +244,6 @@ def _importance_images(app_model: AppModel, examples: list[Path], n: int) -> tup
     """A few of the run's test images (one crop each, as notebook 06), or the app's examples where the run's
     data is not on this machine (or for an official checkpoint)."""
     if app_model.run_dir is not None and _run_data_here(app_model.run_dir):
-        from .notebooks import sample_images
         images, _, _ = sample_images(app_model.run_dir, n=n)
         return images, f"{len(images)} test images of {app_model.head_name}"
     images = torch.stack([_single(app_model, p) for p in examples[:n]])
@@ -249,8 +251,6 @@ def _importance_images(app_model: AppModel, examples: list[Path], n: int) -> tup
 
 
 def _run_data_here(run_dir: Path) -> bool:
-    from ..data.sources import is_synthetic
-    from ..engine.runs import RunDir
     entry = RunDir(run_dir).read_config()["data"][0]
     root = Path(entry["root"])
     manifest = root / "manifest.csv" if is_synthetic(entry["dataset"]) else \
@@ -261,7 +261,6 @@ def _run_data_here(run_dir: Path) -> bool:
 def _single(app_model: AppModel, path: Path) -> torch.Tensor:
     """One normalised crop (3, H, W) of ``path`` (the run's single-crop test transform, applied as
     ``percept predict`` applies it); ``ValueError`` naming the file when it cannot be read."""
-    from ..engine.predict import ImageFiles
     _, views, error = ImageFiles([path], app_model.single_transform)[0]
     if views is None:
         raise ValueError(error)
@@ -271,7 +270,6 @@ def _single(app_model: AppModel, path: Path) -> torch.Tensor:
 def attention_rows(app_model: AppModel, path: str | os.PathLike, examples: list[Path], k: int = 3):
     """(the image crop, one row per top-``k`` head: ``layer, head, importance, finetuned, original,
     difference``, which images the importance was measured on). ``ValueError`` for a model without LoRA."""
-    from ..study.interpret import cls_attention_maps, top_heads
     if not app_model.model.has_lora:
         raise ValueError(f"{app_model.label} has no LoRA adapter (strategy {app_model.model.config.strategy!r}): "
                          f"there is no original encoder to compare its attention with")

@@ -8,8 +8,23 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 import pandas as pd
+import torch
 
-from ..data.sources import SYNTHETIC_REFERENCES, SYNTHETIC_SPLITS, is_synthetic
+from ..data.cards import get_card, render_card_markdown
+from ..data.sources import (
+    SYNTHETIC_REFERENCES,
+    SYNTHETIC_SPLITS,
+    DataConfig,
+    dataset_task,
+    is_synthetic,
+    open_source,
+)
+from ..data.splits import split_columns
+from ..engine.runs import RunDir
+from ..model.backbones import get_spec, normalization
+from ..model.perceptclip import build_model
+from ..study.analysis import gallery_images
+from ..study.paper import PAPER_DATASET_NAMES
 
 DEMO_DESCRIPTIONS = {
     "synthetic_iqa": "IQA pipeline (PLCC loss, multi-crop test). Label `synthetic_quality` on 1..5 = "
@@ -23,8 +38,6 @@ DEMO_DESCRIPTIONS = {
 
 def caption(text: str, datasets, backbone: str, pretrained: bool = True) -> str:
     """A figure/table caption (markdown) that says what the data and the model are."""
-    from ..model.backbones import get_spec
-    from ..study.paper import PAPER_DATASET_NAMES
     names = [datasets] if isinstance(datasets, str) else list(datasets)
     synthetic = [n for n in names if is_synthetic(n)]
     real = [PAPER_DATASET_NAMES.get(n, n) for n in names if not is_synthetic(n)]
@@ -45,7 +58,6 @@ def caption(text: str, datasets, backbone: str, pretrained: bool = True) -> str:
 def dataset_markdown(dataset: str) -> str:
     """The dataset card (real dataset) or what the embedded demo set is (synthetic), as markdown."""
     if not is_synthetic(dataset):
-        from ..data.cards import get_card, render_card_markdown
         return render_card_markdown(get_card(dataset))
     return (f"### Embedded demo data: `{dataset}`\n\n"
             f"Procedural reference images (KADID-style) × 4 distortions (blur, noise, JPEG, colour "
@@ -59,7 +71,6 @@ def dataset_markdown(dataset: str) -> str:
 
 def split_counts(source) -> pd.DataFrame:
     """Images per part (rows) and split (columns) of a :class:`~percept.data.sources.DatasetSource`."""
-    from ..data.splits import split_columns
     columns = split_columns(source.frame)
     table = pd.DataFrame({c: source.frame[c].value_counts() for c in columns}).fillna(0).astype(int)
     order = [p for p in ("train", "val", "test") if p in table.index] + \
@@ -69,19 +80,16 @@ def split_counts(source) -> pd.DataFrame:
 
 def read_log(run_dir) -> pd.DataFrame:
     """A run's per-epoch ``log.csv``."""
-    from ..engine.runs import RunDir
     return RunDir(run_dir).read_log()
 
 
 def read_config(run_dir) -> dict:
     """A run's ``config.json``."""
-    from ..engine.runs import RunDir
     return RunDir(run_dir).read_config()
 
 
 def read_metrics(run_dir) -> dict:
     """A run's ``metrics.json``."""
-    from ..engine.runs import RunDir
     return RunDir(run_dir).read_metrics()
 
 
@@ -92,7 +100,6 @@ def run_datasets(run_dir) -> list[str]:
 
 def run_task(run_dir) -> str:
     """The task (``iqa``, ``memorability``, ``emotion``) of a run's (first) dataset."""
-    from ..data.sources import dataset_task
     return dataset_task(run_datasets(run_dir)[0])
 
 
@@ -110,7 +117,6 @@ def score_titles(scores: pd.DataFrame) -> list[str]:
 
 def examples(source, split: int = 1, n: int = 8, part: str = "test"):
     """(PIL images, captions) of ``n`` images of a source's split part, spread evenly over the label range."""
-    from ..study.analysis import gallery_images
     rows = source.frame[source.frame[f"split{split}"] == part].sort_values([source.label_column, "image"],
                                                                            kind="mergesort")
     if len(rows) > n:
@@ -132,10 +138,6 @@ def sample_images(run_dir, n: int = 8, part: str = "test", dataset: str | None =
     """(images (n, 3, H, W) normalised, ids, labels) from a run's dataset with its test transform — single
     crops (an IQA item's first crop) as :mod:`percept.study.interpret` expects — normalised with the run's backbone
     statistics (plot them with ``denormalize=config["model"]["backbone"]``)."""
-    import torch
-
-    from ..data.sources import DataConfig, open_source
-    from ..model.backbones import normalization
     config = read_config(run_dir)
     data = config["data"][0] if dataset is None else next(d for d in config["data"] if d["dataset"] == dataset)
     source = open_source(DataConfig(**data))
@@ -151,9 +153,6 @@ def parameter_table(backbone: str = "tiny_clip", strategies: Sequence[str] = ("l
                     head_types: Sequence[str] = ("mlp",), outputs: int = 1, meta: bool = True) -> pd.DataFrame:
     """Parameter counts per (strategy, head type) of ``backbone`` (random weights). ``meta=True`` builds on
     PyTorch's meta device: exact counts, no memory, about a second even for ViT-L/14."""
-    import torch
-
-    from ..model.perceptclip import build_model
     rows = []
     for strategy in strategies:
         for head_type in head_types:

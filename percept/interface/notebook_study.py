@@ -19,6 +19,16 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
+from ..data.sources import open_source
+from ..study import analysis, paper
+from ..study.analysis import plot_gallery
+from ..study.figures import (
+    figure_name,
+    plot_predictions_scatter,
+    plot_training_curves,
+    save_figure,
+)
+from ..study.results import results_tables
 from .notebook_display import (
     caption,
     dataset_markdown,
@@ -27,15 +37,23 @@ from .notebook_display import (
     read_log,
     split_counts,
 )
+from .notebooks import (
+    budget_root,
+    data_config,
+    demo_config,
+    headline,
+    test_summary,
+    train_run,
+)
 
 
 def _show(*objects) -> None:
-    from IPython.display import display
+    from IPython.display import display  # IPython: the notebooks extra
     display(*objects)
 
 
 def _markdown(text: str):
-    from IPython.display import Markdown
+    from IPython.display import Markdown  # IPython: the notebooks extra
     return Markdown(text)
 
 
@@ -59,12 +77,10 @@ class TaskStudy:
         return caption(text, self.dataset, self.backbone, self.pretrained)
 
     def _figure_name(self, what: str, prefix: str | None = None) -> str:
-        from ..study.figures import figure_name
         return figure_name(f"{prefix or 'table' + self.tables[0].replace('.', '')}_{self.source.task}_{what}",
                            self.dataset)
 
     def _save(self, fig, name: str, text: str, *before) -> None:
-        from ..study.figures import save_figure
         save_figure(fig, name, self.paths.figures_dir)
         _show(*before, fig, _markdown(self.caption(text)))
 
@@ -76,8 +92,6 @@ class TaskStudy:
     # ---------------------------------------------------------------- 1 · data
     def data(self) -> pd.DataFrame:
         """The dataset card, then the images per part (rows) of each split (columns), saved as CSV."""
-        from ..data.sources import open_source
-        from .notebooks import data_config
         _show(_markdown(dataset_markdown(self.dataset)))
         self.source = open_source(data_config(self.dataset, self.paths.data_root, self.dataset_root, self.manifest))
         counts = split_counts(self.source)
@@ -87,7 +101,6 @@ class TaskStudy:
 
     def examples(self, split: int = 1, n: int = 8) -> None:
         """``n`` test images of split ``split`` spread over the label range, with their labels."""
-        from ..study.analysis import plot_gallery
         source = self._require("source", "data")
         pictures, titles = examples(source, split=split, n=n)
         fig = plot_gallery(pictures, titles, ncols=4, suptitle=f"{self.dataset}: test images of split {split}")
@@ -98,7 +111,6 @@ class TaskStudy:
     def train(self, **train_kwargs) -> pd.DataFrame:
         """One run of the training engine with the notebook's parameters (``percept.interface.notebooks.demo_config``);
         the run is reused when it already exists. Returns its per-epoch log."""
-        from .notebooks import demo_config, train_run
         self._require("source", "data")
         self.config = demo_config(self.dataset, self.paths.data_root, dataset_root=self.dataset_root,
                                   manifest=self.manifest, **train_kwargs)
@@ -106,7 +118,6 @@ class TaskStudy:
         return read_log(self.run_dir)
 
     def training_curves(self) -> None:
-        from ..study.figures import plot_training_curves
         config = self._require("config", "train")
         fig = plot_training_curves(read_log(self.run_dir),
                                    title=f"{self.dataset}, split {config.split}, lr {config.lr:g}")
@@ -116,7 +127,6 @@ class TaskStudy:
     # ---------------------------------------------------------------- 3 · test results
     def test_metrics(self) -> pd.DataFrame:
         """The kept weights' test metrics (saved as CSV); the notebook's headline for ``make demo``."""
-        from .notebooks import headline, test_summary
         metrics = self._require("metrics", "train")
         table = metrics_table(metrics)
         headline(self.paths, test_summary(self.run_dir))
@@ -126,8 +136,6 @@ class TaskStudy:
 
     def test_figure(self) -> None:
         """Predictions against labels (regression) or the row-normalised confusion matrix (classification)."""
-        from ..study import analysis
-        from ..study.figures import plot_predictions_scatter
         self._require("run_dir", "train")
         predictions = analysis.load_predictions(self.run_dir)
         if self.source.kind == "classification":
@@ -144,9 +152,6 @@ class TaskStudy:
     # ---------------------------------------------------------------- 4 · beside the paper
     def beside_paper(self) -> dict:
         """The paper's tables as printed, then their PerceptCLIP cells beside this run (``paper.show``)."""
-        from ..study import paper
-        from ..study.results import results_tables
-        from .notebooks import budget_root
         config = self._require("config", "train")
         aggregated = results_tables(budget_root(config, self.paths.runs_dir))["aggregated"]
         ours = paper.ours_from_results(aggregated[aggregated["dataset"] == self.dataset], tables=self.tables)

@@ -30,11 +30,23 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 import pandas as pd
+import torch
 
+import percept
+
+from ..core.files import atomic_path
 from ..core.tasks import get_task
-from ..data.sources import is_synthetic
-from ..model.config import key_value
+from ..data.sources import SYNTHETIC_REFERENCES, DataConfig, dataset_task, is_synthetic
+from ..data.synthetic import generate_synthetic_iqa
+from ..engine.presets import get_preset, preset_config, split_overrides
+from ..engine.runs import RunDir
+from ..engine.train import train
+from ..engine.train_config import TrainConfig
+from ..model.backbones import get_spec, shipped_weights_sha256
+from ..model.config import ModelConfig, key_value
+from ..study.figures import set_style
 from ..study.run_key import PAPER_MODEL, same_value
+from ..study.sweep import run_name, run_sweep
 from .notebook_display import (  # noqa: F401
     DEMO_DESCRIPTIONS,
     caption,
@@ -108,7 +120,6 @@ def resolve_paths(name: str, out_dir=None, figures_dir=None, runs_dir=None, data
 def headline(paths: NotebookPaths, text: str) -> str:
     """Record the notebook's headline number (``paths.out_dir/headline.txt``), which the runner prints beside
     its time (``make demo``: one line per notebook); returns ``text`` for display."""
-    from ..core.files import atomic_path
     with atomic_path(paths.out_dir / HEADLINE_FILE) as tmp:
         tmp.write_text(text.strip() + "\n")
     return text
@@ -116,7 +127,6 @@ def headline(paths: NotebookPaths, text: str) -> str:
 
 def test_summary(run_dir) -> str:
     """``synthetic_iqa: test SRCC 0.912`` — a run's selection metric on each of its test sets."""
-    from ..data.sources import dataset_task
     parts = []
     for dataset, values in read_metrics(run_dir)["test"].items():
         metric = get_task(dataset_task(dataset)).select_metric
@@ -127,14 +137,11 @@ def test_summary(run_dir) -> str:
 def setup(cpu_threads: int | None = None, seed: int = 0) -> dict:
     """Threads (default ``$PERCEPT_CPU_THREADS``, else 1; 0: torch's default), seeds, figure style; returns the
     environment for display."""
-    import torch
-
-    from ..study.figures import set_style
     cpu_threads = int(os.environ.get("PERCEPT_CPU_THREADS", 1)) if cpu_threads is None else cpu_threads
     if cpu_threads:
         torch.set_num_threads(int(cpu_threads))
     try:   # figures display inline in a notebook (they are built without pyplot)
-        from IPython import get_ipython
+        from IPython import get_ipython  # IPython: the notebooks extra
         shell = get_ipython()
         if shell is not None and shell.__class__.__name__ == "ZMQInteractiveShell":
             shell.run_line_magic("matplotlib", "inline")
@@ -142,7 +149,6 @@ def setup(cpu_threads: int | None = None, seed: int = 0) -> dict:
         pass
     torch.manual_seed(seed)
     set_style()
-    import percept
     return {"percept": percept.__version__, "torch": torch.__version__, "threads": torch.get_num_threads(),
             "cuda": torch.cuda.is_available(), "percept_from": str(Path(percept.__file__).parent)}
 
@@ -151,8 +157,6 @@ def demo_data(data_root: str | os.PathLike, n_references: int | None = None, siz
     """Generate the embedded synthetic set in ``data_root`` (once; reused afterwards) and return its
     manifest. ``n_references`` default: ``$PERCEPT_DEMO_REFERENCES``, else the training engine's (12 references x 4
     distortions x 5 levels)."""
-    from ..data.sources import SYNTHETIC_REFERENCES
-    from ..data.synthetic import generate_synthetic_iqa
     return generate_synthetic_iqa(data_root, n_references=n_references or int(os.environ.get("PERCEPT_DEMO_REFERENCES", SYNTHETIC_REFERENCES)), size=size, seed=0)
 
 
@@ -181,7 +185,6 @@ def demo_image_files(data_root, n: int = 8, levels: Sequence[int] = (1, 5)) -> l
 def data_config(dataset: str, data_root, dataset_root=None, manifest=None):
     """A :class:`~percept.data.sources.DataConfig`: the embedded sets live in ``data_root``; a real
     dataset in ``dataset_root`` (prepared with ``percept prepare``), manifest optional."""
-    from ..data.sources import DataConfig
     if is_synthetic(dataset):
         return DataConfig(dataset, str(data_root))
     if dataset_root is None:
@@ -197,7 +200,6 @@ def demo_config(datasets, data_root, *, preset: str = "demo", dataset_root=None,
     ``overrides`` (TrainConfig fields; ModelConfig fields flat, e.g. ``lora_r=8``, or under ``model``), quiet.
     ``datasets``: a name or a list (several = multi-dataset); real ones need ``dataset_root`` or
     ``dataset_roots={name: folder}``."""
-    from ..engine.presets import preset_config
     names = [datasets] if isinstance(datasets, str) else list(datasets)
     roots = dict(dataset_roots or {})
     data = [data_config(n, data_root, roots.get(n, dataset_root), manifest if len(names) == 1 else None)
@@ -214,7 +216,6 @@ class RunSettings:
     overrides: Mapping = field(default_factory=dict)
 
     def __post_init__(self):
-        from ..engine.presets import get_preset, split_overrides
         get_preset(self.preset)
         split_overrides(self.overrides)          # an unknown field: one line naming it
 
@@ -224,9 +225,6 @@ class RunSettings:
 
     def value(self, name: str):
         """A TrainConfig or ModelConfig field's value: the override, else the preset's, else the default."""
-        from ..engine.presets import get_preset, split_overrides
-        from ..engine.train_config import TrainConfig
-        from ..model.config import ModelConfig
         train, model = split_overrides(self.overrides)
         preset = get_preset(self.preset)
         for values in (model, train, preset.model, preset.train):
@@ -249,7 +247,6 @@ def budget_tag(config) -> str:
     share a directory, and runs of an older percept protocol are trained anew beside, never resumed."""
     tag = (f"e{config.max_epochs}-p{config.patience}-b{config.batch_size}-c{config.test_crops}"
            f"-s{config.seed}{'' if config.model.pretrained else '-random'}-v{config.protocol}")
-    from ..model.backbones import get_spec, shipped_weights_sha256
     spec = get_spec(config.model.backbone)
     if config.model.pretrained and spec.shipped_weights and config.model.weights_path is None:
         # which shipped prior: runs adapted from one prior are never reused for a regenerated one
@@ -259,7 +256,6 @@ def budget_tag(config) -> str:
 
 def run_dir_for(config, runs_dir) -> Path:
     """``runs_dir/<budget>/<datasets>/<variant>/split<k>/lr<lr>`` (:func:`percept.study.sweep.run_name`)."""
-    from ..study.sweep import run_name
     return Path(runs_dir) / budget_tag(config) / run_name(config)
 
 
@@ -267,7 +263,6 @@ def train_run(config, runs_dir) -> tuple[Path, dict]:
     """Train ``config`` (or reuse the finished run) under :func:`run_dir_for`; returns (run_dir, metrics). A
     two-phase run takes its stage 1 from the finished one-stage run of the same configuration when there is one
     (``TrainConfig.stage1_from``: the same weights as retraining it, in the time of stage 2)."""
-    from ..engine.train import train
     run_dir = run_dir_for(config, runs_dir)
     config = _reusing_stage1(config, runs_dir)
     started = time.time()
@@ -279,7 +274,6 @@ def train_run(config, runs_dir) -> tuple[Path, dict]:
 
 def _reusing_stage1(config, runs_dir):
     """``config``, with ``stage1_from`` set when it is a two-phase run whose one-stage run is finished."""
-    from ..engine.runs import RunDir
     if config.head_finetune and not config.stage1_from:
         one_stage = RunDir(run_dir_for(replace(config, head_finetune=False), runs_dir))
         if one_stage.is_complete():
@@ -291,7 +285,6 @@ def sweep(configs: Mapping, runs_dir) -> dict[str, str]:
     """:func:`percept.study.sweep.run_sweep` of a grid (from :func:`percept.study.sweep.expand_grid`) under
     ``runs_dir/<budget>``, in this process (CPU); returns each run's status. Two-phase runs take stage 1 from
     their finished one-stage runs (:func:`train_run`)."""
-    from ..study.sweep import run_sweep
     first = next(iter(configs.values()))
     root = Path(runs_dir) / budget_tag(first)
     configs = {name: _reusing_stage1(config, runs_dir) for name, config in configs.items()}
@@ -299,7 +292,6 @@ def sweep(configs: Mapping, runs_dir) -> dict[str, str]:
 
 
 def _cuda() -> bool:
-    import torch
     return torch.cuda.is_available()
 
 
@@ -316,7 +308,6 @@ def run_data_root(run_dir, dataset: str | None = None) -> Path:
 
 def cross_records(root) -> list[dict]:
     """Every finished cross-dataset evaluation (``RUN/eval/*/metrics.json``) below ``root``."""
-    from ..engine.runs import RunDir
     records = [run.read_metrics() for run in RunDir.find(root, evaluations=True)]
     return [r for r in records if r.get("status") == "complete"]
 

@@ -28,9 +28,11 @@ from matplotlib.colors import TwoSlopeNorm
 from matplotlib.figure import Figure
 from sklearn.metrics import confusion_matrix
 
-from ..core.images import CLIP_MEAN, CLIP_STD
+from ..core.images import CLIP_MEAN, CLIP_STD, load_rgb
 from ..core.metrics import valence_of
 from ..engine.runs import RunDir
+from ..model.backbones import normalization
+from .interpret import importance_matrix
 
 REQUIRED_COLUMNS = ("id", "label", "prediction")
 
@@ -196,7 +198,6 @@ def score_titles(rows: pd.DataFrame, class_names: Sequence[str] | None = None, d
 
 def gallery_images(ids: Sequence[str], data_root: str | os.PathLike) -> list:
     """Load images by their ``id`` (path relative to ``data_root``, e.g. ``config["data_root"]``)."""
-    from ..core.images import load_rgb
     return [load_rgb(Path(data_root) / image_id) for image_id in ids]
 
 
@@ -210,7 +211,6 @@ def _statistics(denormalize) -> tuple | None:
     if denormalize is False or denormalize is None:
         return None
     if isinstance(denormalize, str):
-        from ..model.backbones import normalization
         return normalization(denormalize)
     mean, std = denormalize
     return tuple(mean), tuple(std)
@@ -241,7 +241,6 @@ def plot_head_importance(matrix, layer_labels: Sequence | None = None, title: st
     """Heatmap of head importance, layers (rows) × heads (columns) (paper §6). ``matrix``: an array
     from :func:`percept.study.interpret.importance_matrix` or a :func:`~percept.study.interpret.head_importance` table."""
     if isinstance(matrix, pd.DataFrame):
-        from .interpret import importance_matrix
         layer_labels = sorted(matrix["layer"].unique()) if layer_labels is None else layer_labels
         matrix = importance_matrix(matrix)
     matrix = np.asarray(matrix, dtype=np.float64)

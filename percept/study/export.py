@@ -30,6 +30,8 @@ import tempfile
 from pathlib import Path
 
 import torch
+from huggingface_hub import HfApi
+from safetensors.torch import save_file
 
 from ..core.files import atomic_path
 from ..core.tasks import get_task
@@ -40,7 +42,10 @@ from ..engine.scoring import GENERATED_DATA_NOTICE, ModelScoring, write_hub_scor
 from ..model.backbones import get_spec
 from ..model.merged import MERGED_HEAD_PREFIX, merged_metadata, merged_state_dict  # noqa: F401  (MERGED_HEAD_PREFIX: API)
 from ..model.official_layout import percept_to_official_state_dict
+from ..model.official_reference import clip_architecture
 from ..model.perceptclip import PerceptCLIP
+from .paper import PAPER_DATASET_NAMES, load_paper_results
+from .paper_specs import paper_metric
 
 SCORE_MEANING = {
     "iqa": "one quality score per image, higher = better quality. Trained with a correlation (PLCC) loss: only the "
@@ -63,8 +68,6 @@ _SHOWN = ("srcc", "plcc_logistic", "mse", "accuracy", "acc_2", "macro_f1")
 def paper_number(dataset: str, metric: str) -> tuple[float, str] | None:
     """PerceptCLIP's number for ``metric`` (our key) trained and tested on ``dataset`` in the paper, with where
     it comes from (table, statistic over splits), or None."""
-    from .paper import PAPER_DATASET_NAMES, load_paper_results
-    from .paper_specs import paper_metric
     name = PAPER_DATASET_NAMES.get(dataset)
     theirs = paper_metric(metric, name) if name else None
     if theirs is None:
@@ -97,7 +100,6 @@ HF_CLIP_REPOS = {"clip_vit_l14": "openai/clip-vit-large-patch14", "clip_vit_b16"
 def transformers_snippet(model: dict, outputs: int) -> str | None:
     """Python that rebuilds the release's ``clip_lora_model`` with transformers + peft for this model's sizes and
     loads ``model.pth`` (``percept export --format official``); None when the official layout cannot hold it."""
-    from ..model.official_reference import clip_architecture
     if get_spec(model["backbone"]).family != "clip" or model["strategy"] != "lora" or model["head_type"] != "mlp":
         return None
     arch = clip_architecture(model["backbone"], **model.get("backbone_kwargs", {}))
@@ -275,7 +277,6 @@ def export_model(model: PerceptCLIP, fmt: str, out: str | os.PathLike, *, head_n
             torch.save(state, tmp)
         return out
     if fmt == "merged":
-        from safetensors.torch import save_file
         meta = merged_metadata(model, scoring.to_json() if scoring is not None else None)
         with atomic_path(out) as tmp:
             save_file(merged_state_dict(model), str(tmp), metadata=meta)
@@ -302,7 +303,6 @@ def push_run(run_dir: str | os.PathLike, repo_id: str, *, private: bool = False,
              api=None) -> str:
     """Upload a finished run in the hub format to ``repo_id`` (created if needed); the token comes from the usual
     Hugging Face places (``HF_TOKEN``, ``hf auth login``) unless given. Returns the commit URL."""
-    from huggingface_hub import HfApi
     api = api or HfApi(token=token)
     with tempfile.TemporaryDirectory(prefix="percept-push-") as folder:
         export_run(run_dir, "hub", folder)

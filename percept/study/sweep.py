@@ -24,8 +24,11 @@ from typing import Iterable
 
 import torch
 
-from ..engine.runs import IncompatibleRunError, RunDir, eta_text
+from ..core.options import upgrade_model_fields
+from ..engine.runs import IncompatibleRunError, RunDir, eta_text, run_status
 from ..engine.train import EXECUTION_FIELDS, TrainConfig, train
+from ..model.backbones import get_spec
+from .launch import run_local, submit
 from .run_key import MODEL_KEY_FIELDS, PAPER_MODEL, run_key, same_value
 
 LR_GRID = (5e-5, 1e-4, 5e-4, 1e-3)   # paper §3.1
@@ -34,7 +37,6 @@ LR_GRID = (5e-5, 1e-4, 5e-4, 1e-3)   # paper §3.1
 def run_name(config: TrainConfig) -> str:
     """``<datasets>/split<k>/lr<lr>`` (+ the model variant where its identity, :mod:`percept.study.run_key`, is not
     the paper's model, e.g. ``r8-a4`` or ``lora-dropout-0.2``; ``random-init`` when a backbone that has weights is trained from random ones, as in the prior ablation)."""
-    from ..model.backbones import get_spec
     m, key = config.model, run_key(config)
     differs = {name: not same_value(key[name], PAPER_MODEL[name]) for name in PAPER_MODEL}
     variant = [m.backbone] if differs["backbone"] else []
@@ -60,7 +62,6 @@ def expand_grid(base: TrainConfig, lrs: Iterable[float] = LR_GRID, splits: Itera
                 model_variants: Iterable[dict] = ({},)) -> dict[str, TrainConfig]:
     """Named configs for every (model variant, split, lr). ``model_variants`` are ModelConfig overrides,
     e.g. ``[{"strategy": "frozen"}, {"head_type": "linear"}, {"lora_r": 8, "lora_alpha": 4}]``."""
-    from ..core.options import upgrade_model_fields
     grid = {}
     for variant in map(upgrade_model_fields, model_variants):   # {"head": ...} of older scripts = head_type
         for split in splits:
@@ -108,8 +109,6 @@ def run_sweep(grid: dict[str, TrainConfig], out: str | os.PathLike, gpus: list[i
         f"{len(todo)} to run"
         f"{f' on GPUs {gpus}' if gpus and todo else ''}")
     if launcher != "local" and todo:
-        from ..engine.runs import run_status
-        from .launch import submit
         busy = {name: run_status(RunDir(out / name)) for name in todo}
         busy = {name: s for name, s in busy.items() if s["state"] in ("queued", "running")}
         for name, state in busy.items():
@@ -138,7 +137,6 @@ def run_sweep(grid: dict[str, TrainConfig], out: str | os.PathLike, gpus: list[i
             finished(name, started)
         return status
 
-    from .launch import run_local
     jobs: queue.Queue = queue.Queue()
     for name in todo:
         jobs.put(name)

@@ -35,6 +35,8 @@ import torch
 
 from ... import __version__
 from ...core.files import atomic_write_text
+from ...data.synthetic import generate_synthetic_iqa
+from ...engine.losses import get_loss
 from ...engine.runtime import resolve_device
 from ...model.perceptclip import build_model
 from .flops import model_flops
@@ -91,7 +93,6 @@ def _iqa_eval_rate(s: dict, device, precision: str) -> dict:
 
 def _training_step(s: dict, device, precision: str, batch_size: int):
     """(model, one closure running a training step) at ``batch_size``, random weights and inputs."""
-    from ...engine.losses import get_loss
     torch.manual_seed(0)
     model = build_model(backbone=s["backbone"], pretrained=False).to(device).train()
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4,
@@ -106,7 +107,7 @@ def _flop_counter(s: dict, device, precision: str) -> dict:
     """torch's FLOP counter on one forward and one training step beside the analytic counts (FLOPs per image).
     torch counts the attention matmuls only for the fused GPU kernels it knows (flash, memory-efficient): on a CPU
     its forward is the analytic one without them."""
-    from torch.utils.flop_counter import FlopCounterMode
+    from torch.utils.flop_counter import FlopCounterMode  # the FLOP count alone
     batch = 2
     model, step = _training_step(s, device, precision, batch)
     step()                                         # lazy initialisation outside the count
@@ -126,7 +127,7 @@ def _flop_counter(s: dict, device, precision: str) -> dict:
 
 def _profile(s: dict, device, precision: str, path: Path) -> dict:
     """``torch.profiler`` of one training step after a warm-up step: the top operators by self time."""
-    from torch.profiler import ProfilerActivity, profile
+    from torch.profiler import ProfilerActivity, profile  # the profile step alone
     _, step = _training_step(s, device, precision, s["batch_size"])
     step()
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
@@ -160,7 +161,6 @@ def gpu_check(out: str | os.PathLike, *, device: str = "auto", dry_run: bool | N
     # the synthetic IQA set of the data and bf16 steps: beside, not in, the results folder (it may be sent back)
     data_root = Path(tempfile.gettempdir()) / f"percept-gpu-check-synthetic-{s['references']}"
     if not (data_root / "manifest.csv").is_file():
-        from ...data.synthetic import generate_synthetic_iqa
         generate_synthetic_iqa(data_root, n_references=s["references"], seed=0)
     started = time.perf_counter()                  # the budget is the steps'
 

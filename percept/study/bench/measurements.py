@@ -11,8 +11,13 @@ from dataclasses import dataclass, replace
 import torch
 from torch import nn
 
+from ...data.cache import ImageCache
+from ...data.dataset import ManifestDataset
+from ...data.sources import DataConfig, open_source
+from ...engine.gpu_augment import DeviceAugmentDataset
 from ...engine.losses import get_loss
 from ...engine.runtime import cast_frozen_weights, compile_or_eager
+from ...model.official_reference import build_reference_model
 from ...model.perceptclip import ModelConfig, PerceptCLIP, build_model
 from .timing import (
     free_memory,
@@ -152,7 +157,6 @@ def measure_fast_path(fp: FastPath, measurements: dict, open_data, log):
 
 def bench_sources(dataset: str, data_root: str | None, max_images: int, log):
     """The training part of split 1 of ``dataset`` (at most ``max_images`` rows) as the three datasets."""
-    from ...data.sources import DataConfig, open_source
     root = data_root or os.path.join(tempfile.gettempdir(), "percept-bench-synthetic")
     t0 = time.perf_counter()
     source = open_source(DataConfig(dataset, root))
@@ -170,9 +174,6 @@ def bench_sources(dataset: str, data_root: str | None, max_images: int, log):
 
 def cached_dataset(source, pil, cache_dir: str | None):
     """The same training items from the uint8 image cache, as crops + flips (:mod:`percept.engine.gpu_augment`)."""
-    from ...data.cache import ImageCache
-    from ...data.dataset import ManifestDataset
-    from ...engine.gpu_augment import DeviceAugmentDataset
     cache_dir = cache_dir or os.path.join(tempfile.gettempdir(), "percept-bench-cache")
     t0 = time.perf_counter()
     cache = ImageCache.build(source.root, pil.ids, pil.transform.pre_resize, cache_dir)
@@ -186,7 +187,6 @@ def measure_reference(measurements: dict, backbone: str, batch_size: int, steps:
                       workers: int, seed: int, log) -> None:
     """The official-style path: transformers CLIP + peft, eager attention, fp32, plain DataLoader."""
     try:
-        from ...model.official_reference import build_reference_model
         torch.manual_seed(seed)
         reference = build_reference_model(ModelConfig(backbone=backbone, pretrained=False)).to(device).train()
     except Exception as err:   # transformers missing, non-CLIP backbone

@@ -16,7 +16,9 @@ import torch
 
 from ...core.files import atomic_write_text
 from ...core.tasks import get_task
+from ...data.sources import DataConfig, dataset_task
 from ...engine.runtime import resolve_device, resolve_workers
+from ...engine.train import TrainConfig, train
 from ...model.perceptclip import ModelConfig
 from .flops import mfu, model_flops
 from .measurements import (
@@ -199,8 +201,6 @@ def compare_precisions(backbone: str = "tiny_clip", dataset: str = "synthetic_iq
     same seed and compare the test metrics: ``within_tolerance`` says whether every compared metric differs
     by at most ``tolerance``. On GPU this is the bf16 numerics check; on CPU (bf16 autocast
     exists there too) it exercises the same code."""
-    from ...data.sources import DataConfig, dataset_task
-    from ...engine.train import TrainConfig, train
     root = data_root or os.path.join(tempfile.gettempdir(), "percept-bench-synthetic")
     run_dir = Path(run_dir or tempfile.mkdtemp(prefix="percept-precision-"))
     task = dataset_task(dataset)
