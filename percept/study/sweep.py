@@ -28,7 +28,7 @@ from ..core.options import upgrade_model_fields
 from ..engine.runs import IncompatibleRunError, RunDir, eta_text, run_status
 from ..engine.train import EXECUTION_FIELDS, TrainConfig, train
 from ..model.backbones import get_spec
-from .launch import run_local, submit
+from . import launch   # launch.run_local / launch.submit, looked up when called (tests stand in for them)
 from .run_key import MODEL_KEY_FIELDS, PAPER_MODEL, run_key, same_value
 
 LR_GRID = (5e-5, 1e-4, 5e-4, 1e-3)   # paper §3.1
@@ -116,7 +116,8 @@ def run_sweep(grid: dict[str, TrainConfig], out: str | os.PathLike, gpus: list[i
         todo = [name for name in todo if name not in busy]
         if busy:
             log(f"  {len(busy)} run(s) already queued or running, not submitted again (percept status {out})")
-        status.update(submit({name: out / name for name in todo}, out / "slurm_logs", launcher, slurm, log=log))
+        jobs = {name: out / name for name in todo}
+        status.update(launch.submit(jobs, out / "slurm_logs", launcher, slurm, log=log))
         return status
     durations: list[float] = []
 
@@ -149,7 +150,7 @@ def run_sweep(grid: dict[str, TrainConfig], out: str | os.PathLike, gpus: list[i
             except queue.Empty:
                 return
             started = time.time()
-            result = run_local(out / name, gpu)          # submitit's local executor, this GPU only
+            result = launch.run_local(out / name, gpu)          # submitit's local executor, this GPU only
             with lock:
                 status[name] = result
                 finished(name, started, f" (GPU {gpu})")
