@@ -1,4 +1,4 @@
-# The two commands of the README (make demo, make test) and three more (make lab, make reproduce, make clean).
+# The two commands of the README (make demo, make test) and more (make docs, make lab, make reproduce, make clean).
 # Each creates the virtual environment from pyproject.toml if missing.
 PYTHON ?= python3
 VENV ?= .venv
@@ -8,7 +8,7 @@ OUT := $(CURDIR)/outputs
 # make reproduce DATA_ROOT=/data/percept  (default: $PERCEPT_DATA_ROOT or reproduce.yaml's data_root)
 DATA_ROOT ?=
 
-.PHONY: demo test lab reproduce reproduce-plan reproduce-smoke gpu-check install clean
+.PHONY: demo test docs lab reproduce reproduce-plan reproduce-smoke gpu-check install clean
 
 # The environment: the package (editable) with the test and notebook extras; the notebooks run on the
 # `python3` Jupyter kernel that ipykernel installs into the environment (registered here if it is missing).
@@ -30,6 +30,11 @@ demo: $(STAMP)
 ## The test suite (no GPU, no internet needed); it also executes every notebook on its smallest parameters.
 test: $(STAMP)
 	$(PY) -m pytest
+
+## The study's site, offline, from the notebooks `make demo` executed: outputs/site/index.html (mkdocs.yml,
+## tools/build_docs.py). With Chromium on the machine it also photographs the IQA page for the README.
+docs: $(STAMP)
+	$(PY) tools/build_docs.py --notebooks $(OUT)/notebooks --out $(OUT)/site --screenshot $(OUT)/site_screenshots/iqa_page.png
 
 ## JupyterLab on the notebooks, with this environment's kernel.
 lab: $(STAMP)

@@ -13,7 +13,7 @@ import warnings
 # folders before it in this order; tests/test_architecture.py enforces it).
 LAYERS = ("core", "model", "data", "engine", "study", "interface")
 
-_LAZY = {"ModelConfig": "model.perceptclip", "PerceptCLIP": "model.perceptclip", "build_model": "model.perceptclip",
+_LAZY = {"ModelConfig": "model.perceptclip", "PerceptCLIP": "model.perceptclip", "build_model": "engine.presets",
          "load_model": "model.perceptclip", "load_weights": "model.perceptclip", "save_weights": "model.perceptclip",
          "OFFICIAL_CHECKPOINTS": "model.official", "load_official": "model.official", "load_merged": "model.merged",
          "RunDir": "engine.runs", "list_models": "study.catalog", "list_backbones": "study.catalog",

@@ -291,3 +291,55 @@ def test_save_figure_writes_png_and_pdf_reproducibly(tmp_path):
         figures.save_figure(fig, "../escape", tmp_path)
     assert figures.figure_name("table1_iqa", "synthetic_iqa") == "table1_iqa_demo"
     assert figures.figure_name("table1_iqa", ["koniq10k"]) == "table1_iqa_koniq10k"
+
+
+def test_the_task_notebooks_show_the_method_in_code():
+    # the method in visible code before the engine: the model from the preset, its LoRA configuration and
+    # parameter count, one batch, the task's loss, one optimiser step; notebook 06 measures one head by hand
+    for name in ("01_iqa", "02_memorability", "03_emotion"):
+        code = "\n".join(c.source for c in nbformat.read(nb.NOTEBOOKS_DIR / f"{name}.ipynb", as_version=4).cells
+                         if c.cell_type == "code")
+        for needed in ("percept.build_model(preset=preset", "peft_config", "parameter_counts()", "get_loss(task.loss)",
+                       "loss.backward()", "optimizer.step()"):
+            assert needed in code, f"{name} does not show {needed!r}"
+        assert code.index("optimizer.step()") < code.index("study.train("), f"{name}: the step comes before the engine"
+    code = "\n".join(c.source for c in nbformat.read(nb.NOTEBOOKS_DIR / "06_attention_heads.ipynb", as_version=4).cells
+                     if c.cell_type == "code")
+    assert code.index("model.uniform_cls_attention({layer: [head]})") < code.index("interpret.head_importance(")
+
+
+@pytest.fixture(scope="module")
+def site(executed, tmp_path_factory):
+    """The study's site built from the executed notebooks, as `make docs` builds it (tools/build_docs.py)."""
+    pytest.importorskip("mkdocs_jupyter", reason="the docs extra (mkdocs-jupyter) is not installed")
+    import build_docs
+    _, out, _ = executed
+    root = tmp_path_factory.mktemp("site")
+    staging = build_docs.stage(out, root / "src")
+    return build_docs.build(staging, root / "site"), staging
+
+
+def test_the_site_holds_every_notebook_page_with_its_figures(site):
+    import build_docs
+    built, staging = site
+    assert build_docs.check_site(built, staging) == []
+    iqa = (built / "notebooks" / "01_iqa.html").read_text(encoding="utf-8")
+    assert "percept.build_model" in iqa and iqa.count('src="data:image/png;base64,') >= 3
+    deviations = (built / "deviations.html").read_text(encoding="utf-8")
+    assert "TULIP" in deviations and "Logistic fit" in deviations
+    assert "fonts.googleapis.com" not in (built / "index.html").read_text(encoding="utf-8")   # nothing fetched
+
+
+def test_a_missing_executed_notebook_is_named(tmp_path):
+    import build_docs
+    with pytest.raises(build_docs.DocsError, match="00_quickstart.ipynb: no executed notebook; run `make demo`"):
+        build_docs.stage(tmp_path, tmp_path / "src")
+
+
+def test_the_iqa_page_photographs_in_headless_chromium(site, tmp_path):
+    import build_docs
+    if build_docs.chromium() is None:
+        pytest.skip("no Chromium on this machine (apt-get install chromium): the README's screenshot is not retaken")
+    built, _ = site
+    png = build_docs.screenshot(built / build_docs.SCREENSHOT_PAGE, tmp_path / "iqa.png", height=900)
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 20_000

@@ -360,8 +360,48 @@ def test_things_assumed_format(tmp_path):
     assert df["memorability"].tolist() == [0.7, 0.4] and df["concept"].tolist() == ["aardvark", "air_conditioner"]
     assert sidecar(path)["score_source"] == "cr"
     (tmp_path / "things_memorability.csv").write_text("image_name,score\naardvark_01b.jpg,0.7\n")
-    with pytest.raises(ManifestError, match="needs an image column.*and a score column.*assumed"):
+    with pytest.raises(ManifestError, match="no corrected-recognition column `cr`.*columns found: image_name, score"):
         prepare("things", tmp_path)
+
+
+def _things_csv(root, text):
+    (root / "things_memorability.csv").write_text(text)
+    return root
+
+
+def test_things_uses_cr_never_hr(tmp_path):
+    # cr present next to hr: cr's values, whatever the column order
+    _things_csv(tmp_path, "hr,file,cr,far\n0.9,aardvark_01b.jpg,0.25,0.65\n0.8,zebra_02s.jpg,-0.05,0.85\n")
+    df, path = prepare("things", tmp_path, check_images=False)
+    assert df["memorability"].tolist() == [0.25, -0.05] and sidecar(path)["score_source"] == "cr"
+    # hr only (or memorability / corrected_recognition): refused, naming the file and the columns found
+    for header in ("image_name,hr", "image_name,hr,memorability,corrected_recognition"):
+        _things_csv(tmp_path, f"{header}\naardvark_01b.jpg" + ",0.9" * header.count(",") + "\n")
+        with pytest.raises(ValueError) as err:
+            prepare("things", tmp_path, check_images=False)
+        msg = str(err.value)
+        assert "\n" not in msg and "things_memorability.csv" in msg and f"columns found: {header.replace(',', ', ')}" in msg
+        assert "score=COLUMN" in msg
+    # hr given explicitly: used, recorded, and warned about
+    with pytest.warns(UserWarning, match="column 'hr' \\(score=\\), not the corrected recognition"):
+        df, path = prepare("things", tmp_path, check_images=False, score="hr")
+    assert df["memorability"].tolist() == [0.9] and sidecar(path)["score_source"] == "hr"
+    assert sidecar(path)["options"] == {"score": "hr"}
+    # an explicit column that is absent: same style of refusal
+    with pytest.raises(ValueError, match="no score column .cr_mean. \\(given as score=\\); columns found: image_name, hr"):
+        prepare("things", tmp_path, check_images=False, score="cr_mean")
+
+
+def test_things_needs_exactly_one_image_column(tmp_path):
+    _things_csv(tmp_path, "image,filename,cr\naardvark_01b.jpg,aardvark_01b.jpg,0.5\n")
+    with pytest.raises(ValueError, match="exactly one image column.*found 2 \\(image, filename, cr\\); keep one"):
+        prepare("things", tmp_path, check_images=False)
+    _things_csv(tmp_path, "stimulus,cr\naardvark_01b.jpg,0.5\n")
+    with pytest.raises(ValueError, match="exactly one image column.*found 0 \\(stimulus, cr\\)"):
+        prepare("things", tmp_path, check_images=False)
+    _things_csv(tmp_path, "Image_Name,CR\naardvark_01b.jpg,0.5\n")       # case ignored
+    df, path = prepare("things", tmp_path, check_images=False)
+    assert df["memorability"].tolist() == [0.5] and sidecar(path)["score_source"] == "CR"
 
 
 def make_sun(root, n=6, total=8):

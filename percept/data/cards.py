@@ -211,16 +211,23 @@ CARDS: dict[str, DatasetCard] = {c.name: c for c in [
                        "sorted concepts (LoDa's recipe, seed 3407), every image with its concept (manifest "
                        "column `concept`), so no concept is in two parts; mean over the 5 splits.",
         preprocessing=_MEM_PRE,
-        official_layout="ASSUMED, to be confirmed against the official download: a CSV of per-image scores, "
-                        "by default `things_memorability.csv`, with an image column (`image`, `image_name`, "
-                        "`filename` or `file`, e.g. `aardvark_01b.jpg`) and a score column (first present of "
-                        "`cr`, `corrected_recognition`, `memorability`, `hr`); THINGS images under "
-                        "`object_images/{concept}/{file}` where concept is the file name without its last "
-                        "`_NNx` part. When images are checked they are located by file name anywhere under "
-                        "`root`.",
-        notes="Kramer et al. report corrected recognition (CR = hit rate - false-alarm rate), which can in "
-              "principle be negative, hence the range [-1, 1]. The column used is recorded in "
-              "`score_source`."),
+        official_layout="A CSV of per-image scores (Kramer et al. 2023, released on OSF, osf.io/5a7z6), read "
+                        "with this header rule: the image column is the one column named `image`, "
+                        "`image_name`, `filename` or `file` (case ignored; e.g. `aardvark_01b.jpg`) - none or "
+                        "several is refused, naming the columns found; `memorability` = column `cr` (corrected "
+                        "recognition, matched ignoring case) - a file without it is refused, naming the columns "
+                        "found; `hr` (hit rate), `memorability`, `corrected_recognition` or any other column is "
+                        "used only when given explicitly with option `score` (CLI `--option score=COLUMN`; a "
+                        "column other than `cr` is warned about). ASSUMED, because the release could not be "
+                        "checked offline: the file name (default `things_memorability.csv`, option "
+                        "`labels_file`), the header spellings above (taken from the paper's CR and common "
+                        "image-column names; a different spelling is refused, never guessed), and the image "
+                        "layout `object_images/{concept}/{file}` (THINGS' own folders; concept = file name "
+                        "without its last `_NNx` part; option `image_dir`). When images are checked they are "
+                        "located by file name anywhere under `root`.",
+        notes="Kramer et al. and the paper use corrected recognition (CR = hit rate - false-alarm rate), which "
+              "can in principle be negative, hence the range [-1, 1]; hit rate is a different score and is never "
+              "taken in its place. The column used is recorded in the sidecar's `score_source`."),
     DatasetCard(
         name="sun_memorability", paper_name="SUN", paper_splits=25, title="SUN memorability (Isola et al. 2011)", task="memorability",
         label_column="memorability", score_column="memorability", label_range=(0.0, 1.0), classes=None,
@@ -236,7 +243,11 @@ CARDS: dict[str, DatasetCard] = {c.name: c for c in [
                        "listed in the README): 10% of each split's train images (`int(round(0.1 n_train))`, "
                        "chosen with `random.Random(3407 + k)`, as for IQA) become val; test is the official one.",
         preprocessing=_MEM_PRE,
-        official_layout="ASSUMED from the release's MATLAB scripts and third-party readers, to be confirmed: "
+        official_layout="Taken from the release's own MATLAB scripts (which read `sorted_target_data{i}.hits` "
+                        "and `.misses` and write the random splits) and a third-party reader; ASSUMED because no "
+                        "download could be checked offline: the file names, field names and array shapes below "
+                        "(each is checked, and a mismatch is refused naming the file; running `percept prepare "
+                        "sun_memorability` on the official download confirms them): "
                         "`Data/Experiment data/sorted_target_data.mat` (cell array `sorted_target_data` of "
                         "structs with `hits`, `misses`, `false_alarms`, `correct_rejections`, `filepath`), "
                         "`Data/Image data/target_images.mat` (`img`: 256x256x3xN uint8, the target images "

@@ -124,22 +124,51 @@ def prepare_memcat(root: Path, check_images: bool = True, labels_file: str = "me
     return out
 
 
-_THINGS_IMAGE = ("image", "image_name", "filename", "file")
-_THINGS_SCORE = ("cr", "corrected_recognition", "memorability", "hr")
+# THINGS memorability (Kramer et al. 2023, scores on OSF, osf.io/5a7z6): the header percept reads. The score
+# is corrected recognition, CR = hit rate - false-alarm rate, the score of Kramer et al. and of the paper;
+# `hr` (hit rate) and any other column are used only when named explicitly (option `score`), never by fallback.
+THINGS_SCORE = "cr"
+THINGS_IMAGE = ("image", "image_name", "filename", "file")   # exactly one must be present
+
+
+def _things_column(df: pd.DataFrame, path: Path, name: str) -> str | None:
+    """The column of ``df`` called ``name`` (exact, else the one equal ignoring case); None if absent;
+    refuses two columns that differ only in case."""
+    if name in df.columns:
+        return name
+    hits = [c for c in df.columns if str(c).lower() == name.lower()]
+    if len(hits) > 1:
+        raise ManifestError(f"things: {str(path)!r} has {len(hits)} columns named {name!r} up to case "
+                            f"({', '.join(map(str, hits))}); keep one")
+    return hits[0] if hits else None
 
 
 def prepare_things(root: Path, check_images: bool = True, labels_file: str = "things_memorability.csv",
-                   image_dir: str = "object_images") -> pd.DataFrame:
-    """THINGS memorability, ASSUMED format (see the card): a CSV with an image and a score column."""
+                   image_dir: str = "object_images", score: str = THINGS_SCORE) -> pd.DataFrame:
+    """THINGS memorability: ``memorability`` = column ``score`` (default ``cr``, corrected recognition) of
+    the CSV ``labels_file``, images named by its one image column (see :data:`THINGS_IMAGE`); file name and
+    image folder ASSUMED (see the card)."""
     path = require(root, labels_file, "things")
     df = read_table(path, [], "things")
-    lower = {str(c).lower(): c for c in df.columns}
-    img_col = next((lower[c] for c in _THINGS_IMAGE if c in lower), None)
-    score_col = next((lower[c] for c in _THINGS_SCORE if c in lower), None)
-    if img_col is None or score_col is None:
-        raise ManifestError(f"things: {str(path)!r} needs an image column ({', '.join(_THINGS_IMAGE)}) and a score "
-                            f"column ({', '.join(_THINGS_SCORE)}); found {', '.join(map(str, df.columns))}. The "
-                            f"THINGS format is assumed - please report the official columns")
+    found = ", ".join(map(str, df.columns))
+    imgs = [c for c in df.columns if str(c).lower() in THINGS_IMAGE]
+    if len(imgs) != 1:
+        raise ManifestError(f"things: {str(path)!r} must have exactly one image column of {', '.join(THINGS_IMAGE)}"
+                            f"; found {len(imgs)} ({found}){'; keep one of them' if imgs else ''}")
+    img_col = imgs[0]
+    score_col = _things_column(df, path, score)
+    if score_col is None:
+        what = ("corrected-recognition column `cr` (CR = hit rate - false-alarm rate, the paper's score)"
+                if score == THINGS_SCORE else f"score column {score!r} (given as score=)")
+        raise ManifestError(f"things: {str(path)!r} has no {what}; columns found: {found}. Pass the column that "
+                            f"holds corrected recognition with score=COLUMN (CLI --option score=COLUMN); `hr` "
+                            f"(hit rate) is a different score")
+    if score_col == img_col:
+        raise ManifestError(f"things: score={score!r} in {str(path)!r} is the image column; columns found: {found}")
+    if str(score_col).lower() != THINGS_SCORE:
+        warnings.warn(f"things: memorability taken from column {score_col!r} (score=), not the corrected "
+                      f"recognition `cr` of Kramer et al. and the paper; results are comparable with the "
+                      f"paper's only if it holds CR", stacklevel=3)
     mem = numbers(df[score_col], path, score_col, "things", names=df[img_col])
     values = df[img_col].astype(str).str.replace("\\", "/", regex=False)
     concepts = [v.rsplit("/", 1)[0] if "/" in v else v.rsplit("_", 1)[0] for v in values]

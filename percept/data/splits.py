@@ -213,10 +213,10 @@ def iqa_authentic_splits(images: Sequence[Hashable], n_splits: int = 10, seed: i
     """LIVEC / KonIQ-10k / SPAQ / FLIVE (§4.1): LoDa's 10 splits 80/20, then 10% of train → val.
 
     ``images`` in manifest order. Train ∪ val and test equal LoDa's ``split_info[k-1]`` train / test
-    when the manifest lists the same images in the same order as LoDa's meta-info file. Caveat for
-    LIVEC: LoDa splits ``range(1162)`` (all images) although its loader drops the 7 LIVE Challenge
-    training images (``meta_info[7:]``), so its index lists and its loader disagree; we split
-    whatever images the manifest holds.
+    when the manifest lists the same images in the same order as LoDa's meta-info file. LIVEC: LoDa
+    splits ``range(1162)`` and its loader reads ``meta_info[7:]`` (the release without the 7 LIVE
+    Challenge training images), so index i is the i-th of the 1,162 test images in the release's order,
+    the i-th row of our manifest: the same splits.
     """
     images = _check_images(images)
     parts = _unit_parts(len(images), n_splits, (0.8, 0.0, 0.2), seed)

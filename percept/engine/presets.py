@@ -82,3 +82,23 @@ register_preset("demo", "the embedded demo's budget (CPU, minutes): the shipped 
                 "(tiny_clip_prior) + LoRA, lr 1e-3, batch 16, at most 8 epochs with the paper's patience 12 (a "
                 "demo run trains all 8 and keeps its best validation epoch), 3 IQA test crops",
                 model={"backbone": "tiny_clip_prior"}, lr=1e-3, batch_size=16, max_epochs=8, test_crops=3)
+
+
+def build_model(config: ModelConfig | None = None, *, preset: str | None = None, **overrides):
+    """``percept.build_model``: the model of a preset or a config, with ModelConfig fields as ``overrides``.
+
+    ``build_model(preset="paper")`` is the paper's model (CLIP ViT-L/14 from its published weights, LoRA r=16,
+    alpha=8 on q, k, v, the MLP head); ``build_model(preset="demo")`` the offline demo's (the shipped
+    ``tiny_clip_prior``); ``build_model(preset="paper", heads={"emoset": 8})`` one of its variants. Without a preset
+    or config: the dataclass defaults, which are the paper's. A TrainConfig field among ``overrides`` is refused.
+    """
+    from ..model.perceptclip import build_model as build   # torch only when a model is built: this module stays light
+    if preset is not None:
+        if config is not None:
+            raise ValueError("build_model: give a preset or a config, not both")
+        train, model = split_overrides(overrides)
+        if train:
+            raise ValueError(f"build_model: {', '.join(sorted(train))} configure training, not the model "
+                             f"(a TrainConfig field; pass it to the run's config)")
+        return build(ModelConfig.from_dict({**get_preset(preset).model, **model}))
+    return build(config, **overrides)

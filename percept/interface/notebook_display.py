@@ -37,21 +37,20 @@ DEMO_DESCRIPTIONS = {
 
 
 def caption(text: str, datasets, backbone: str, pretrained: bool = True) -> str:
-    """A figure/table caption (markdown) that says what the data and the model are."""
+    """A figure/table caption (markdown) that says what the data and the model are, briefly: the notebook's
+    introduction says once what the demo data and prior are and what they can and cannot show."""
     names = [datasets] if isinstance(datasets, str) else list(datasets)
     synthetic = [n for n in names if is_synthetic(n)]
     real = [PAPER_DATASET_NAMES.get(n, n) for n in names if not is_synthetic(n)]
     parts = []
     if synthetic:
-        parts.append(f"embedded demo data ({', '.join(f'`{n}`' for n in synthetic)}): synthetic labels computed "
-                     f"from the distortion parameters, **not human judgements**")
+        parts.append(f"demo data {', '.join(f'`{n}`' for n in synthetic)} (synthetic labels)")
     if real:
         parts.append(f"real dataset{'s' if len(real) > 1 else ''} {', '.join(real)} (human judgements)")
     model = f"`{backbone}` encoder, {'pretrained' if pretrained else 'random-initialised'}"
     if pretrained and get_spec(backbone).shipped_weights:     # the demo's own prior, shipped with percept
-        model = (f"`{backbone}` encoder, the demo's own prior: image-text pre-trained by percept on generated images "
-                 f"and generated captions (no human judgement anywhere)")
-    verdict = "" if pretrained and not synthetic else " A pipeline check, not a paper result."
+        model = f"`{backbone}`, the demo's own prior"
+    verdict = "" if pretrained and not synthetic else " A pipeline check."
     return f"**{text}** Data: {'; '.join(parts)}. Model: {model}.{verdict}"
 
 

@@ -236,6 +236,11 @@ class RunSettings:
                 return fields[name].default
         raise KeyError(name)
 
+    @property
+    def model_overrides(self) -> dict:
+        """The ModelConfig fields among the overrides (for ``percept.build_model(preset=..., **model_overrides)``)."""
+        return split_overrides(self.overrides)[1]
+
     backbone = property(lambda self: self.value("backbone"))
     pretrained = property(lambda self: self.value("pretrained"))
     split = property(lambda self: self.value("split"))
