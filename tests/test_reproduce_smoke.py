@@ -95,7 +95,7 @@ def test_multi_dataset_group_split_k_uses_each_datasets_split_k(smoke):
 def test_a_failing_experiment_names_itself_and_the_others_still_run(tmp_path, capsys):
     yaml = pytest.importorskip("yaml")
     config = reproduce.load_reproduce_config()
-    plan = {**config, "experiments": {
+    plan = {**config, "figures": {}, "experiments": {   # (the plan's figures name experiments left out here)
         "broken": {"tables": ["6"], "kind": "single", "datasets": ["livec"], "splits": 1,
                    "variants": [{"lora_r": 0}]},
         "fine": {"tables": ["1"], "kind": "single", "datasets": ["livec"], "splits": 1}}}
@@ -107,3 +107,65 @@ def test_a_failing_experiment_names_itself_and_the_others_still_run(tmp_path, ca
     table1 = pd.read_csv(tmp_path / "out" / "tables" / "table_1.csv")
     assert ((table1["status"] == "both") & (table1["test_dataset"] == "LIVEC")).sum() == 2   # SRCC and PLCC
     assert Path(tmp_path / "out" / "tables" / "table_6.csv").is_file()
+
+
+def test_every_figure_of_the_plan_is_drawn_and_says_it_is_a_pipeline_check(smoke):
+    done, out = smoke
+    figures = reproduce.load_reproduce_config()["figures"]
+    assert set(done.figures) == set(figures) and not done.missing_figures
+    for name, spec in figures.items():
+        for run in spec["runs"]:
+            for suffix, magic in ((".png", b"\x89PNG"), (".pdf", b"%PDF")):
+                files = list((out / "figures").glob(f"{name}_*_{run['dataset']}{suffix}"))
+                assert files, f"{name}: no {suffix} for {run['dataset']}"
+                assert all(f.read_bytes()[:4] == magic for f in files)
+    index = pd.read_csv(out / "figures" / "figures.csv")
+    assert set(index["figure"]) == set(figures) and (index["status"] == "drawn").all()
+    assert index["note"].str.contains("random weights").all() and index["note"].str.contains("fixture data").all()
+
+
+def test_figures_a1_and_a2_show_only_positive_and_only_negative_emotions(smoke):
+    from percept.study import analysis, paper_figures
+    _, out = smoke
+    positive, negative = {"amusement", "awe", "contentment", "excitement"}, {"anger", "disgust", "fear", "sadness"}
+    # the images the drawn figures show (their heads' most affected images), as written beside them
+    shown = {n: pd.read_csv(out / "figures" / f"{n}_attention_emoset.csv") for n in ("figA1", "figA2")}
+    assert set(shown["figA1"]["class"]) <= positive and set(shown["figA1"]["label"]) <= {0, 1, 2, 3}
+    assert set(shown["figA2"]["class"]) <= negative and set(shown["figA2"]["label"]) <= {4, 5, 6, 7}
+    # the selection itself, on the EmoSet run's test predictions: every class of the valence, in turn
+    pred = analysis.load_predictions(next((out / "runs" / "emoset" / "random-init").rglob("predictions.csv")))
+    a1 = paper_figures.attention_selection(pred, "positive", n=32)
+    a2 = paper_figures.attention_selection(pred, "negative", n=3)
+    assert set(a1["class"]) == positive and len(a2) == 3 and set(a2["class"]) <= negative
+    by_prediction = paper_figures.attention_selection(pred, "negative", by="prediction")
+    assert set(by_prediction["predicted_class"]) <= negative
+
+
+def test_a_figure_whose_runs_are_missing_is_named_and_the_others_are_drawn(smoke, tmp_path):
+    import shutil
+
+    from percept.study.paper_figures import draw_paper_figures
+    _, out = smoke
+    shutil.copytree(out / "runs" / "emoset" / "random-init", tmp_path / "runs" / "emoset" / "random-init")   # no LaMem
+    config = reproduce.smoke_config(reproduce.load_reproduce_config())
+    config["figures"] = {k: config["figures"][k] for k in ("fig4", "figA3", "figA6")}
+    logged = []
+    drawn = draw_paper_figures(config, tmp_path / "runs", tmp_path / "figures", log=logged.append)
+    assert drawn["fig4"].startswith("missing: no finished run of table3_memorability on lamem, split 1")
+    assert drawn["figA6"].startswith("missing: no finished run of table3_memorability on lamem")
+    assert {p.name for p in drawn["figA3"]} >= {"figA3_confusion_emoset.png", "figA3_confusion_emoset.pdf"}
+    assert any(line.startswith("figure figA6 (Figure A.6) missing") for line in logged)
+
+
+def test_the_plan_checks_its_figures(tmp_path):
+    yaml = pytest.importorskip("yaml")
+    config = reproduce.load_reproduce_config()
+    for change, message in (({"bins": 3}, r"figure 'figA3': unknown keys \['bins'\]"),
+                            ({"runs": [{"experiment": "nope", "dataset": "emoset"}]},
+                             "figure 'figA3': experiment: 'nope'"),
+                            ({"runs": [{"experiment": "table3_memorability", "dataset": "emoset"}]},
+                             "figure 'figA3': dataset:")):
+        plan = {**config, "figures": {"figA3": {**config["figures"]["figA3"], **change}}}
+        (tmp_path / "plan.yaml").write_text(yaml.safe_dump(plan))
+        with pytest.raises(ValueError, match=message):
+            reproduce.load_reproduce_config(tmp_path / "plan.yaml")

@@ -98,7 +98,7 @@ def test_a_pil_image_scores_as_its_file_whatever_its_mode(iqa_run, tmp_path):
 
 def test_a_decoded_tensor_scores_as_its_file_where_the_image_is_resized(tmp_path, photos):
     """Memorability resizes the shorter side to 224: a tensor of 8-bit levels takes the PIL path (equal); a float
-    tensor that needs gradients takes torch's resize (close, not equal: README deviation 22)."""
+    tensor that needs gradients takes torch's resize (close, not equal: docs/deviations.md, row 22)."""
     run = _finished_run(tmp_path / "mem", {"synthetic_strength": 1})
     metric = percept.create_metric(run, device="cpu")
     pil = Image.open(photos[0][0]).convert("RGB")

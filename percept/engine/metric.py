@@ -17,7 +17,7 @@ tensor whose values are 8-bit levels (``k / 255``, what ``to_tensor`` of a decod
 path, so it scores exactly as its file. Any other tensor, and every tensor when gradients are needed
 (``as_loss``), takes :class:`~percept.data.tensor_preprocessing.TensorTestTransform`: the same steps in torch,
 differentiable, equal where no resize is needed, close but not bit-equal where the image is resized (PIL rounds
-to 8 bits and its bicubic kernel has a = -0.5, torch's a = -0.75; README deviation 22 gives the measured gap).
+to 8 bits and its bicubic kernel has a = -0.5, torch's a = -0.75; docs/deviations.md, row 22, gives the measured gap).
 
 Output: regression, one score per image ``(B,)``; classification, class probabilities ``(B, C)`` (the mean of
 the crops' softmax, as evaluation) with ``metric.class_names``. With ``as_loss=True`` (pyiqa's convention)

@@ -12,6 +12,7 @@ from ..core.resources import workspace
 from ..study.launch import add_launcher_args, slurm_options
 from ..study.reproduce import (
     REPRODUCE_YAML,
+    figure_plan,
     load_reproduce_config,
     reproduce,
     reproduce_plan,
@@ -46,6 +47,10 @@ def main(argv: list[str] | None = None) -> int:
         with pd.option_context("display.width", 200, "display.max_colwidth", 60):
             print(plan.drop(columns=["stated_gpu_hours", *(["gpu_hours"] if args.smoke else [])]).to_string(index=False))
             if args.dry_run:
+                figures = figure_plan(config)
+                if len(figures):
+                    print("\nfigures (percept.study.paper_figures, into OUT/figures):")
+                    print(figures.to_string(index=False))
                 print("\nmulti-dataset batches (percept.engine.sampling):")
                 print(sampling_report(config).to_string(index=False))
         if not args.smoke:

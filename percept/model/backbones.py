@@ -50,7 +50,7 @@ class ConvStemPatchEmbed(PatchEmbed):
     ``embed_dim`` so that the token grid is that of ``patch_size``. Used by the demo prior
     (``tiny_clip_prior``): a tiny ViT whose patchify is linear does not learn the demo's blur, noise and
     compression from scratch within minutes on a CPU (the patch's high-frequency energy needs a
-    non-linearity before the first LayerNorm), one with this stem does (measured when the prior was designed; README, "The demo's own prior")."""
+    non-linearity before the first LayerNorm), one with this stem does (measured when the prior was designed; docs/prior.md, "The demo's own prior")."""
 
     def __init__(self, img_size=224, patch_size=32, in_chans=3, embed_dim=128, stem_channels=(16, 32, 64, 128),
                  **kwargs):

@@ -1,24 +1,30 @@
 """The paper's experiments as a plan (``reproduce.yaml``) and their execution: ``percept reproduce``.
 
-``reproduce.yaml`` (repository root) lists the experiments of Zalcher, Wasserman et al. (TMLR 2025): per
-experiment its tables, kind (``single``: one run per dataset; ``multi``: one run per group, §3.2;
-``cross``: finished runs evaluated on another dataset, Tables 2 and A.1; ``unified``, beyond the paper: one run
-over the datasets of several tasks, then its ``pairs`` evaluated as Tables 2 and A.1, :mod:`percept.study.unified`),
-datasets, splits, model variants and estimated GPU hours. :func:`reproduce` runs it with the sweep (:mod:`percept.study.sweep`: finished runs
-are skipped, interrupted ones resume), selects learning rates on validation (:mod:`percept.study.results`) and
-writes ``OUT/tables/table_<id>.csv``: the paper beside ours, each cell filled only by the run
-configuration its row names (:mod:`percept.study.paper_specs`).
+``reproduce.yaml`` (repository root; read and checked by :mod:`percept.study.plan`) lists the experiments of
+Zalcher, Wasserman et al. (TMLR 2025): per experiment its tables, kind (``single``: one run per dataset; ``multi``:
+one run per group, §3.2; ``cross``: finished runs evaluated on another dataset, Tables 2 and A.1; ``unified``, beyond
+the paper: one run over the datasets of several tasks, then its ``pairs`` evaluated as Tables 2 and A.1,
+:mod:`percept.study.unified`), datasets, splits, model variants and estimated GPU hours; and its ``figures``: per
+paper figure (Fig. 4, A.1-A.8) the experiment and dataset whose runs it is drawn from. :func:`reproduce` runs it
+with the sweep (:mod:`percept.study.sweep`: finished runs are skipped, interrupted ones resume), selects learning
+rates on validation (:mod:`percept.study.results`), writes ``OUT/tables/table_<id>.csv``: the paper beside ours,
+each cell filled only by the run configuration its row names (:mod:`percept.study.paper_specs`), then draws the
+figures into ``OUT/figures/`` (:mod:`percept.study.paper_figures`: ``fig4_attention_emoset.png``/``.pdf``, ...).
 
 An experiment that fails (a missing dataset, a broken run) is reported by name with its first error and
-the others still run; the tables are written for whatever finished, and the command exits non-zero.
+the others still run; the tables are written for whatever finished, and the command exits non-zero. A figure
+whose runs are not there (its experiment not run yet, e.g. with ``--only``, or failed) is logged by name with what
+it lacks and is not a failure by itself (the experiment's own failure already is); a figure whose runs are there
+but that cannot be drawn is a failure (``figure <name>``).
 
 ``--smoke`` (CI; :func:`smoke_config`) executes *every* experiment of the plan - each dataset, split
 protocol, cross-dataset pair, multi-dataset group, two-phase and ablation variant - on fixture datasets
 generated in each dataset's official layout (:mod:`percept.data.fixtures`), for one epoch, with one
 learning rate, at most two splits (one for the ablation variants), and each configured backbone shrunk
 to one small random-initialised block of the same timm architecture (so the tables' rows are filled by
-the configurations they name, and marked "random weights", never comparable). It proves that no
-configured table can break unseen; it computes nothing about the paper.
+the configurations they name, and marked "random weights", never comparable), and draws every figure (each
+titled as a pipeline check of random weights on fixture data). It proves that no configured table or figure can
+break unseen; it computes nothing about the paper.
 
 Multi-dataset batches: :func:`sampling_report` shows, for each multi-dataset group of the plan, how often
 each dataset enters a batch and with how many items (:mod:`percept.engine.sampling`).
@@ -33,22 +39,21 @@ from pathlib import Path
 from typing import Iterable
 
 import pandas as pd
-import yaml
 
-from ..core.resources import resource_path
+from .plan import (  # noqa: F401 (the plan's API, here since percept reproduce began)
+    EXPERIMENT_KEYS,
+    HOURS_PER_IMAGE_EPOCHS40,
+    KINDS,
+    REPRODUCE_YAML,
+    experiment_groups,
+    experiment_splits,
+    figure_plan,
+    load_reproduce_config,
+    reproduce_plan,
+    run_hours,
+    sampling_report,
+)
 from .unified import TABLE_ID
-
-# The plan ships with the package (the checkout's top-level reproduce.yaml is a link to it): an installed percept
-# has it too; --config FILE takes another.
-REPRODUCE_YAML = resource_path("reproduce.yaml")
-EXPERIMENT_KEYS = {"tables", "kind", "datasets", "pairs", "splits", "variants", "head_finetune", "lrs", "uses",
-                   "gpu_hours", "note"}
-KINDS = ("single", "multi", "cross", "unified")   # unified: a multi run across tasks + its cross pairs (ours)
-
-# GPU-hour estimates (App. A.1: "Training on an NVIDIA L40S GPU takes up to a day for the largest dataset
-# (e.g. EmoSet with approximately 100,000 images) and only a few hours for smaller datasets when run for
-# 40 epochs"): one run costs up to 24 h x (images x IQA replicas per epoch) / 100,000 on an L40S.
-HOURS_PER_IMAGE_EPOCHS40 = 24.0 / 100_000
 
 # --smoke: one block of 64 channels instead of the backbone's 12-24 blocks of 768-1024 (same timm
 # architecture, patch size, token layout and projection), one epoch, one learning rate, at most two splits.
@@ -60,128 +65,21 @@ SMOKE_MAX_SPLITS = 2
 
 @dataclass
 class Reproduction:
-    """What :func:`reproduce` did: the paper-vs-ours table per table id, and the failed experiments."""
+    """What :func:`reproduce` did: the paper-vs-ours table per table id, the failed experiments (and tables and
+    figures), the figures drawn (paper name -> files) and those whose runs are missing (name -> what is missing)."""
 
     tables: dict[str, pd.DataFrame] = field(default_factory=dict)
     failures: dict[str, str] = field(default_factory=dict)   # experiment -> its first error
-
-
-def run_hours(dataset: str) -> float:
-    """Upper estimate of one 40-epoch run on ``dataset`` on an L40S, in hours (see above)."""
-    from ..data.cards import get_card
-    card = get_card(dataset)
-    return HOURS_PER_IMAGE_EPOCHS40 * card.expected_images * (card.train_replicas or 1)
-
-
-def load_reproduce_config(path: str | os.PathLike | None = None) -> dict:
-    """Read ``reproduce.yaml`` (or the plan file ``path``)."""
-    path = Path(path) if path else REPRODUCE_YAML
-    if not path.is_file():
-        raise FileNotFoundError(f"plan file {path} does not exist (without --config: the plan shipped with percept)")
-    try:
-        config = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        raise ValueError(f"{path}: not valid YAML: {' '.join(str(err).split())}") from None
-    if not isinstance(config, dict) or "experiments" not in config:
-        raise ValueError(f"{path}: expected a mapping with 'experiments'")
-    for name, exp in config["experiments"].items():
-        unknown = set(exp) - EXPERIMENT_KEYS
-        if unknown:
-            raise ValueError(f"{path}: experiment {name!r} has unknown keys {sorted(unknown)}")
-        if exp.get("kind") not in KINDS:
-            raise ValueError(f"{path}: experiment {name!r}: kind must be one of {', '.join(KINDS)}")
-        splits = exp.get("splits")
-        if isinstance(splits, dict) and set(splits) != set(exp.get("datasets", [])):
-            raise ValueError(f"{path}: experiment {name!r}: `splits` names {sorted(splits)} but the experiment's "
-                             f"datasets are {sorted(exp.get('datasets', []))}; give every dataset its number of splits")
-    return config
-
-
-def experiment_splits(exp: dict, dataset: str) -> list[int]:
-    """The splits an experiment runs for ``dataset`` (a group's first dataset for multi): ``splits`` is a
-    count, a list, or a mapping per dataset."""
-    splits = exp.get("splits", 1)
-    if isinstance(splits, dict):
-        splits = splits.get(dataset, 1)
-    return list(range(1, int(splits) + 1)) if isinstance(splits, int) else [int(s) for s in splits]
-
-
-def _groups(exp: dict) -> list[list[str]]:
-    return [[d] for d in exp["datasets"]] if exp["kind"] == "single" else [list(exp["datasets"])]   # multi, unified
-
-
-def reproduce_plan(config: dict | None = None) -> pd.DataFrame:
-    """One row per experiment of ``reproduce.yaml``: tables, kind, datasets, variants, splits, runs
-    (splits x learning rates x variants) and estimated L40S hours (upper bound: 40 epochs, no early stop)."""
-    config = config or load_reproduce_config()
-    lrs = config["defaults"]["lrs"]
-    rows = []
-    for name, exp in config["experiments"].items():
-        variants = exp.get("variants") or [{}]
-        exp_lrs = exp.get("lrs", lrs)
-        if exp["kind"] == "cross":
-            rows.append({"experiment": name, "tables": ", ".join(map(str, exp["tables"])), "kind": "cross",
-                         "datasets": "; ".join(f"{a} → {b}" for a, b in exp["pairs"]), "variants": 1,
-                         "runs": 0, "gpu_hours": 0.0, "stated_gpu_hours": exp.get("gpu_hours")})
-            continue
-        runs, hours = 0, 0.0
-        for group in _groups(exp):
-            n = len(experiment_splits(exp, group[0])) * len(exp_lrs) * len(variants)
-            runs += n
-            hours += n * sum(run_hours(d) for d in group)
-        rows.append({"experiment": name, "tables": ", ".join(map(str, exp["tables"])), "kind": exp["kind"],
-                     "datasets": ", ".join(exp["datasets"]), "variants": len(variants), "runs": runs,
-                     "gpu_hours": round(hours), "stated_gpu_hours": exp.get("gpu_hours")})
-    return pd.DataFrame(rows)
-
-
-# Share of a dataset's images in the train part of a split (for the batch-composition estimate only).
-_TRAIN_FRACTION = {"iqa_authentic": 0.72, "iqa_synthetic": 0.72, "lamem": 45_000 / 58_741, "things": 0.75,
-                   "emoset": 0.80, "emotionroi": 0.75, "sun_memorability": 0.45}
-
-
-def sampling_report(config: dict | None = None, threshold: int = 3) -> pd.DataFrame:
-    """For every multi-dataset group of the plan, per dataset: its share of the group's training images,
-    the share of batches it enters, and the share in which it brings at least ``threshold`` items - without
-    and with the per-dataset minimum of ``min_batch_items`` items for PLCC datasets (ours; see
-    :mod:`percept.engine.sampling`). Image counts: the cards' (paper §4) times the train fraction of the split."""
-    from ..core.tasks import get_task
-    from ..data.cards import get_card
-    from ..data.splits import DATASET_PROTOCOLS
-    from ..engine.presets import get_preset
-    from ..engine.sampling import batch_composition
-    from ..engine.train_config import TrainConfig
-    config = config or load_reproduce_config()
-    defaults = config["defaults"]
-    train = {**get_preset(defaults.get("preset", "paper")).train, **(defaults.get("train") or {})}   # the plan's
-    fields = TrainConfig.__dataclass_fields__
-    batch = int(train.get("batch_size", fields["batch_size"].default))
-    minimum = int(train.get("min_batch_items", fields["min_batch_items"].default))
-    frames = []
-    for name, exp in config["experiments"].items():
-        if exp["kind"] not in ("multi", "unified"):
-            continue
-        cards = [get_card(d) for d in exp["datasets"]]
-        images = [round(c.expected_images * _TRAIN_FRACTION[DATASET_PROTOCOLS[c.name]]) for c in cards]
-        sizes = [n * (c.train_replicas or 1) for n, c in zip(images, cards)]
-        plcc = [minimum if get_task(c.task).loss == "plcc" else 1 for c in cards]
-        plain = batch_composition(sizes, batch, images=images, names=exp["datasets"], threshold=threshold)
-        fixed = batch_composition(sizes, batch, images=images, min_items=plcc, names=exp["datasets"],
-                                  threshold=threshold)
-        frames.append(pd.DataFrame({
-            "experiment": name, "dataset": plain["dataset"], "train_images": plain["images"],
-            "image_share": plain["image_share"], f"batches_ge{threshold}_plain": plain[f"share_ge{threshold}"],
-            "batches_present": fixed["present"], f"batches_ge{threshold}": fixed[f"share_ge{threshold}"],
-            "fewest_items_when_present": fixed["min_when_present"], "loss": ["plcc" if m > 1 else "mse/ce"
-                                                                              for m in plcc]}))
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    figures: dict[str, list[Path]] = field(default_factory=dict)
+    missing_figures: dict[str, str] = field(default_factory=dict)
 
 
 # ------------------------------------------------------------------------------------------ smoke
 def smoke_config(config: dict) -> dict:
     """The plan for ``--smoke``: each backbone shrunk (:data:`SMOKE_BACKBONE_KWARGS`), random weights, one
     epoch (:data:`SMOKE_TRAIN`), the first learning rate, at most two splits per dataset (one for
-    experiments with model variants), data from :mod:`percept.data.fixtures`."""
+    experiments with model variants), data from :mod:`percept.data.fixtures`; every figure, the attention
+    galleries with their most important head only."""
     smoke = copy.deepcopy(config)
     smoke["defaults"]["model"] = {**(smoke["defaults"].get("model") or {}), "pretrained": False,
                                   "backbone_kwargs": dict(SMOKE_BACKBONE_KWARGS)}
@@ -195,6 +93,9 @@ def smoke_config(config: dict) -> dict:
         splits = exp.get("splits", 1)
         exp["splits"] = ({d: min(int(n), limit) for d, n in splits.items()} if isinstance(splits, dict)
                          else min(int(splits), limit) if isinstance(splits, int) else list(splits)[:limit])
+    for fig in (smoke.get("figures") or {}).values():   # attention galleries of the most important head only:
+        if fig["draw"] == "attention":                   # the same code, a third of the drawing time
+            fig["top_k"] = 1
     return smoke
 
 
@@ -236,7 +137,7 @@ def _run_training(config: dict, exp: dict, data_root: Path, out: Path, gpus, log
     """Sweep every group of a single/multi experiment; the first failed run's message, or None."""
     from .sweep import expand_grid, run_sweep
     first_error = None
-    for group in _groups(exp):
+    for group in experiment_groups(exp):
         base = _base_config(config, group, data_root, bool(exp.get("head_finetune", False)), name)
         grid = expand_grid(base, lrs=exp.get("lrs", config["defaults"]["lrs"]),
                            splits=experiment_splits(exp, group[0]), model_variants=exp.get("variants") or [{}])
@@ -394,6 +295,22 @@ def _execute(config: dict, names: list[str], root: Path, out: Path, gpus, log, l
         write_csv(out / "tables" / f"table_{t}.csv", table)
         log(f"table {t}: {(table['status'] == 'both').sum()} of {(table['status'] != 'ours only').sum()} "
             f"paper cells filled -> {out / 'tables' / f'table_{t}.csv'}")
+    _draw_figures(config, out, result, log)
     for name, error in result.failures.items():
         log(f"failed: {name}: {error}")
     return result
+
+
+def _draw_figures(config: dict, out: Path, result: Reproduction, log) -> None:
+    """The plan's figures from whatever finished runs ``out/runs`` holds (these experiments' and earlier ones'),
+    into ``out/figures``: one whose runs are missing is named, not failed; one that cannot be drawn fails."""
+    if not config.get("figures"):
+        return
+    from .paper_figures import draw_paper_figures   # torch and matplotlib: only when there are figures to draw
+    for name, drawn in draw_paper_figures(config, out / "runs", out / "figures", log).items():
+        if isinstance(drawn, list):
+            result.figures[name] = drawn
+        elif drawn.startswith("missing"):
+            result.missing_figures[name] = drawn
+        else:
+            result.failures[f"figure {name}"] = drawn

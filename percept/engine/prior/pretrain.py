@@ -115,7 +115,7 @@ def random_crops(images: torch.Tensor, size: int, generator: torch.Generator) ->
     ``crop_margin`` option, not used by the shipped prior. The demo crops its images anywhere, so the JPEG 8x8 block
     grid falls anywhere in the tower's 32-px patches, while the shipped prior only ever saw blocks aligned with its
     patches, and sees compression much better there (measured: JPEG level SRCC 0.74 on aligned demo crops, 0.44 on
-    misaligned ones). Random placement narrowed that gap but made the demo worse (README, "The demo's own prior")."""
+    misaligned ones). Random placement narrowed that gap but made the demo worse (docs/prior.md, "The demo's own prior")."""
     margin_y, margin_x = images.shape[-2] - size, images.shape[-1] - size
     if margin_y < 0 or margin_x < 0:
         raise ValueError(f"images of {tuple(images.shape[-2:])} pixels are smaller than the crop size {size}")
