@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-## The main job on the embedded defaults: every notebook (notebooks/00..09) executed with papermill, offline,
+## The main job on the embedded defaults: every notebook (notebooks/00..10) executed with papermill, offline,
 ## on the CPU, in minutes. Executed copies, tables and runs go to outputs/notebooks/, figures to figures/.
 demo: $(STAMP)
 	$(PY) -m percept notebooks --out $(OUT)/notebooks

@@ -11,6 +11,7 @@
 import ast
 import os
 import re
+import shutil
 from pathlib import Path
 
 import nbformat
@@ -328,6 +329,20 @@ def test_the_site_holds_every_notebook_page_with_its_figures(site):
     deviations = (built / "deviations.html").read_text(encoding="utf-8")
     assert "TULIP" in deviations and "Logistic fit" in deviations
     assert "fonts.googleapis.com" not in (built / "index.html").read_text(encoding="utf-8")   # nothing fetched
+
+
+def test_the_site_check_names_an_unclosed_code_block_and_a_fetched_script(site, tmp_path):
+    import build_docs
+    built, staging = site
+    broken = tmp_path / "src"
+    shutil.copytree(staging, broken)
+    (broken / "usage.md").write_text("# Using\n\n```bash\nmake demo\n\n## Next\n", encoding="utf-8")
+    page = tmp_path / "site"
+    shutil.copytree(built, page)
+    (page / "prior.html").write_text('<script src="https://cdn.example.org/x.js"></script>', encoding="utf-8")
+    problems = build_docs.check_site(page, broken)
+    assert any("usage.md: a code block is not closed" in p for p in problems), problems
+    assert any("prior.html: loads https://cdn.example.org/x.js" in p for p in problems), problems
 
 
 def test_a_missing_executed_notebook_is_named(tmp_path):

@@ -5,6 +5,8 @@ import json
 
 import pytest
 
+import percept
+
 from percept.data.sources import DataConfig
 from percept.engine.presets import (
     get_preset,
@@ -97,3 +99,15 @@ def test_runs_that_differ_in_any_model_field_are_different_experiments(tmp_path)
     wide = wide_table(aggregated)
     assert list(wide.index) == ["lora_dropout=0.1", "lora_dropout=0.3"]
     assert list(wide[("livec", "srcc")]) == [0.70, 0.95]
+
+
+def test_build_model_takes_a_preset_and_refuses_training_fields():
+    model = percept.build_model(preset="demo")
+    assert model.config.backbone == get_preset("demo").model["backbone"]
+    assert (model.config.lora_r, model.config.lora_alpha) == (16, 8)          # the paper's LoRA, kept by the preset
+    small = percept.build_model(preset="paper", backbone="tiny_clip", pretrained=False, lora_r=4)
+    assert small.config.lora_r == 4 and small.config.head_type == "mlp"
+    with pytest.raises(ValueError, match="max_epochs configure training"):
+        percept.build_model(preset="demo", max_epochs=3)
+    with pytest.raises(ValueError, match="a preset or a config, not both"):
+        percept.build_model(small.config, preset="demo")

@@ -7,7 +7,8 @@ from the package's docstrings. ``docs/`` and the executed notebooks are staged t
 builds from it, and every notebook page is checked to hold every figure its notebook displayed. With Chromium
 on the machine, ``--screenshot PNG`` also photographs the IQA page (headless), the README's picture.
 
-Nothing is fetched: no theme, font or script comes from the network, and the site opens from ``file://``.
+Nothing is fetched: no theme, font or script comes from the network, and the site opens from ``file://`` (its
+search needs the site served, see ``mkdocs.yml``).
 """
 from __future__ import annotations
 
@@ -71,9 +72,12 @@ def _displayed_images(path: Path) -> int:
 
 def build(staging: Path, site: Path) -> Path:
     """mkdocs build of ``mkdocs.yml`` with ``staging`` as its docs folder, into ``site``."""
-    from mkdocs.commands.build import build as mkdocs_build
-    from mkdocs.config import load_config
-    from mkdocs.exceptions import MkDocsException
+    try:   # the docs extra: a missing package is one line, not a traceback
+        from mkdocs.commands.build import build as mkdocs_build
+        from mkdocs.config import load_config
+        from mkdocs.exceptions import MkDocsException
+    except ImportError as err:
+        raise DocsError(f"{err.name} is not installed: pip install -e '.[docs]' (make docs installs it)") from None
 
     try:
         config = load_config(str(CONFIG), docs_dir=str(staging), site_dir=str(site))
@@ -98,6 +102,15 @@ def check_site(site: Path, staging: Path) -> list[str]:
     for page in ("deviations.html", "prior.html", "scale.html", "api.html", "index.html"):
         if not (site / page).is_file():
             problems.append(f"{site / page}: missing")
+    for source in sorted(staging.glob("*.md")):
+        fences = sum(line.lstrip().startswith("```") for line in source.read_text(encoding="utf-8").splitlines())
+        if fences % 2:
+            problems.append(f"{source.name}: a code block is not closed ({fences} ``` lines)")
+    for page in sorted(site.rglob("*.html")):
+        fetched = re.findall(r"<(?:script|link)[^>]+(?:src|href)=\"(https?://[^\"]+)\"[^>]*>", page.read_text(encoding="utf-8"))
+        fetched = [url for url in fetched if not url.startswith("https://squidfunk.github.io")]   # the footer's link
+        if fetched:
+            problems.append(f"{page}: loads {fetched[0]} from the network")
     return problems
 
 
@@ -114,9 +127,13 @@ def screenshot(page: Path, png: Path, width: int = 1280, height: int = 1800) -> 
     png.parent.mkdir(parents=True, exist_ok=True)
     command = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
                f"--window-size={width},{height}", f"--screenshot={png}", page.resolve().as_uri()]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    except subprocess.TimeoutExpired:
+        raise DocsError(f"{browser}: the screenshot of {page} took over 120 s; try again") from None
     if done.returncode != 0 or not png.is_file() or png.stat().st_size == 0:
-        raise DocsError(f"{browser}: the screenshot of {page} failed: {done.stderr.strip().splitlines()[-1:]}")
+        last = (done.stderr.strip().splitlines() or ["no message"])[-1]
+        raise DocsError(f"{browser}: the screenshot of {page} failed: {last}")
     return png
 
 
@@ -142,6 +159,9 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"screenshot skipped: {err}")
     except DocsError as err:
         print(f"make docs: {err}", file=sys.stderr)
+        return 1
+    except OSError as err:   # a full disk, a folder that cannot be written
+        print(f"make docs: {err.filename or args.out}: {err.strerror or err}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("make docs: interrupted", file=sys.stderr)

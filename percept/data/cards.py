@@ -183,7 +183,7 @@ CARDS: dict[str, DatasetCard] = {c.name: c for c in [
                  "memorability at a large scale, ICCV 2015, pp. 2390-2398.",
         split_protocol="Paper §4.2/§5.2: the 5 official splits, mean SRCC and MSE over the 5. The paper says "
                        "75% train / 5% val / 20% test; the official files hold 45,000 / 3,741 / 10,000 images "
-                       "(77% / 6% / 17%), which we use (a contradiction of the paper, listed in the README). Manifest columns `split1`.."
+                       "(77% / 6% / 17%), which we use (a contradiction of the paper, listed in docs/deviations.md). Manifest columns `split1`.."
                        "`split5` in {train, val, test}.",
         preprocessing=_MEM_PRE,
         official_layout="`splits/{train,val,test}_{1..5}.txt`, lines `00051110.jpg 0.675000` (file, score); "
@@ -207,7 +207,7 @@ CARDS: dict[str, DatasetCard] = {c.name: c for c in [
         split_protocol="Paper §4.2 / Table A.1: the whole set evaluates generalisation of a model trained on "
                        "LaMem (no split). Tables 5, A.5 and A.9 also train on THINGS (single-dataset, and in the "
                        "memorability multi-dataset model with LaMem, §5.4) without stating a split; ours (a "
-                       "deviation, listed in the README): 5 seeded splits 75% train / 5% val / 20% test of the "
+                       "deviation, listed in docs/deviations.md): 5 seeded splits 75% train / 5% val / 20% test of the "
                        "sorted concepts (LoDa's recipe, seed 3407), every image with its concept (manifest "
                        "column `concept`), so no concept is in two parts; mean over the 5 splits.",
         preprocessing=_MEM_PRE,
@@ -225,7 +225,8 @@ CARDS: dict[str, DatasetCard] = {c.name: c for c in [
                         "layout `object_images/{concept}/{file}` (THINGS' own folders; concept = file name "
                         "without its last `_NNx` part; option `image_dir`). When images are checked they are "
                         "located by file name anywhere under `root`.",
-        notes="Kramer et al. and the paper use corrected recognition (CR = hit rate - false-alarm rate), which "
+        notes="Kramer et al. report corrected recognition (CR = hit rate - false-alarm rate) as an image's memorability; "
+              "the paper says only 'the memorability score', so reading it as CR is ours. CR "
               "can in principle be negative, hence the range [-1, 1]; hit rate is a different score and is never "
               "taken in its place. The column used is recorded in the sidecar's `score_source`."),
     DatasetCard(
@@ -240,7 +241,7 @@ CARDS: dict[str, DatasetCard] = {c.name: c for c in [
                        "halves of the images with at least 20 subjects). Manifest columns `split1`..`split25` "
                        "in {train, test, none}; `none` (in neither half) is used as unassigned. The official "
                        "splits have no validation part, which model selection needs (§3.1); ours (a deviation, "
-                       "listed in the README): 10% of each split's train images (`int(round(0.1 n_train))`, "
+                       "listed in docs/deviations.md): 10% of each split's train images (`int(round(0.1 n_train))`, "
                        "chosen with `random.Random(3407 + k)`, as for IQA) become val; test is the official one.",
         preprocessing=_MEM_PRE,
         official_layout="Taken from the release's own MATLAB scripts (which read `sorted_target_data{i}.hits` "

@@ -125,7 +125,8 @@ def prepare_memcat(root: Path, check_images: bool = True, labels_file: str = "me
 
 
 # THINGS memorability (Kramer et al. 2023, scores on OSF, osf.io/5a7z6): the header percept reads. The score
-# is corrected recognition, CR = hit rate - false-alarm rate, the score of Kramer et al. and of the paper;
+# is corrected recognition, CR = hit rate - false-alarm rate, the memorability score of Kramer et al.; the paper
+# says only "the memorability score", so taking CR is our reading (docs/deviations.md, "Assumed");
 # `hr` (hit rate) and any other column are used only when named explicitly (option `score`), never by fallback.
 THINGS_SCORE = "cr"
 THINGS_IMAGE = ("image", "image_name", "filename", "file")   # exactly one must be present
@@ -158,7 +159,7 @@ def prepare_things(root: Path, check_images: bool = True, labels_file: str = "th
     img_col = imgs[0]
     score_col = _things_column(df, path, score)
     if score_col is None:
-        what = ("corrected-recognition column `cr` (CR = hit rate - false-alarm rate, the paper's score)"
+        what = ("corrected-recognition column `cr` (CR = hit rate - false-alarm rate, Kramer et al.'s memorability score)"
                 if score == THINGS_SCORE else f"score column {score!r} (given as score=)")
         raise ManifestError(f"things: {str(path)!r} has no {what}; columns found: {found}. Pass the column that "
                             f"holds corrected recognition with score=COLUMN (CLI --option score=COLUMN); `hr` "
@@ -167,8 +168,8 @@ def prepare_things(root: Path, check_images: bool = True, labels_file: str = "th
         raise ManifestError(f"things: score={score!r} in {str(path)!r} is the image column; columns found: {found}")
     if str(score_col).lower() != THINGS_SCORE:
         warnings.warn(f"things: memorability taken from column {score_col!r} (score=), not the corrected "
-                      f"recognition `cr` of Kramer et al. and the paper; results are comparable with the "
-                      f"paper's only if it holds CR", stacklevel=3)
+                      f"recognition `cr` of Kramer et al.; results are comparable with the paper's only if it "
+                      f"holds the score the paper used (CR, by our reading)", stacklevel=3)
     mem = numbers(df[score_col], path, score_col, "things", names=df[img_col])
     values = df[img_col].astype(str).str.replace("\\", "/", regex=False)
     concepts = [v.rsplit("/", 1)[0] if "/" in v else v.rsplit("_", 1)[0] for v in values]

@@ -50,8 +50,7 @@ def caption(text: str, datasets, backbone: str, pretrained: bool = True) -> str:
     model = f"`{backbone}` encoder, {'pretrained' if pretrained else 'random-initialised'}"
     if pretrained and get_spec(backbone).shipped_weights:     # the demo's own prior, shipped with percept
         model = f"`{backbone}`, the demo's own prior"
-    verdict = "" if pretrained and not synthetic else " A pipeline check."
-    return f"**{text}** Data: {'; '.join(parts)}. Model: {model}.{verdict}"
+    return f"**{text}** Data: {'; '.join(parts)}. Model: {model}."
 
 
 def dataset_markdown(dataset: str) -> str:

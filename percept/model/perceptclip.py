@@ -250,7 +250,8 @@ class PerceptCLIP(nn.Module, ModelHubMixin, library_name="percept", tags=["perce
 
         >>> with model.recorded_attention() as maps:
         ...     model(images)
-        >>> maps[-1][:, :, 0, 1:]   # last layer, CLS -> patch attention
+        >>> last = maps[-1]
+        >>> last[:, :, 0, 1:]   # last layer, CLS -> patch attention
         """
         layers = self.attention_layers()
         maps: list = []
