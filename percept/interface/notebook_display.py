@@ -14,16 +14,15 @@ from ..data.cards import get_card, render_card_markdown
 from ..data.sources import (
     SYNTHETIC_REFERENCES,
     SYNTHETIC_SPLITS,
-    DataConfig,
     dataset_task,
     is_synthetic,
-    open_source,
 )
 from ..data.splits import split_columns
 from ..engine.runs import RunDir
-from ..model.backbones import get_spec, normalization
+from ..model.backbones import get_spec
 from ..model.perceptclip import build_model
 from ..study.analysis import gallery_images
+from ..study.interpret import run_images
 from ..study.paper import PAPER_DATASET_NAMES
 
 DEMO_DESCRIPTIONS = {
@@ -135,16 +134,8 @@ def metrics_table(metrics: Mapping, part: str = "test", digits: int = 4) -> pd.D
 def sample_images(run_dir, n: int = 8, part: str = "test", dataset: str | None = None):
     """(images (n, 3, H, W) normalised, ids, labels) from a run's dataset with its test transform — single
     crops (an IQA item's first crop) as :mod:`percept.study.interpret` expects — normalised with the run's backbone
-    statistics (plot them with ``denormalize=config["model"]["backbone"]``)."""
-    config = read_config(run_dir)
-    data = config["data"][0] if dataset is None else next(d for d in config["data"] if d["dataset"] == dataset)
-    source = open_source(DataConfig(**data))
-    split = source.group_split(config["split"]) if len(config["data"]) > 1 else config["split"]
-    items = source.dataset(split, part, train_transform=False, test_crops=1,
-                           normalization=normalization(config["model"]["backbone"]))
-    picked = [items[i] for i in range(min(n, len(items)))]
-    images = torch.stack([it["image"][0] if it["image"].ndim == 4 else it["image"] for it in picked])
-    return images, [it["id"] for it in picked], [it["label"] for it in picked]
+    statistics (plot them with ``denormalize=config["model"]["backbone"]``): :func:`percept.study.interpret.run_images`."""
+    return run_images(read_config(run_dir), dataset=dataset, part=part, n=n)
 
 
 def parameter_table(backbone: str = "tiny_clip", strategies: Sequence[str] = ("lora", "frozen", "full"),

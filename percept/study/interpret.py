@@ -31,6 +31,8 @@ import pandas as pd
 import torch
 
 from ..core.tasks import KINDS
+from ..data.sources import DataConfig, open_source
+from ..model.backbones import normalization
 
 
 # ----------------------------------------------------------------------------- partial forward
@@ -103,6 +105,26 @@ def inference_mode(model) -> Iterator[None]:
 
 
 # ----------------------------------------------------------------------------- inputs
+def run_images(config: dict, *, dataset: str | None = None, part: str = "test", ids: Sequence[str] | None = None,
+               n: int = 8) -> tuple[torch.Tensor, list, list]:
+    """``(images (N, 3, H, W), ids, labels)`` of a run's dataset (``config``: its config.yaml; ``dataset``: one of a
+    multi-dataset run's, default its first) and split: ``ids`` in that order, else the part's first ``n``. The run's
+    test transform, one crop each (an IQA item's first: what head importance takes), normalised with the run's
+    backbone statistics (plot them with ``denormalize=config["model"]["backbone"]``)."""
+    data = config["data"][0] if dataset is None else next(d for d in config["data"] if d["dataset"] == dataset)
+    source = open_source(DataConfig(**data))
+    split = source.group_split(config["split"]) if len(config["data"]) > 1 else config["split"]
+    items = source.dataset(split, part, train_transform=False, test_crops=1,
+                           normalization=normalization(config["model"]["backbone"]))
+    if ids is None:
+        picked = [items[i] for i in range(min(n, len(items)))]
+    else:
+        where = {image_id: k for k, image_id in enumerate(items.ids)}
+        picked = [items[where[image_id]] for image_id in ids]
+    images = torch.stack([it["image"][0] if it["image"].ndim == 4 else it["image"] for it in picked])
+    return images, [it["id"] for it in picked], [it["label"] for it in picked]
+
+
 def _batches(images, batch_size: int, device) -> Iterator[torch.Tensor]:
     """A (N, 3, H, W) tensor split into chunks, or an iterable of batches (tensors, ``{"image": ...}``
     dicts as yielded by :class:`percept.data.dataset.ManifestDataset` loaders, or ``(images, ...)``)."""

@@ -32,7 +32,6 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import matplotlib as mpl
 import numpy as np
@@ -44,10 +43,9 @@ from ..core.files import write_csv
 from ..core.metrics import valence_of
 from ..core.options import upgrade_model_fields
 from ..data.fixtures import MARKER
-from ..data.sources import DataConfig, is_synthetic, open_source
+from ..data.sources import DataConfig, is_synthetic
 from ..engine.presets import preset_config
 from ..engine.runs import RunDir
-from ..model.backbones import normalization
 from . import analysis, interpret
 from .figures import STYLE, figure_name, save_figure
 from .paper import PAPER_DATASET_NAMES
@@ -193,18 +191,6 @@ def _empty(title: str, text: str) -> Figure:
     return fig
 
 
-def _test_images(run: FigureRun, ids: Sequence[str]) -> torch.Tensor:
-    """The run's test images ``ids`` with its test transform, one crop each, normalised for its backbone."""
-    entry = next(d for d in run.config["data"] if d["dataset"] == run.dataset)
-    source = open_source(DataConfig(**entry))
-    split = source.group_split(run.config["split"]) if len(run.config["data"]) > 1 else run.config["split"]
-    items = source.dataset(split, "test", train_transform=False, test_crops=1,
-                           normalization=normalization(run.config["model"]["backbone"]))
-    where = {image_id: k for k, image_id in enumerate(items.ids)}
-    images = [items[where[image_id]]["image"] for image_id in ids]
-    return torch.stack([x[0] if x.ndim == 4 else x for x in images])
-
-
 def _attention(name: str, spec: dict, run: FigureRun, title: str, models: dict) -> list[tuple]:
     picked = attention_selection(run.predictions, spec["valence"], spec["by"], spec["n_images"])
     if picked.empty:
@@ -214,7 +200,7 @@ def _attention(name: str, spec: dict, run: FigureRun, title: str, models: dict) 
         device = "cuda" if torch.cuda.is_available() else "cpu"
         models[run.run_dir] = RunDir(run.run_dir).load_model().to(device)
     model = models[run.run_dir]
-    images = _test_images(run, picked["id"])
+    images = interpret.run_images(run.config, dataset=run.dataset, ids=list(picked["id"]))[0]
     head = run.dataset if len(model.heads) > 1 else None
     table = interpret.head_importance(model, images, head_name=head)
     rows = interpret.top_head_attention(model, images, table, k=spec["top_k"], n_images=spec["per_head"])
