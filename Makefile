@@ -8,7 +8,7 @@ OUT := $(CURDIR)/outputs
 # make reproduce DATA_ROOT=/data/percept  (default: $PERCEPT_DATA_ROOT or reproduce.yaml's data_root)
 DATA_ROOT ?=
 
-.PHONY: demo test docs lab reproduce reproduce-plan reproduce-smoke gpu-check install clean
+.PHONY: demo test docs lab reproduce reproduce-plan reproduce-smoke gpu-check gpu-wheels install clean
 
 # The environment: the package (editable) with the test and notebook extras; the notebooks run on the
 # `python3` Jupyter kernel that ipykernel installs into the environment (registered here if it is missing).
@@ -57,6 +57,14 @@ reproduce-smoke: $(STAMP)
 ## JSON, a Markdown table and a profile under outputs/gpu_check/, the table printed last.
 gpu-check: $(STAMP)
 	$(PY) -m percept bench --suite gpu-check --out $(OUT)/gpu_check
+
+## The wheels of the tested timm and peft (the libraries whose internals we use) in .whl/, for a GPU machine that
+## has PyTorch but not this environment: `bash tools/gpu_check.sh DIR` there installs them first.
+gpu-wheels: $(STAMP)
+	rm -rf .whl
+	$(PY) -m pip download --quiet --no-deps --only-binary=:all: --dest .whl \
+		$$($(PY) -c "from importlib.metadata import version; print(*(f'{n}=={version(n)}' for n in ('timm', 'peft')))")
+	@ls .whl
 
 clean:
 	rm -rf $(OUT) .pytest_cache

@@ -35,7 +35,6 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from jsonargparse import ArgumentError, ArgumentParser
 
 from ..core.options import flag_fields
 
@@ -192,6 +191,10 @@ DESCRIPTIONS = {
 
 def build_parser(command: str):
     """The jsonargparse parser of ``percept COMMAND`` (train, sweep or params)."""
+    # jsonargparse here, not at the top: `percept bench` and the other commands run without it (a GPU machine's
+    # Python may lack it: docs/performance.md)
+    from jsonargparse import ArgumentParser
+
     from ..engine.train_config import EXECUTION_FIELDS, TrainConfig
     from ..model.perceptclip import (
         ModelConfig,  # torch: only when one of these commands runs, not for `percept --help`
@@ -328,6 +331,8 @@ def _merged(*layers: dict) -> dict:
 def parse_options(command: str, argv: list[str]) -> Options:
     """The options of ``percept COMMAND ARGV``: the defaults, the config file over them, the typed flags over both
     (wherever ``--config`` stands). jsonargparse reads and type-checks each of the three."""
+    from jsonargparse import ArgumentError
+
     parser = build_parser(command)
     argv = _mapping_argv(list(argv), mapping_flags())
     files, rest, i = [], [], 0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from .gpu_check import gpu_check
+from .gpu_check import STEPS, gpu_check
 from .run import add_arguments, run_from_args
 
 
@@ -18,10 +18,19 @@ def main(argv: list[str] | None = None) -> int:
                         "(percept.study.bench.gpu_check) into the folder --out; its own settings (ViT-L/14, batch 128 on a "
                         "GPU; tiny_clip, a few steps without one)")
     parser.add_argument("--dry-run", action="store_true", help="with --suite: the CPU settings even on a GPU")
+    parser.add_argument("--only", default=None, metavar="A,B", help="with --suite: only these steps (default: all: "
+                        + ", ".join(STEPS) + "), e.g. a rerun of the failed ones into another folder")
     args = parser.parse_args(argv)
     if args.suite == "gpu-check":
         if not args.out:
             parser.error("--suite gpu-check needs --out DIR (a folder)")
-        return 1 if gpu_check(args.out, device=args.device, dry_run=True if args.dry_run else None)["failed"] else 0
+        steps = [name.strip() for name in args.only.split(",") if name.strip()] if args.only else None
+        unknown = sorted(set(steps or ()) - set(STEPS))
+        if unknown:
+            parser.error(f"--only: unknown step {', '.join(unknown)}; the steps are {', '.join(STEPS)}")
+        record = gpu_check(args.out, device=args.device, dry_run=True if args.dry_run else None, steps=steps)
+        return 1 if record["failed"] else 0
+    if args.only:
+        parser.error("--only goes with --suite gpu-check")
     run_from_args(args)
     return 0

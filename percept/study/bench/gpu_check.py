@@ -20,7 +20,9 @@ step that would start after the time budget is recorded as skipped):
 ==================  ========================================================================================
 
 Writes ``DIR/gpu_check.json`` (every number), ``DIR/gpu_check.md`` (the table for the README's Performance section)
-and ``DIR/profile.txt``, and prints the table last. Without a GPU it is a dry run (``tiny_clip``, a few steps,
+and ``DIR/profile.txt``, and prints the table last. The JSON and the table are rewritten after every step
+(``"complete": false`` until the last), so that a run stopped by a time limit keeps the numbers it measured;
+``steps`` (``--only A,B``) runs some of the steps only, e.g. a rerun of the failed ones into another folder. Without a GPU it is a dry run (``tiny_clip``, a few steps,
 a minute or two on a CPU): ``tests/test_bench.py`` runs it, so that the check cannot rot before a GPU comes.
 """
 from __future__ import annotations
@@ -61,6 +63,7 @@ DRY_RUN_SETTINGS = {"backbone": "tiny_clip", "batch_size": 8, "eval_batch_size":
                     "workers": 0, "max_images": 40, "references": 8, "precision_epochs": 1,
                     "precision_batch_size": 8, "compile_backend": "aot_eager", "budget_s": 100}
 CROPS = 15   # the IQA test protocol's crops per image (App. A.1)
+STEPS = ("eager", "compile", "inference_merged", "iqa_eval_15_crops", "flop_counter", "profile", "bf16_vs_fp32")
 
 
 def _merged_inference(s: dict, device, precision: str) -> dict:
@@ -146,16 +149,23 @@ def _profile(s: dict, device, precision: str, path: Path) -> dict:
 
 
 def gpu_check(out: str | os.PathLike, *, device: str = "auto", dry_run: bool | None = None,
-              overrides: dict | None = None, log=print) -> dict:
+              overrides: dict | None = None, steps: list[str] | None = None, log=print) -> dict:
     """Run the suite (module docstring) into folder ``out``; ``dry_run`` (default: no GPU) takes the CPU
-    settings; ``overrides`` changes some of them. Returns the record written to ``out/gpu_check.json``."""
+    settings; ``overrides`` changes some of them; ``steps`` (default: all of :data:`STEPS`) names the steps to run.
+    Returns the record written to ``out/gpu_check.json``."""
+    unknown = sorted(set(steps or ()) - set(STEPS))
+    if unknown:
+        raise ValueError(f"unknown gpu-check step {', '.join(unknown)}; the steps are {', '.join(STEPS)}")
+    chosen = set(steps or STEPS)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     device, precision = resolve_device(device, "auto")
     dry = device.type != "cuda" if dry_run is None else dry_run
     s = {**(DRY_RUN_SETTINGS if dry else GPU_SETTINGS), **(overrides or {})}
     record = {"format": "percept-gpu-check-v1", "dry_run": dry, "settings": s, "precision": precision,
-              "environment": _environment(device), "steps": {}, "failed": [], "skipped": []}
+              "environment": _environment(device), "steps": {}, "failed": [], "skipped": [], "complete": False}
+    if steps:
+        record["steps_asked"] = [name for name in STEPS if name in chosen]
     log(f"percept gpu-check{' (dry run)' if dry else ''}: {s['backbone']}, batch {s['batch_size']}, {precision}, "
         f"{record['environment'].get('gpu') or record['environment']['cpu']}")
     # the synthetic IQA set of the data and bf16 steps: beside, not in, the results folder (it may be sent back)
@@ -164,7 +174,16 @@ def gpu_check(out: str | os.PathLike, *, device: str = "auto", dry_run: bool | N
         generate_synthetic_iqa(data_root, n_references=s["references"], seed=0)
     started = time.perf_counter()                  # the budget is the steps'
 
+    def save() -> str:
+        record["seconds"] = round(time.perf_counter() - started, 1)
+        table = markdown_table(record)
+        atomic_write_text(out / "gpu_check.json", json.dumps(record, indent=2, default=_json_default) + "\n")
+        atomic_write_text(out / "gpu_check.md", table + "\n")
+        return table
+
     def step(name: str, fn) -> None:
+        if name not in chosen:
+            return
         if time.perf_counter() - started > s["budget_s"]:
             record["skipped"].append(name)
             log(f"{name}: skipped (time budget of {s['budget_s']} s spent)")
@@ -178,6 +197,7 @@ def gpu_check(out: str | os.PathLike, *, device: str = "auto", dry_run: bool | N
             record["failed"].append(name)
             log(f"{name}: FAILED {record['steps'][name]['error'][:200]}")
         free_memory(device)
+        save()                                     # what is measured so far survives a time limit
 
     common = {"backbone": s["backbone"], "batch_size": s["batch_size"], "eval_batch_size": s["eval_batch_size"],
               "steps": s["steps"], "warmup": s["warmup"], "device": str(device), "num_workers": s["workers"],
@@ -193,11 +213,8 @@ def gpu_check(out: str | os.PathLike, *, device: str = "auto", dry_run: bool | N
     step("bf16_vs_fp32", lambda: compare_precisions(
         s["backbone"], "synthetic_iqa", str(data_root), epochs=s["precision_epochs"], batch_size=s["precision_batch_size"],
         device=str(device), test_crops=2 if dry else CROPS, run_dir=tempfile.mkdtemp(prefix="percept-gpu-check-")))
-    record["seconds"] = round(time.perf_counter() - started, 1)
-    table = markdown_table(record)
-    atomic_write_text(out / "gpu_check.json", json.dumps(record, indent=2, default=_json_default) + "\n")
-    atomic_write_text(out / "gpu_check.md", table + "\n")
-    log(table)
+    record["complete"] = True
+    log(save())
     return record
 
 
@@ -250,6 +267,10 @@ def markdown_table(record: dict) -> str:
         lines.append(f"| FAILED: {name} | {record['steps'][name]['error'][:120]} |")
     for name in record["skipped"]:
         lines.append(f"| skipped (time budget): {name} | |")
-    lines.append(f"\n`percept bench --suite gpu-check --out DIR` (= `make gpu-check`), {record.get('seconds', 0):.0f} s; "
+    if not record.get("complete", True):
+        lines.append(f"| not finished: written after step {list(record['steps'])[-1] if record['steps'] else '(none)'}"
+                     " | the later steps did not run (stopped?) |")
+    asked = f" --only {','.join(record['steps_asked'])}" if record.get("steps_asked") else ""
+    lines.append(f"\n`percept bench --suite gpu-check --out DIR{asked}` (= `make gpu-check`), {record.get('seconds', 0):.0f} s; "
                  f"percept {__version__}, torch {env.get('torch', '')}")
     return "\n".join(lines)
