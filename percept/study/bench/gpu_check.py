@@ -22,8 +22,9 @@ step that would start after the time budget is recorded as skipped):
 Writes ``DIR/gpu_check.json`` (every number), ``DIR/gpu_check.md`` (the table for the README's Performance section)
 and ``DIR/profile.txt``, and prints the table last. The JSON and the table are rewritten after every step
 (``"complete": false`` until the last), so that a run stopped by a time limit keeps the numbers it measured;
-``steps`` (``--only A,B``) runs some of the steps only, e.g. a rerun of the failed ones into another folder. Without a GPU it is a dry run (``tiny_clip``, a few steps,
-a minute or two on a CPU): ``tests/test_bench.py`` runs it, so that the check cannot rot before a GPU comes.
+``steps`` (``--only A,B``) runs some of the steps only, e.g. a rerun of the failed ones into another folder.
+Without a GPU it is a dry run (``tiny_clip``, a few steps, a minute or two on a CPU): ``tests/test_bench.py`` runs
+it through ``tools/gpu_check.sh`` (what a lent GPU machine runs), so that the check cannot rot before a GPU comes.
 """
 from __future__ import annotations
 
@@ -271,6 +272,6 @@ def markdown_table(record: dict) -> str:
         lines.append(f"| not finished: written after step {list(record['steps'])[-1] if record['steps'] else '(none)'}"
                      " | the later steps did not run (stopped?) |")
     asked = f" --only {','.join(record['steps_asked'])}" if record.get("steps_asked") else ""
-    lines.append(f"\n`percept bench --suite gpu-check --out DIR{asked}` (= `make gpu-check`), {record.get('seconds', 0):.0f} s; "
-                 f"percept {__version__}, torch {env.get('torch', '')}")
+    lines.append(f"\n`percept bench --suite gpu-check --out DIR{asked}` (= `make gpu-check`), "
+                 f"{record.get('seconds', 0):.0f} s; percept {__version__}, torch {env.get('torch', '')}")
     return "\n".join(lines)
