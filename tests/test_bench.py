@@ -242,7 +242,7 @@ def test_the_gpu_check_runs_as_a_dry_run_without_a_gpu(tmp_path, monkeypatch):
                            "--dry-run"], capture_output=True, text=True, timeout=300,
                           env={**os.environ, "PYTHON": sys.executable, "PYTHONPATH": str(hide)})
     assert done.returncode == 0, done.stderr[-2000:]
-    assert "gpu-check with torch" in done.stdout
+    assert "percept gpu-check (dry run): tiny_clip" in done.stdout and f"torch {torch.__version__}, timm" in done.stdout
     record = json.loads((tmp_path / "ok" / "gpu_check.json").read_text())
     assert record["dry_run"] and record["failed"] == [] and record["skipped"] == [] and record["complete"]
     assert set(record["steps"]) == {"eager", "compile", "inference_merged", "iqa_eval_15_crops", "flop_counter",

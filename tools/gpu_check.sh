@@ -6,7 +6,7 @@
 # scikit-learn, filelock, pyyaml, tqdm (transformers for the reference path). timm and peft are the libraries
 # whose internals we use: `make gpu-wheels` puts the tested versions' wheels in .whl/, and this script installs
 # them (no index, no network) into a temporary folder ahead of the machine's own, so the check measures the code
-# the tests ran; without .whl/ the machine's versions are used and printed.
+# the tests ran; without .whl/ the machine's versions are used. The check prints the versions it runs with.
 set -u
 if [ $# -lt 1 ]; then
     echo "usage: bash tools/gpu_check.sh OUT_DIR [percept bench options]" >&2
@@ -22,9 +22,9 @@ if compgen -G "$here/.whl/*.whl" > /dev/null; then
     "$py" -m pip install --quiet --no-index --no-deps --no-compile --no-cache-dir --disable-pip-version-check \
         --target "$site" "$here"/.whl/*.whl \
         || { echo "gpu-check: the wheels in $here/.whl did not install; run make gpu-wheels again" >&2; exit 2; }
+    echo "gpu-check: $(cd "$here/.whl" && echo *.whl) installed ahead of the machine's own"
+else
+    echo "gpu-check: no .whl/ (make gpu-wheels): the machine's own timm and peft"
 fi
 export PYTHONPATH="${site:+$site:}$here${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
-"$py" -c "import torch, timm, peft; print(f'gpu-check with torch {torch.__version__}, timm {timm.__version__}, '
-f'peft {peft.__version__}' + (' (timm and peft from .whl/)' if '$site' else ' (the machine\'s own)'))" \
-    || { echo "gpu-check: $py lacks torch, timm or peft; run make gpu-wheels here and carry .whl/" >&2; exit 2; }
 exec "$py" -m percept bench --suite gpu-check --out "$out" "$@"

@@ -64,6 +64,7 @@ DRY_RUN_SETTINGS = {"backbone": "tiny_clip", "batch_size": 8, "eval_batch_size":
                     "workers": 0, "max_images": 40, "references": 8, "precision_epochs": 1,
                     "precision_batch_size": 8, "compile_backend": "aot_eager", "budget_s": 100}
 CROPS = 15   # the IQA test protocol's crops per image (App. A.1)
+VERSIONS_SHOWN = ("torch", "timm", "peft", "transformers")   # printed first and under the table
 STEPS = ("eager", "compile", "inference_merged", "iqa_eval_15_crops", "flop_counter", "profile", "bf16_vs_fp32")
 
 
@@ -167,8 +168,9 @@ def gpu_check(out: str | os.PathLike, *, device: str = "auto", dry_run: bool | N
               "environment": _environment(device), "steps": {}, "failed": [], "skipped": [], "complete": False}
     if steps:
         record["steps_asked"] = [name for name in STEPS if name in chosen]
+    env = record["environment"]
     log(f"percept gpu-check{' (dry run)' if dry else ''}: {s['backbone']}, batch {s['batch_size']}, {precision}, "
-        f"{record['environment'].get('gpu') or record['environment']['cpu']}")
+        f"{env.get('gpu') or env['cpu']}; " + ", ".join(f"{name} {env.get(name)}" for name in VERSIONS_SHOWN))
     # the synthetic IQA set of the data and bf16 steps: beside, not in, the results folder (it may be sent back)
     data_root = Path(tempfile.gettempdir()) / f"percept-gpu-check-synthetic-{s['references']}"
     if not (data_root / "manifest.csv").is_file():
@@ -273,5 +275,6 @@ def markdown_table(record: dict) -> str:
                      " | the later steps did not run (stopped?) |")
     asked = f" --only {','.join(record['steps_asked'])}" if record.get("steps_asked") else ""
     lines.append(f"\n`percept bench --suite gpu-check --out DIR{asked}` (= `make gpu-check`), "
-                 f"{record.get('seconds', 0):.0f} s; percept {__version__}, torch {env.get('torch', '')}")
+                 f"{record.get('seconds', 0):.0f} s; percept {__version__}, "
+                 + ", ".join(f"{name} {env.get(name, '')}" for name in VERSIONS_SHOWN))
     return "\n".join(lines)
