@@ -25,10 +25,10 @@ def main(argv: list[str] | None = None) -> int:
         if not args.out:
             parser.error("--suite gpu-check needs --out DIR (a folder)")
         steps = [name.strip() for name in args.only.split(",") if name.strip()] if args.only else None
-        unknown = sorted(set(steps or ()) - set(STEPS))
-        if unknown:
-            parser.error(f"--only: unknown step {', '.join(unknown)}; the steps are {', '.join(STEPS)}")
-        record = gpu_check(args.out, device=args.device, dry_run=True if args.dry_run else None, steps=steps)
+        try:
+            record = gpu_check(args.out, device=args.device, dry_run=True if args.dry_run else None, steps=steps)
+        except ValueError as err:      # an unknown step or device, before anything runs
+            parser.error(str(err))
         return 1 if record["failed"] else 0
     if args.only:
         parser.error("--only goes with --suite gpu-check")
