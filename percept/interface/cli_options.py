@@ -191,9 +191,7 @@ DESCRIPTIONS = {
 
 def build_parser(command: str):
     """The jsonargparse parser of ``percept COMMAND`` (train, sweep or params)."""
-    # jsonargparse here, not at the top: `percept bench` and the other commands run without it (a GPU machine's
-    # Python may lack it: docs/performance.md)
-    from jsonargparse import ArgumentParser
+    from jsonargparse import ArgumentParser  # here: percept bench runs without it (docs/performance.md)
 
     from ..engine.train_config import EXECUTION_FIELDS, TrainConfig
     from ..model.perceptclip import (
@@ -331,7 +329,7 @@ def _merged(*layers: dict) -> dict:
 def parse_options(command: str, argv: list[str]) -> Options:
     """The options of ``percept COMMAND ARGV``: the defaults, the config file over them, the typed flags over both
     (wherever ``--config`` stands). jsonargparse reads and type-checks each of the three."""
-    from jsonargparse import ArgumentError
+    from jsonargparse import ArgumentError  # here: as in build_parser
 
     parser = build_parser(command)
     argv = _mapping_argv(list(argv), mapping_flags())
